@@ -1,0 +1,19 @@
+//! The CLI's error type: wraps the library errors, whose messages already name the file,
+//! node or op concerned.
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum CliError {
+    #[error(transparent)]
+    Onnx(#[from] jetc_onnx::OnnxError),
+    #[error(transparent)]
+    Pass(#[from] jetc_passes::PassError),
+    #[error(transparent)]
+    Runtime(#[from] jetc_runtime::RuntimeError),
+    #[error(transparent)]
+    Ir(#[from] jetc_ir::IrError),
+    #[error("{0}")]
+    Msg(String),
+}
+
+pub type Result<T, E = CliError> = std::result::Result<T, E>;

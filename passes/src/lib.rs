@@ -1,0 +1,15 @@
+//! Passes over the IR and the pass manager that verifies the graph after each one.
+//!
+//! A [`Pass`] rewrites a graph in place and reports whether it changed anything. The
+//! [`PassManager`] runs a pipeline, runs the verifier after every pass, and names the pass
+//! in any error, so a broken rewrite is caught where it happens.
+
+pub mod error;
+pub mod fold;
+pub mod manager;
+pub mod pattern;
+pub mod raise;
+
+pub use error::{PassError, Result};
+pub use raise::Raise;
+pub use manager::{pass_by_name, Pass, PassManager, PASS_NAMES};

@@ -1,0 +1,759 @@
+//! Attention raising.
+//!
+//! Anchors: `Softmax` (eager and sdpa decompositions), the standard `Attention` op (opset
+//! 23/24) and the contrib `GroupQueryAttention`. From the anchor we find the attention core's
+//! q, k and v operands, then trace each one up to its projection (`MatMul` with a constant
+//! weight, optional bias `Add`) through the plumbing exporters put in between: reshapes,
+//! transposes, GQA repeats (`Unsqueeze/Expand/Reshape`), scalar scales, the KV-cache
+//! `Concat` with a past input, RoPE (`rotate_half` spelled with Slice/Neg/Concat, or the
+//! `RotaryEmbedding` op) and slices or splits of a packed QKV projection. From the core's
+//! output we walk down to the output projection. The result is one `Attention` op that keeps
+//! the original weights (packed weights are split into q/k/v constants).
+use jetc_ir::{
+    AttentionSpec, DType, Fact, Graph, NodeId, OnnxOp, Op, Outlet, OutputInfo, Patch, PatchOutlet, Result, RopeStyle,
+    Tensor,
+};
+
+use crate::pattern::{const_of, default_opset, input, is_graph_input, linear, onnx_producer, scalar_of};
+
+pub fn raise(g: &mut Graph) -> Result<bool> {
+    let mut changed = false;
+    for id in g.topo_order()? {
+        let Ok(node) = g.node(id) else { continue };
+        let Op::Onnx(op) = &node.op else { continue };
+        let core = match (op.domain.as_str(), op.op_type.as_str()) {
+            ("", "Softmax") => core_from_softmax(g, id),
+            ("", "Attention") => core_from_attention_op(g, id),
+            ("com.microsoft", "GroupQueryAttention") => core_from_gqa(g, id),
+            _ => continue,
+        };
+        let Some(core) = core else { continue };
+        let Some(plan) = plan(g, &core) else { continue };
+        build(g, plan)?;
+        changed = true;
+    }
+    Ok(changed)
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum MaskKind {
+    /// Float, added to the scores.
+    Additive,
+    /// Boolean, true where a key may be attended.
+    Keep,
+    /// Boolean, true where a key must not be attended.
+    Drop,
+}
+
+#[derive(Clone, Debug)]
+struct Rope {
+    cos: Outlet,
+    sin: Outlet,
+    /// Gather the tables by these position ids first (`RotaryEmbedding` with position_ids).
+    positions: Option<Outlet>,
+    /// Positions are `past_len + arange(T)` (GroupQueryAttention `do_rotary`).
+    offset_positions: bool,
+    style: RopeStyle,
+    rotary_dim: Option<usize>,
+}
+
+/// The attention core found at an anchor.
+struct Core {
+    q: Outlet,
+    k: Option<Outlet>,
+    v: Option<Outlet>,
+    out: Outlet,
+    mask: Option<(Outlet, MaskKind)>,
+    /// Scale found on the scores path, and the op's own (for fused ops).
+    path_scale: f32,
+    op_scale: Option<f32>,
+    /// The op's default scale is 1/sqrt(head_dim) (fused ops), or there is none (Softmax).
+    default_scale: bool,
+    causal: bool,
+    heads: Option<usize>,
+    kv_heads: Option<usize>,
+    past: Option<(Outlet, Outlet)>,
+    present: Option<(Outlet, Outlet)>,
+    rope: Option<Rope>,
+    anchor: String,
+}
+
+struct Proj {
+    x: Outlet,
+    w: Outlet,
+    bias: Option<Outlet>,
+    /// Column range of a packed projection.
+    cols: Option<(usize, usize)>,
+    out_dim: usize,
+}
+
+struct Trace {
+    proj: Proj,
+    rope: Option<Rope>,
+    past: Option<Outlet>,
+    present: Option<Outlet>,
+    scale: f32,
+}
+
+fn onnx(g: &Graph, o: Outlet) -> Option<(&jetc_ir::Node, &OnnxOp)> {
+    let n = g.node(o.node).ok()?;
+    match &n.op {
+        Op::Onnx(op) => Some((n, op)),
+        _ => None,
+    }
+}
+
+/// True when `o` is the raw q·k product or a scaled/cast form of it.
+fn is_scores(g: &Graph, o: Outlet, depth: usize) -> bool {
+    if depth > 6 {
+        return false;
+    }
+    let Some((n, op)) = onnx(g, o) else { return false };
+    match op.op_type.as_str() {
+        "MatMul" => input(n, 1).is_some_and(|b| const_of(g, b).is_none()) && input(n, 0).is_some_and(|a| const_of(g, a).is_none()),
+        "Mul" | "Div" | "Cast" | "Add" | "Where" | "Tanh" => {
+            n.inputs().iter().flatten().any(|&i| is_scores(g, i, depth + 1))
+        }
+        _ => false,
+    }
+}
+
+fn core_from_softmax(g: &Graph, sm: NodeId) -> Option<Core> {
+    let node = g.node(sm).ok()?;
+    let Op::Onnx(op) = &node.op else { return None };
+    let rank = g.fact(input(node, 0)?).ok()?.rank()?;
+    let axis = op.int_or("axis", -1);
+    if axis != -1 && axis != rank as i64 - 1 {
+        return None;
+    }
+    let mut cur = input(node, 0)?;
+    let mut mask = None;
+    let mut scale = 1.0f32;
+    let qk = loop {
+        let (n, op) = onnx(g, cur)?;
+        match op.op_type.as_str() {
+            "MatMul" => break n,
+            "Cast" => cur = input(n, 0)?,
+            "Mul" | "Div" => {
+                let (a, b) = (input(n, 0)?, input(n, 1)?);
+                if let Some(s) = scalar_of(g, b) {
+                    scale *= if op.op_type == "Mul" { s } else { 1.0 / s };
+                    cur = a;
+                } else if let (Some(s), "Mul") = (scalar_of(g, a), op.op_type.as_str()) {
+                    scale *= s;
+                    cur = b;
+                } else {
+                    return None;
+                }
+            }
+            "Add" => {
+                let (a, b) = (input(n, 0)?, input(n, 1)?);
+                let (scores, m) = if is_scores(g, a, 0) { (a, b) } else if is_scores(g, b, 0) { (b, a) } else { return None };
+                if mask.is_some() {
+                    return None;
+                }
+                mask = Some((m, MaskKind::Additive));
+                cur = scores;
+            }
+            "Where" => {
+                let (c, a, b) = (input(n, 0)?, input(n, 1)?, input(n, 2)?);
+                if mask.is_some() {
+                    return None;
+                }
+                if is_scores(g, a, 0) {
+                    mask = Some((c, MaskKind::Keep));
+                    cur = a;
+                } else if is_scores(g, b, 0) {
+                    mask = Some((c, MaskKind::Drop));
+                    cur = b;
+                } else {
+                    return None;
+                }
+            }
+            _ => return None,
+        }
+    };
+    let (q, k) = (input(qk, 0)?, input(qk, 1)?);
+    // Down to probs @ V.
+    let mut cur = Outlet::new(sm, 0);
+    let pv = 'down: {
+        for _ in 0..4 {
+            let consumers = g.consumers(cur);
+            for &(c, slot) in &consumers {
+                let n = g.node(c).ok()?;
+                if n.op.is("MatMul") && slot == 0 {
+                    break 'down c;
+                }
+            }
+            // Where(IsNaN(p), 0, p) (sdpa), Cast, Dropout: follow the value onwards.
+            let next = consumers.iter().find_map(|&(c, slot)| {
+                let n = g.node(c).ok()?;
+                let through = (n.op.is("Where") && slot == 2) || n.op.is("Cast") || n.op.is("Dropout");
+                through.then_some(Outlet::new(c, 0))
+            })?;
+            cur = next;
+        }
+        return None;
+    };
+    let pv_node = g.node(pv).ok()?;
+    let causal = mask.is_none();
+    Some(Core {
+        q,
+        k: Some(k),
+        v: Some(input(pv_node, 1)?),
+        out: Outlet::new(pv, 0),
+        mask,
+        path_scale: scale,
+        op_scale: None,
+        default_scale: false,
+        causal,
+        heads: None,
+        kv_heads: None,
+        past: None,
+        present: None,
+        rope: None,
+        anchor: node.name.clone(),
+    })
+}
+
+fn present_pair(g: &Graph, id: NodeId) -> Option<(Outlet, Outlet)> {
+    let n = g.node(id).ok()?;
+    if n.outputs.len() < 3 {
+        return None;
+    }
+    let (k, v) = (Outlet::new(id, 1), Outlet::new(id, 2));
+    let used = |o| !g.consumers(o).is_empty() || g.is_graph_output(o);
+    (used(k) || used(v)).then_some((k, v))
+}
+
+fn core_from_attention_op(g: &Graph, id: NodeId) -> Option<Core> {
+    let node = g.node(id).ok()?;
+    let Op::Onnx(op) = &node.op else { return None };
+    if op.float("softcap").unwrap_or(0.0) != 0.0 || node.outputs.len() > 3 && !g.consumers(Outlet::new(id, 3)).is_empty() {
+        return None;
+    }
+    let mask = input(node, 3).and_then(|m| {
+        let kind = if g.fact(m).ok()?.dtype == DType::Bool { MaskKind::Keep } else { MaskKind::Additive };
+        Some((m, kind))
+    });
+    let past = match (input(node, 4), input(node, 5)) {
+        (Some(k), Some(v)) => Some((k, v)),
+        _ => None,
+    };
+    if input(node, 6).is_some() {
+        return None; // nonpad_kv_seqlen
+    }
+    Some(Core {
+        q: input(node, 0)?,
+        k: input(node, 1),
+        v: input(node, 2),
+        out: Outlet::new(id, 0),
+        causal: op.int_or("is_causal", 0) != 0,
+        mask,
+        path_scale: 1.0,
+        op_scale: op.float("scale"),
+        default_scale: true,
+        heads: op.int("q_num_heads").map(|v| v as usize),
+        kv_heads: op.int("kv_num_heads").map(|v| v as usize),
+        past,
+        present: present_pair(g, id),
+        rope: None,
+        anchor: node.name.clone(),
+    })
+}
+
+fn core_from_gqa(g: &Graph, id: NodeId) -> Option<Core> {
+    let node = g.node(id).ok()?;
+    let Op::Onnx(op) = &node.op else { return None };
+    if op.float("softcap").unwrap_or(0.0) != 0.0 || op.int_or("local_window_size", -1) != -1 {
+        return None;
+    }
+    let rope = if op.int_or("do_rotary", 0) != 0 {
+        Some(Rope {
+            cos: input(node, 7)?,
+            sin: input(node, 8)?,
+            positions: input(node, 9),
+            offset_positions: input(node, 9).is_none(),
+            style: if op.int_or("rotary_interleaved", 0) != 0 { RopeStyle::Interleaved } else { RopeStyle::HalfRotate },
+            rotary_dim: None,
+        })
+    } else {
+        None
+    };
+    let past = match (input(node, 3), input(node, 4)) {
+        (Some(k), Some(v)) => Some((k, v)),
+        _ => None,
+    };
+    let scale = op.float("scale").filter(|s| *s != 0.0);
+    Some(Core {
+        q: input(node, 0)?,
+        k: input(node, 1),
+        v: input(node, 2),
+        out: Outlet::new(id, 0),
+        mask: input(node, 10).map(|b| (b, MaskKind::Additive)),
+        path_scale: 1.0,
+        op_scale: scale,
+        default_scale: true,
+        causal: true,
+        heads: op.int("num_heads").map(|v| v as usize),
+        kv_heads: op.int("kv_num_heads").map(|v| v as usize),
+        past,
+        present: present_pair(g, id),
+        rope,
+        anchor: node.name.clone(),
+    })
+}
+
+/// `x` when `r = rotate_half(x)` = `Concat(Neg(Slice(x, h..)), Slice(x, ..h), axis=-1)`.
+fn rotate_half_source(g: &Graph, r: Outlet) -> Option<Outlet> {
+    let (cat, op) = onnx(g, r)?;
+    if op.op_type != "Concat" || cat.inputs().len() != 2 {
+        return None;
+    }
+    let (neg, _) = onnx_producer(g, input(cat, 0)?, &["Neg"])?;
+    let (hi, _) = onnx_producer(g, input(neg, 0)?, &["Slice"])?;
+    let (lo, _) = onnx_producer(g, input(cat, 1)?, &["Slice"])?;
+    let x = input(hi, 0)?;
+    (input(lo, 0)? == x).then_some(x)
+}
+
+/// RoPE as `Add(Mul(x, cos), Mul(rotate_half(x), sin))`, any operand order.
+fn rope_add(g: &Graph, add: &jetc_ir::Node) -> Option<(Outlet, Rope)> {
+    let (m1, _) = onnx_producer(g, input(add, 0)?, &["Mul"])?;
+    let (m2, _) = onnx_producer(g, input(add, 1)?, &["Mul"])?;
+    for (cm, sm) in [(m1, m2), (m2, m1)] {
+        for (x, cos) in [(input(cm, 0)?, input(cm, 1)?), (input(cm, 1)?, input(cm, 0)?)] {
+            for (r, sin) in [(input(sm, 0)?, input(sm, 1)?), (input(sm, 1)?, input(sm, 0)?)] {
+                if rotate_half_source(g, r) == Some(x) {
+                    let rope = Rope {
+                        cos,
+                        sin,
+                        positions: None,
+                        offset_positions: false,
+                        style: RopeStyle::HalfRotate,
+                        rotary_dim: None,
+                    };
+                    return Some((x, rope));
+                }
+            }
+        }
+    }
+    None
+}
+
+fn last_axis_cols(g: &Graph, n: &jetc_ir::Node, op: &OnnxOp, slot: usize, total: usize) -> Option<(usize, usize)> {
+    let rank = g.fact(input(n, 0)?).ok()?.rank()? as i64;
+    let is_last = |a: i64| a == -1 || a == rank - 1;
+    match op.op_type.as_str() {
+        "Slice" => {
+            let starts = const_of(g, input(n, 1)?)?.to_i64_vec();
+            let ends = const_of(g, input(n, 2)?)?.to_i64_vec();
+            let axes = match input(n, 3) {
+                Some(a) => const_of(g, a)?.to_i64_vec(),
+                None => vec![rank - 1],
+            };
+            if let Some(s) = input(n, 4) {
+                if const_of(g, s)?.to_i64_vec().iter().any(|&v| v != 1) {
+                    return None;
+                }
+            }
+            if starts.len() != 1 || !is_last(axes[0]) {
+                return None;
+            }
+            let t = total as i64;
+            let fix = |v: i64| (if v < 0 { v + t } else { v }).clamp(0, t) as usize;
+            Some((fix(starts[0]), fix(ends[0])))
+        }
+        "Split" => {
+            if !is_last(op.int_or("axis", 0)) {
+                return None;
+            }
+            let sizes: Vec<usize> = match (input(n, 1), op.ints("split")) {
+                (Some(s), _) => const_of(g, s)?.to_i64_vec().iter().map(|&v| v as usize).collect(),
+                (None, Some(s)) => s.iter().map(|&v| v as usize).collect(),
+                (None, None) => {
+                    let parts = n.outputs.len();
+                    vec![total / parts; parts]
+                }
+            };
+            let start: usize = sizes[..slot].iter().sum();
+            Some((start, start + *sizes.get(slot)?))
+        }
+        _ => None,
+    }
+}
+
+fn trace(g: &Graph, start: Outlet) -> Option<Trace> {
+    let mut cur = start;
+    let mut t = Trace {
+        proj: Proj { x: start, w: start, bias: None, cols: None, out_dim: 0 },
+        rope: None,
+        past: None,
+        present: None,
+        scale: 1.0,
+    };
+    let mut slice: Option<(NodeId, usize)> = None;
+    for _ in 0..64 {
+        if let Some((x, w, _, out)) = linear(g, cur) {
+            t.proj.x = x;
+            t.proj.w = w;
+            t.proj.out_dim = out;
+            if let Some((sid, slot)) = slice {
+                let n = g.node(sid).ok()?;
+                let Op::Onnx(op) = &n.op else { return None };
+                t.proj.cols = Some(last_axis_cols(g, n, op, slot, out)?);
+            }
+            return Some(t);
+        }
+        let (n, op) = onnx(g, cur)?;
+        match op.op_type.as_str() {
+            "Transpose" | "Reshape" | "Unsqueeze" | "Squeeze" | "Expand" | "Cast" | "Identity" | "Tile" => {
+                cur = input(n, 0)?
+            }
+            "Mul" | "Div" => {
+                let (a, b) = (input(n, 0)?, input(n, 1)?);
+                if let Some(s) = scalar_of(g, b) {
+                    t.scale *= if op.op_type == "Mul" { s } else { 1.0 / s };
+                    cur = a;
+                } else if let (Some(s), "Mul") = (scalar_of(g, a), op.op_type.as_str()) {
+                    t.scale *= s;
+                    cur = b;
+                } else {
+                    return None;
+                }
+            }
+            "Add" => {
+                if let Some((x, rope)) = rope_add(g, n) {
+                    if t.rope.is_some() {
+                        return None;
+                    }
+                    t.rope = Some(rope);
+                    cur = x;
+                    continue;
+                }
+                let (a, b) = (input(n, 0)?, input(n, 1)?);
+                let (main, bias) = if const_of(g, b).is_some() { (a, b) } else { (b, a) };
+                if t.proj.bias.is_some() || const_of(g, bias).is_none_or(|c| c.shape().len() != 1) || linear(g, main).is_none() {
+                    return None;
+                }
+                t.proj.bias = Some(bias);
+                cur = main;
+            }
+            "Concat" => {
+                if n.inputs().len() != 2 || t.past.is_some() {
+                    return None;
+                }
+                let (a, b) = (input(n, 0)?, input(n, 1)?);
+                if !is_graph_input(g, a) {
+                    return None;
+                }
+                t.past = Some(a);
+                t.present = Some(cur);
+                cur = b;
+            }
+            "Slice" | "Split" => {
+                if slice.is_some() {
+                    return None;
+                }
+                slice = Some((cur.node, cur.slot));
+                cur = input(n, 0)?;
+            }
+            "RotaryEmbedding" if op.domain.is_empty() => {
+                if t.rope.is_some() {
+                    return None;
+                }
+                let rot = op.int_or("rotary_embedding_dim", 0);
+                t.rope = Some(Rope {
+                    cos: input(n, 1)?,
+                    sin: input(n, 2)?,
+                    positions: input(n, 3),
+                    offset_positions: false,
+                    style: if op.int_or("interleaved", 0) != 0 { RopeStyle::Interleaved } else { RopeStyle::HalfRotate },
+                    rotary_dim: (rot > 0).then_some(rot as usize),
+                });
+                cur = input(n, 0)?;
+            }
+            _ => return None,
+        }
+    }
+    None
+}
+
+/// Everything needed to build the Attention node.
+struct Plan {
+    name: String,
+    spec: AttentionSpec,
+    x: Outlet,
+    weights: [(Outlet, Option<(usize, usize)>); 3],
+    biases: [Option<(Outlet, Option<(usize, usize)>)>; 3],
+    wo: Outlet,
+    bo: Option<Outlet>,
+    rope: Option<Rope>,
+    past: Option<(Outlet, Outlet)>,
+    present: Option<(Outlet, Outlet)>,
+    mask: Option<(Outlet, MaskKind)>,
+    y: Outlet,
+    x_fact: Fact,
+}
+
+fn plan(g: &Graph, core: &Core) -> Option<Plan> {
+    let tq = trace(g, core.q)?;
+    let (tk, tv) = match (core.k, core.v) {
+        (Some(k), Some(v)) => (Some(trace(g, k)?), Some(trace(g, v)?)),
+        (None, None) => (None, None),
+        _ => return None,
+    };
+    let x = tq.proj.x;
+    if tk.as_ref().is_some_and(|t| t.proj.x != x) || tv.as_ref().is_some_and(|t| t.proj.x != x) {
+        return None;
+    }
+    // Heads and head_dim.
+    let out_fact = g.fact(core.out).ok()?;
+    let out_shape: Vec<Option<i64>> = out_fact.shape.as_ref()?.iter().map(|d| d.as_known()).collect();
+    let (heads, head_dim) = match (core.heads, out_shape.as_slice()) {
+        (_, [_, Some(h), _, Some(d)]) => (*h as usize, *d as usize),
+        (Some(h), [_, _, Some(hd)]) => (h, *hd as usize / h),
+        _ => return None,
+    };
+    let q_cols = match (&tk, tq.proj.cols) {
+        (None, _) => heads * head_dim,
+        (_, Some((a, b))) => b - a,
+        (_, None) => tq.proj.out_dim,
+    };
+    if head_dim == 0 || q_cols != heads * head_dim {
+        return None;
+    }
+    let cols = |t: &Trace| t.proj.cols.map(|(a, b)| b - a).unwrap_or(t.proj.out_dim);
+    let (weights, biases, kv_heads, rope, past, present, k_scale) = match (&tk, &tv) {
+        (Some(tk), Some(tv)) => {
+            let kv = cols(tk) / head_dim;
+            if cols(tk) != kv * head_dim || cols(tv) != cols(tk) || core.kv_heads.is_some_and(|h| h != kv) {
+                return None;
+            }
+            let rope = match (&tq.rope, &tk.rope, &core.rope) {
+                (Some(a), Some(b), None) if a.cos == b.cos && a.sin == b.sin && a.style == b.style => Some(a.clone()),
+                (None, None, r) => r.clone(),
+                _ => return None,
+            };
+            let past = match (core.past, tk.past, tv.past) {
+                (Some(p), None, None) => Some(p),
+                (None, Some(k), Some(v)) => Some((k, v)),
+                (None, None, None) => None,
+                _ => return None,
+            };
+            let present = match (core.present, tk.present, tv.present) {
+                (Some(p), None, None) => Some(p),
+                (None, Some(k), Some(v)) => Some((k, v)),
+                (None, None, None) => None,
+                _ => return None,
+            };
+            let w = [(tq.proj.w, tq.proj.cols), (tk.proj.w, tk.proj.cols), (tv.proj.w, tv.proj.cols)];
+            let b = [
+                tq.proj.bias.map(|b| (b, None)),
+                tk.proj.bias.map(|b| (b, None)),
+                tv.proj.bias.map(|b| (b, None)),
+            ];
+            (w, b, kv, rope, past, present, tk.scale)
+        }
+        _ => {
+            // Packed QKV into GroupQueryAttention: split the projection's columns.
+            let kv = core.kv_heads?;
+            let (qd, kd) = (heads * head_dim, kv * head_dim);
+            if tq.proj.out_dim != qd + 2 * kd || tq.proj.cols.is_some() {
+                return None;
+            }
+            let ranges = [(0, qd), (qd, qd + kd), (qd + kd, qd + 2 * kd)];
+            let w = ranges.map(|r| (tq.proj.w, Some(r)));
+            let b = ranges.map(|r| tq.proj.bias.map(|b| (b, Some(r))));
+            (w, b, kv, core.rope.clone(), core.past, core.present, 1.0)
+        }
+    };
+    if heads % kv_heads != 0 {
+        return None;
+    }
+    let base = match (core.op_scale, core.default_scale) {
+        (Some(s), _) => s,
+        (None, true) => 1.0 / (head_dim as f32).sqrt(),
+        (None, false) => 1.0,
+    };
+    let scale = base * core.path_scale * tq.scale * k_scale;
+    // Down to the output projection.
+    let mut cur = core.out;
+    let (wo, y_mm) = 'down: {
+        for _ in 0..6 {
+            let consumers = g.consumers(cur);
+            if consumers.len() != 1 {
+                return None;
+            }
+            let (c, slot) = consumers[0];
+            let n = g.node(c).ok()?;
+            if n.op.is("MatMul") && slot == 0 {
+                let (_, wo, inn, _) = linear(g, Outlet::new(c, 0))?;
+                if inn != heads * head_dim {
+                    return None;
+                }
+                break 'down (wo, Outlet::new(c, 0));
+            }
+            if !(n.op.is("Transpose") || n.op.is("Reshape")) {
+                return None;
+            }
+            cur = Outlet::new(c, 0);
+        }
+        return None;
+    };
+    let mut y = y_mm;
+    let mut bo = None;
+    if let [(c, _)] = g.consumers(y_mm).as_slice() {
+        let n = g.node(*c).ok()?;
+        if n.op.is("Add") {
+            let other = if input(n, 0) == Some(y_mm) { input(n, 1) } else { input(n, 0) };
+            if let Some(b) = other.filter(|b| const_of(g, *b).is_some_and(|t| t.shape().len() == 1)) {
+                bo = Some(b);
+                y = Outlet::new(*c, 0);
+            }
+        }
+    }
+    let rotary_dim = rope.as_ref().and_then(|r| r.rotary_dim).unwrap_or(head_dim);
+    Some(Plan {
+        name: format!("{}/attention", core.anchor),
+        spec: AttentionSpec {
+            heads,
+            kv_heads,
+            head_dim,
+            scale,
+            rope: rope.as_ref().map(|r| r.style),
+            rotary_dim,
+            causal: core.causal,
+            window: None,
+        },
+        x,
+        weights,
+        biases,
+        wo,
+        bo,
+        rope,
+        past,
+        present,
+        mask: core.mask,
+        y,
+        x_fact: g.fact(x).ok()?.clone(),
+    })
+}
+
+/// Columns `[a, b)` of a 2-D weight (or elements of a 1-D bias) as a new constant.
+fn slice_cols(g: &mut Graph, w: Outlet, cols: Option<(usize, usize)>, name: &str) -> Result<Outlet> {
+    let Some((a, b)) = cols else { return Ok(w) };
+    let t = const_of(g, w).ok_or_else(|| jetc_ir::IrError::Other(format!("{name}: weight is not a constant")))?;
+    let shape = t.shape().to_vec();
+    let data = t.to_f32_vec();
+    let (rows, n) = if shape.len() == 2 { (shape[0], shape[1]) } else { (1, shape[0]) };
+    let mut out = Vec::with_capacity(rows * (b - a));
+    for r in 0..rows {
+        out.extend_from_slice(&data[r * n + a..r * n + b]);
+    }
+    let new_shape = if shape.len() == 2 { vec![rows, b - a] } else { vec![b - a] };
+    g.add_const(name, Tensor::from_f32(new_shape, &out)?)
+}
+
+fn build(g: &mut Graph, plan: Plan) -> Result<()> {
+    let opset = default_opset(g);
+    let roles = ["q", "k", "v"];
+    let mut w = Vec::new();
+    let mut b = Vec::new();
+    for i in 0..3 {
+        let (wo, cols) = plan.weights[i];
+        w.push(slice_cols(g, wo, cols, &format!("{}.w{}", plan.name, roles[i]))?);
+        b.push(match plan.biases[i] {
+            Some((bo, cols)) => Some(slice_cols(g, bo, cols, &format!("{}.b{}", plan.name, roles[i]))?),
+            None => None,
+        });
+    }
+    let mut p = Patch::new();
+    let i64_fact = |n: usize| Fact::known(DType::I64, &[n]);
+    let node = |p: &mut Patch, suffix: &str, op: OnnxOp, ins: Vec<PatchOutlet>, fact: Fact| -> PatchOutlet {
+        let idx = p.wire(
+            format!("{}/{suffix}", plan.name),
+            Op::Onnx(op),
+            ins.into_iter().map(Some).collect(),
+            vec![OutputInfo { name: String::new(), fact }],
+        );
+        PatchOutlet::New { index: idx, slot: 0 }
+    };
+    // RoPE tables per position.
+    let (mut cos, mut sin) = (None, None);
+    if let Some(r) = &plan.rope {
+        let positions = if let Some(pos) = r.positions {
+            Some(PatchOutlet::Existing(pos))
+        } else if r.offset_positions {
+            let fact_any = Fact::unknown_rank(DType::I64);
+            let seq = node(&mut p, "seq_len", OnnxOp::new("Shape", opset).with_attr("start", jetc_ir::Attr::Int(1)).with_attr("end", jetc_ir::Attr::Int(2)), vec![PatchOutlet::Existing(plan.x)], i64_fact(1));
+            let start = match plan.past {
+                Some((pk, _)) => node(&mut p, "past_len", OnnxOp::new("Shape", opset).with_attr("start", jetc_ir::Attr::Int(2)).with_attr("end", jetc_ir::Attr::Int(3)), vec![PatchOutlet::Existing(pk)], i64_fact(1)),
+                None => {
+                    let z = g.add_const(&format!("{}/zero", plan.name), Tensor::from_i64(vec![1], &[0])?)?;
+                    PatchOutlet::Existing(z)
+                }
+            };
+            let end = node(&mut p, "end", OnnxOp::new("Add", opset), vec![start, seq], i64_fact(1));
+            let scalar_shape = g.add_const(&format!("{}/scalar_shape", plan.name), Tensor::from_i64(vec![0], &[])?)?;
+            let one = g.add_const(&format!("{}/one", plan.name), Tensor::scalar_i64(1))?;
+            let s0 = node(&mut p, "start_scalar", OnnxOp::new("Reshape", opset), vec![start, PatchOutlet::Existing(scalar_shape)], Fact::known(DType::I64, &[]));
+            let s1 = node(&mut p, "end_scalar", OnnxOp::new("Reshape", opset), vec![end, PatchOutlet::Existing(scalar_shape)], Fact::known(DType::I64, &[]));
+            Some(node(&mut p, "positions", OnnxOp::new("Range", opset), vec![s0, s1, PatchOutlet::Existing(one)], fact_any))
+        } else {
+            None
+        };
+        match positions {
+            Some(pos) => {
+                let gather = OnnxOp::new("Gather", opset).with_attr("axis", jetc_ir::Attr::Int(0));
+                let f = g.fact(r.cos)?.clone();
+                cos = Some(node(&mut p, "cos", gather.clone(), vec![PatchOutlet::Existing(r.cos), pos], Fact::unknown_rank(f.dtype)));
+                sin = Some(node(&mut p, "sin", gather, vec![PatchOutlet::Existing(r.sin), pos], Fact::unknown_rank(f.dtype)));
+            }
+            None => {
+                cos = Some(PatchOutlet::Existing(r.cos));
+                sin = Some(PatchOutlet::Existing(r.sin));
+            }
+        }
+    }
+    let mask = match plan.mask {
+        Some((m, MaskKind::Drop)) => {
+            Some(node(&mut p, "keep_mask", OnnxOp::new("Not", opset), vec![PatchOutlet::Existing(m)], g.fact(m)?.clone()))
+        }
+        Some((m, MaskKind::Keep | MaskKind::Additive)) => Some(PatchOutlet::Existing(m)),
+        None => None,
+    };
+    let mut inputs: Vec<Option<PatchOutlet>> = vec![None; AttentionSpec::NUM_INPUTS];
+    inputs[AttentionSpec::X] = Some(PatchOutlet::Existing(plan.x));
+    inputs[AttentionSpec::WQ] = Some(PatchOutlet::Existing(w[0]));
+    inputs[AttentionSpec::BQ] = b[0].map(|o| PatchOutlet::Existing(o));
+    inputs[AttentionSpec::WK] = Some(PatchOutlet::Existing(w[1]));
+    inputs[AttentionSpec::BK] = b[1].map(|o| PatchOutlet::Existing(o));
+    inputs[AttentionSpec::WV] = Some(PatchOutlet::Existing(w[2]));
+    inputs[AttentionSpec::BV] = b[2].map(|o| PatchOutlet::Existing(o));
+    inputs[AttentionSpec::WO] = Some(PatchOutlet::Existing(plan.wo));
+    inputs[AttentionSpec::BO] = plan.bo.map(|o| PatchOutlet::Existing(o));
+    inputs[AttentionSpec::COS] = cos;
+    inputs[AttentionSpec::SIN] = sin;
+    if let Some((pk, pv)) = plan.past {
+        inputs[AttentionSpec::PAST_K] = Some(PatchOutlet::Existing(pk));
+        inputs[AttentionSpec::PAST_V] = Some(PatchOutlet::Existing(pv));
+    }
+    inputs[AttentionSpec::MASK] = mask;
+    while inputs.last() == Some(&None) {
+        inputs.pop();
+    }
+    let kv_fact = Fact::unknown_rank(plan.x_fact.dtype);
+    let outputs = vec![
+        OutputInfo { name: String::new(), fact: g.fact(plan.y)?.clone() },
+        OutputInfo { name: String::new(), fact: kv_fact.clone() },
+        OutputInfo { name: String::new(), fact: kv_fact },
+    ];
+    let a = p.wire(plan.name.clone(), Op::Attention(plan.spec), inputs, outputs);
+    p.shunt(plan.y, PatchOutlet::New { index: a, slot: 0 });
+    if let Some((pk, pv)) = plan.present {
+        p.shunt(pk, PatchOutlet::New { index: a, slot: 1 });
+        p.shunt(pv, PatchOutlet::New { index: a, slot: 2 });
+    }
+    p.apply(g)
+}

@@ -1,0 +1,52 @@
+//! SwiGLU MLP: `MatMul(Mul(silu(x Wg), x Wu), Wd)` with silu spelled `Mul(a, Sigmoid(a))`
+//! (or a `Silu`/`Swish` op), operands in either order -> `SwiGlu(x, Wg, Wu, Wd)`.
+use jetc_ir::{Graph, Op, Outlet, OutputInfo, Patch, PatchOutlet, Result};
+
+use crate::pattern::{input, linear, onnx_producer};
+
+pub fn raise(g: &mut Graph) -> Result<bool> {
+    let mut changed = false;
+    for id in g.topo_order()? {
+        let Ok(node) = g.node(id) else { continue };
+        if !node.op.is("MatMul") {
+            continue;
+        }
+        let out = Outlet::new(id, 0);
+        let Some((h, wd, _, _)) = linear(g, out) else { continue };
+        let Some((mul, _)) = onnx_producer(g, h, &["Mul"]) else { continue };
+        let (Some(a), Some(b)) = (input(mul, 0), input(mul, 1)) else { continue };
+        let found = [(a, b), (b, a)].into_iter().find_map(|(s, u)| {
+            let gate = silu_input(g, s)?;
+            let (xg, wg, _, fg) = linear(g, gate)?;
+            let (xu, wu, _, fu) = linear(g, u)?;
+            (xg == xu && fg == fu).then_some((xg, wg, wu))
+        });
+        let Some((x, wg, wu)) = found else { continue };
+        let fact = g.fact(out)?.clone();
+        let name = format!("{}/swiglu", node.name);
+        let mut p = Patch::new();
+        let n = p.wire(
+            name,
+            Op::SwiGlu,
+            vec![Some(p.tap(x)), Some(p.tap(wg)), Some(p.tap(wu)), Some(p.tap(wd))],
+            vec![OutputInfo { name: String::new(), fact }],
+        );
+        p.shunt(out, PatchOutlet::New { index: n, slot: 0 });
+        p.apply(g)?;
+        changed = true;
+    }
+    Ok(changed)
+}
+
+/// `a` when `s = silu(a)`.
+fn silu_input(g: &Graph, s: Outlet) -> Option<Outlet> {
+    if let Some((n, _)) = onnx_producer(g, s, &["Silu", "Swish"]) {
+        return input(n, 0);
+    }
+    let (mul, _) = onnx_producer(g, s, &["Mul"])?;
+    let (a, b) = (input(mul, 0)?, input(mul, 1)?);
+    [(a, b), (b, a)].into_iter().find_map(|(x, sig)| {
+        let (n, _) = onnx_producer(g, sig, &["Sigmoid"])?;
+        (input(n, 0)? == x).then_some(x)
+    })
+}

@@ -1,0 +1,374 @@
+//! Kernels for the raised decoder ops: `Embedding`, `RmsNorm`, `SwiGlu` and `Attention`
+//! (projections, RoPE, GQA, KV cache, masks, scale and output projection). Math in f32;
+//! softmax with max subtraction; a query row with no visible key outputs zeros.
+use jetc_ir::{AttentionSpec, Op, RopeStyle};
+use ndarray::{ArrayD, IxDyn};
+use rayon::prelude::*;
+
+use crate::error::{Result, RuntimeError};
+use crate::onnx_ops::matmul::{sgemm, Mat};
+use crate::value::{Data, Value};
+
+pub fn eval(op: &Op, node: &str, inputs: &[Option<&Value>]) -> Result<Vec<Value>> {
+    let err = |msg: String| RuntimeError::node(node, &op.name(), msg);
+    match op {
+        Op::Embedding => embedding(inputs).map_err(err),
+        Op::RmsNorm(s) => rms_norm(inputs, s.eps).map_err(err),
+        Op::SwiGlu => swiglu(inputs).map_err(err),
+        Op::Attention(spec) => attention(spec, inputs).map_err(err),
+        other => Err(err(format!("no CPU kernel for {}", other.name()))),
+    }
+}
+
+type R<T> = std::result::Result<T, String>;
+
+fn arg<'a>(inputs: &[Option<&'a Value>], i: usize, what: &str) -> R<&'a Value> {
+    inputs.get(i).copied().flatten().ok_or_else(|| format!("input {i} ({what}) is missing"))
+}
+
+fn floats<'a>(v: &'a Value, what: &str) -> R<&'a ArrayD<f32>> {
+    v.as_f32().ok_or_else(|| format!("{what} must be a float tensor, got {}", v.dtype))
+}
+
+/// Contiguous row-major data of a float tensor (borrowed when already contiguous).
+fn contiguous(a: &ArrayD<f32>) -> std::borrow::Cow<'_, [f32]> {
+    match a.as_slice() {
+        Some(s) => std::borrow::Cow::Borrowed(s),
+        None => std::borrow::Cow::Owned(a.iter().copied().collect()),
+    }
+}
+
+fn out(shape: Vec<usize>, data: Vec<f32>) -> R<Value> {
+    ArrayD::from_shape_vec(IxDyn(&shape), data).map(Value::f32).map_err(|e| e.to_string())
+}
+
+/// `x [rows, k] @ w [k, n] (+ bias)`.
+fn linear(x: &[f32], rows: usize, w: &ArrayD<f32>, bias: Option<&ArrayD<f32>>, what: &str) -> R<Vec<f32>> {
+    let shape = w.shape();
+    if shape.len() != 2 || rows * shape[0] != x.len() {
+        return Err(format!("{what} weight {shape:?} does not fit input of {} x {}", rows, x.len() / rows.max(1)));
+    }
+    let (k, n) = (shape[0], shape[1]);
+    let wd = contiguous(w);
+    let mut y = vec![0.0f32; rows * n];
+    sgemm(rows, n, k, Mat::rows(x, k), Mat::rows(&wd, n), &mut y, 1.0, false, true)?;
+    if let Some(b) = bias {
+        let bd = contiguous(b);
+        if bd.len() != n {
+            return Err(format!("{what} bias has {} elements, expected {n}", bd.len()));
+        }
+        for row in y.chunks_mut(n) {
+            for (v, b) in row.iter_mut().zip(bd.iter()) {
+                *v += b;
+            }
+        }
+    }
+    Ok(y)
+}
+
+fn embedding(inputs: &[Option<&Value>]) -> R<Vec<Value>> {
+    let table = floats(arg(inputs, 0, "table")?, "table")?;
+    let ids = arg(inputs, 1, "ids")?.as_i64().ok_or("ids must be integers")?;
+    if table.ndim() != 2 {
+        return Err(format!("table must be 2-D, got {:?}", table.shape()));
+    }
+    let (v, d) = (table.shape()[0], table.shape()[1]);
+    let t = contiguous(table);
+    let mut data = Vec::with_capacity(ids.len() * d);
+    for &id in ids.iter() {
+        let row = if id < 0 { id + v as i64 } else { id };
+        if row < 0 || row >= v as i64 {
+            return Err(format!("token id {id} is outside the vocabulary of {v}"));
+        }
+        data.extend_from_slice(&t[row as usize * d..(row as usize + 1) * d]);
+    }
+    let mut shape = ids.shape().to_vec();
+    shape.push(d);
+    Ok(vec![out(shape, data)?])
+}
+
+fn rms_norm(inputs: &[Option<&Value>], eps: f32) -> R<Vec<Value>> {
+    let xv = arg(inputs, 0, "x")?;
+    let x = floats(xv, "x")?;
+    let w = contiguous(floats(arg(inputs, 1, "weight")?, "weight")?);
+    let d = *x.shape().last().ok_or("x is a scalar")?;
+    if w.len() != d {
+        return Err(format!("weight has {} elements, the last axis {d}", w.len()));
+    }
+    let xd = contiguous(x);
+    let mut y = vec![0.0f32; xd.len()];
+    y.par_chunks_mut(d.max(1)).zip(xd.par_chunks(d.max(1))).for_each(|(yr, xr)| {
+        let ms = xr.iter().map(|v| v * v).sum::<f32>() / d as f32;
+        let inv = 1.0 / (ms + eps).sqrt();
+        for ((o, v), g) in yr.iter_mut().zip(xr).zip(w.iter()) {
+            *o = v * inv * g;
+        }
+    });
+    let mut v = out(x.shape().to_vec(), y)?;
+    v.dtype = xv.dtype;
+    Ok(vec![v])
+}
+
+fn silu(v: f32) -> f32 {
+    v / (1.0 + (-v).exp())
+}
+
+fn swiglu(inputs: &[Option<&Value>]) -> R<Vec<Value>> {
+    let x = floats(arg(inputs, 0, "x")?, "x")?;
+    let wg = floats(arg(inputs, 1, "w_gate")?, "w_gate")?;
+    let wu = floats(arg(inputs, 2, "w_up")?, "w_up")?;
+    let wd = floats(arg(inputs, 3, "w_down")?, "w_down")?;
+    let d = *x.shape().last().ok_or("x is a scalar")?;
+    let rows = x.len() / d.max(1);
+    let xd = contiguous(x);
+    let mut h = linear(&xd, rows, wg, None, "gate")?;
+    let u = linear(&xd, rows, wu, None, "up")?;
+    h.par_iter_mut().zip(u.par_iter()).for_each(|(a, b)| *a = silu(*a) * b);
+    let y = linear(&h, rows, wd, None, "down")?;
+    let mut shape = x.shape().to_vec();
+    let last = shape.len() - 1;
+    shape[last] = wd.shape()[1];
+    Ok(vec![out(shape, y)?])
+}
+
+/// A RoPE table viewed as [batch|1, T, width].
+struct Table<'a> {
+    data: std::borrow::Cow<'a, [f32]>,
+    batch: usize,
+    width: usize,
+}
+
+fn rope_table<'a>(v: &'a Value, t: usize, what: &str) -> R<Table<'a>> {
+    let a = floats(v, what)?;
+    let s = a.shape();
+    let (batch, tt, width) = match s.len() {
+        2 => (1, s[0], s[1]),
+        3 => (s[0], s[1], s[2]),
+        4 if s[1] == 1 => (s[0], s[2], s[3]),
+        _ => return Err(format!("{what} table has shape {s:?}; expected [T,R], [B,T,R] or [B,1,T,R]")),
+    };
+    if tt != t {
+        return Err(format!("{what} table covers {tt} positions, the input has {t}"));
+    }
+    Ok(Table { data: contiguous(a), batch, width })
+}
+
+/// Rotates one head vector in place.
+fn apply_rope(x: &mut [f32], cos: &[f32], sin: &[f32], rot: usize, style: RopeStyle) {
+    let half = rot / 2;
+    let full = cos.len() >= rot;
+    match style {
+        RopeStyle::HalfRotate => {
+            for i in 0..half {
+                let (a, b) = (x[i], x[i + half]);
+                let (c1, s1) = (cos[i], sin[i]);
+                let (c2, s2) = if full { (cos[i + half], sin[i + half]) } else { (c1, s1) };
+                x[i] = a * c1 - b * s1;
+                x[i + half] = b * c2 + a * s2;
+            }
+        }
+        RopeStyle::Interleaved => {
+            for i in 0..half {
+                let (a, b) = (x[2 * i], x[2 * i + 1]);
+                let (c1, s1, c2, s2) = if full {
+                    (cos[2 * i], sin[2 * i], cos[2 * i + 1], sin[2 * i + 1])
+                } else {
+                    (cos[i], sin[i], cos[i], sin[i])
+                };
+                x[2 * i] = a * c1 - b * s1;
+                x[2 * i + 1] = b * c2 + a * s2;
+            }
+        }
+    }
+}
+
+/// The mask viewed for lookup: `Keep2d` is [B, S] (non-zero keeps), `Full` is rank 4
+/// broadcast to [B, H, T, S] (bool keeps / float adds).
+enum Mask<'a> {
+    None,
+    Keep2d { data: Vec<bool>, s: usize },
+    Bool4 { data: ndarray::ArrayViewD<'a, bool> },
+    Add4 { data: ndarray::ArrayViewD<'a, f32> },
+}
+
+fn attention(spec: &AttentionSpec, inputs: &[Option<&Value>]) -> R<Vec<Value>> {
+    let (h, kvh, d) = (spec.heads, spec.kv_heads, spec.head_dim);
+    if kvh == 0 || h % kvh != 0 || d == 0 {
+        return Err(format!("heads {h} / kv_heads {kvh} / head_dim {d} are inconsistent"));
+    }
+    let xv = arg(inputs, AttentionSpec::X, "x")?;
+    let x = floats(xv, "x")?;
+    if x.ndim() != 3 {
+        return Err(format!("x must be [B,T,hidden], got {:?}", x.shape()));
+    }
+    let (b, t, hidden) = (x.shape()[0], x.shape()[1], x.shape()[2]);
+    let xd = contiguous(x);
+    let get = |i: usize| inputs.get(i).copied().flatten();
+    let fl = |i: usize, what: &str| -> R<Option<&ArrayD<f32>>> { get(i).map(|v| floats(v, what)).transpose() };
+    let rows = b * t;
+    let mut q = linear(&xd, rows, floats(arg(inputs, AttentionSpec::WQ, "wq")?, "wq")?, fl(AttentionSpec::BQ, "bq")?, "q")?;
+    let mut k = linear(&xd, rows, floats(arg(inputs, AttentionSpec::WK, "wk")?, "wk")?, fl(AttentionSpec::BK, "bk")?, "k")?;
+    let v = linear(&xd, rows, floats(arg(inputs, AttentionSpec::WV, "wv")?, "wv")?, fl(AttentionSpec::BV, "bv")?, "v")?;
+    if q.len() != rows * h * d || k.len() != rows * kvh * d || v.len() != rows * kvh * d {
+        return Err("projection widths do not match heads x head_dim".into());
+    }
+    // RoPE on q and k ([B, T, heads, D] layout).
+    if let Some(style) = spec.rope {
+        let cos = rope_table(arg(inputs, AttentionSpec::COS, "cos")?, t, "cos")?;
+        let sin = rope_table(arg(inputs, AttentionSpec::SIN, "sin")?, t, "sin")?;
+        let rot = spec.rotary_dim.min(d);
+        for tab in [&cos, &sin] {
+            if tab.width != rot && tab.width * 2 != rot {
+                return Err(format!("RoPE table width {} fits neither rotary_dim {rot} nor half of it", tab.width));
+            }
+            if tab.batch != 1 && tab.batch != b {
+                return Err(format!("RoPE table batch {} does not fit batch {b}", tab.batch));
+            }
+        }
+        let rope_rows = |buf: &mut [f32], heads: usize| {
+            buf.par_chunks_mut(heads * d).enumerate().for_each(|(row, chunk)| {
+                let (bi, ti) = (row / t, row % t);
+                let base = ((if cos.batch == 1 { 0 } else { bi }) * t + ti) * cos.width;
+                let c = &cos.data[base..base + cos.width];
+                let s = &sin.data[base..base + sin.width];
+                for head in chunk.chunks_mut(d) {
+                    apply_rope(&mut head[..rot], c, s, rot, style);
+                }
+            });
+        };
+        rope_rows(&mut q, h);
+        rope_rows(&mut k, kvh);
+    }
+    // KV cache: present = concat(past, new) as [B, KV, P+T, D].
+    let past = match (get(AttentionSpec::PAST_K), get(AttentionSpec::PAST_V)) {
+        (Some(pk), Some(pv)) => {
+            let (pk, pv) = (floats(pk, "past_key")?, floats(pv, "past_value")?);
+            let s = pk.shape();
+            if s.len() != 4 || s[0] != b || s[1] != kvh || s[3] != d || pv.shape() != s {
+                return Err(format!("past key/value {:?}/{:?} do not fit [B={b}, KV={kvh}, P, D={d}]", s, pv.shape()));
+            }
+            Some((contiguous(pk), contiguous(pv), s[2]))
+        }
+        (None, None) => None,
+        _ => return Err("past_key and past_value must come together".into()),
+    };
+    let p = past.as_ref().map(|x| x.2).unwrap_or(0);
+    let s_len = p + t;
+    let mut pk = vec![0.0f32; b * kvh * s_len * d];
+    let mut pv = vec![0.0f32; b * kvh * s_len * d];
+    for bi in 0..b {
+        for hi in 0..kvh {
+            let dst = (bi * kvh + hi) * s_len * d;
+            if let Some((ok, ov, _)) = &past {
+                let src = (bi * kvh + hi) * p * d;
+                pk[dst..dst + p * d].copy_from_slice(&ok[src..src + p * d]);
+                pv[dst..dst + p * d].copy_from_slice(&ov[src..src + p * d]);
+            }
+            for ti in 0..t {
+                let src = ((bi * t + ti) * kvh + hi) * d;
+                let o = dst + (p + ti) * d;
+                pk[o..o + d].copy_from_slice(&k[src..src + d]);
+                pv[o..o + d].copy_from_slice(&v[src..src + d]);
+            }
+        }
+    }
+    // Mask.
+    let mask = match get(AttentionSpec::MASK) {
+        None => Mask::None,
+        Some(m) => match (m.shape().len(), &m.data) {
+            (2, data) => {
+                let keep: Vec<bool> = match data {
+                    Data::B(a) => a.iter().copied().collect(),
+                    Data::I(a) => a.iter().map(|&v| v != 0).collect(),
+                    Data::F(a) => a.iter().map(|&v| v != 0.0).collect(),
+                };
+                if m.shape() != [b, s_len] {
+                    return Err(format!("attention_mask {:?} does not fit [B={b}, P+T={s_len}]", m.shape()));
+                }
+                Mask::Keep2d { data: keep, s: s_len }
+            }
+            (4, Data::B(a)) => Mask::Bool4 {
+                data: a.broadcast(IxDyn(&[b, h, t, s_len])).ok_or(format!("mask {:?} does not broadcast to [{b},{h},{t},{s_len}]", a.shape()))?,
+            },
+            (4, Data::F(a)) => Mask::Add4 {
+                data: a.broadcast(IxDyn(&[b, h, t, s_len])).ok_or(format!("mask {:?} does not broadcast to [{b},{h},{t},{s_len}]", a.shape()))?,
+            },
+            (r, _) => return Err(format!("mask of rank {r} is not supported (2-D keep mask or 4-D mask)")),
+        },
+    };
+    // Scores, softmax and context per (batch, head).
+    let group = h / kvh;
+    let mut ctx = vec![0.0f32; rows * h * d];
+    let per_bh: Vec<(usize, Vec<f32>)> = (0..b * h)
+        .into_par_iter()
+        .map(|bh| {
+            let (bi, hi) = (bh / h, bh % h);
+            let kv = (bi * kvh + hi / group) * s_len * d;
+            let (ks, vs) = (&pk[kv..kv + s_len * d], &pv[kv..kv + s_len * d]);
+            let mut outb = vec![0.0f32; t * d];
+            let mut scores = vec![0.0f32; s_len];
+            for ti in 0..t {
+                let qo = ((bi * t + ti) * h + hi) * d;
+                let qr = &q[qo..qo + d];
+                let pos = p + ti;
+                let mut max = f32::NEG_INFINITY;
+                for (si, sc) in scores.iter_mut().enumerate() {
+                    let mut visible = !spec.causal || si <= pos;
+                    if let Some(w) = spec.window {
+                        visible &= si + w > pos;
+                    }
+                    let mut add = 0.0;
+                    match &mask {
+                        Mask::None => {}
+                        Mask::Keep2d { data, s } => visible &= data[bi * s + si],
+                        Mask::Bool4 { data } => visible &= data[[bi, hi, ti, si]],
+                        Mask::Add4 { data } => add = data[[bi, hi, ti, si]],
+                    }
+                    *sc = if visible {
+                        let kr = &ks[si * d..(si + 1) * d];
+                        qr.iter().zip(kr).map(|(a, b)| a * b).sum::<f32>() * spec.scale + add
+                    } else {
+                        f32::NEG_INFINITY
+                    };
+                    max = max.max(*sc);
+                }
+                if max == f32::NEG_INFINITY {
+                    continue; // nothing visible: zeros
+                }
+                let mut sum = 0.0f32;
+                for sc in scores.iter_mut() {
+                    *sc = (*sc - max).exp();
+                    sum += *sc;
+                }
+                let o = &mut outb[ti * d..(ti + 1) * d];
+                for (si, &w) in scores.iter().enumerate() {
+                    if w == 0.0 {
+                        continue;
+                    }
+                    let w = w / sum;
+                    for (a, vv) in o.iter_mut().zip(&vs[si * d..(si + 1) * d]) {
+                        *a += w * vv;
+                    }
+                }
+            }
+            (bh, outb)
+        })
+        .collect();
+    for (bh, outb) in per_bh {
+        let (bi, hi) = (bh / h, bh % h);
+        for ti in 0..t {
+            let dst = ((bi * t + ti) * h + hi) * d;
+            ctx[dst..dst + d].copy_from_slice(&outb[ti * d..(ti + 1) * d]);
+        }
+    }
+    let wo = floats(arg(inputs, AttentionSpec::WO, "wo")?, "wo")?;
+    let y = linear(&ctx, rows, wo, fl(AttentionSpec::BO, "bo")?, "o")?;
+    let out_dim = wo.shape()[1];
+    if out_dim != hidden {
+        return Err(format!("o_proj maps to {out_dim}, hidden is {hidden}"));
+    }
+    let mut yv = out(vec![b, t, out_dim], y)?;
+    yv.dtype = xv.dtype;
+    let kv_shape = vec![b, kvh, s_len, d];
+    Ok(vec![yv, out(kv_shape.clone(), pk)?, out(kv_shape, pv)?])
+}

@@ -1,0 +1,195 @@
+//! The executor: runs a graph on named inputs in topological order, freeing each value after
+//! its last use. Constants are converted to run-time values once per [`Session`] and reused
+//! across runs (token-by-token generation runs the same session many times).
+use std::collections::{BTreeMap, HashMap};
+use std::sync::OnceLock;
+
+use jetc_ir::{Dim, Graph, NodeId, Op, Outlet};
+
+use crate::decoder_ops;
+use crate::error::{Result, RuntimeError};
+use crate::onnx_ops;
+use crate::value::{Data, Value};
+
+pub struct Session<'g> {
+    graph: &'g Graph,
+    order: Vec<NodeId>,
+    /// For each value, the index in `order` of its last consumer.
+    last_use: HashMap<Outlet, usize>,
+    consts: HashMap<NodeId, OnceLock<Value>>,
+}
+
+impl<'g> Session<'g> {
+    /// Prepares a graph for execution; fails on the first op without a kernel.
+    pub fn new(graph: &'g Graph) -> Result<Session<'g>> {
+        check_supported(graph)?;
+        let order = graph.topo_order()?;
+        let mut last_use = HashMap::new();
+        let mut consts = HashMap::new();
+        for (i, &id) in order.iter().enumerate() {
+            let node = graph.node(id)?;
+            if matches!(node.op, Op::Const(_)) {
+                consts.insert(id, OnceLock::new());
+            }
+            for o in node.inputs().iter().flatten() {
+                last_use.insert(*o, i);
+            }
+        }
+        for go in &graph.outputs {
+            last_use.insert(go.outlet, usize::MAX);
+        }
+        Ok(Session { graph, order, last_use, consts })
+    }
+
+    /// Runs the graph. Inputs are matched by name; outputs come back under the graph's output
+    /// names, in the graph's order.
+    pub fn run(&self, mut inputs: HashMap<String, Value>) -> Result<Vec<(String, Value)>> {
+        check_inputs(self.graph, &inputs)?;
+        let mut env: HashMap<Outlet, Value> = HashMap::new();
+        for &id in &self.graph.inputs {
+            let name = self.graph.value_name(Outlet::new(id, 0)).to_string();
+            if let Some(v) = inputs.remove(&name) {
+                env.insert(Outlet::new(id, 0), v);
+            }
+        }
+        for (step, &id) in self.order.iter().enumerate() {
+            let node = self.graph.node(id)?;
+            let outputs = match &node.op {
+                Op::Input | Op::Const(_) => continue,
+                op => {
+                    let args: Vec<Option<&Value>> = node
+                        .inputs()
+                        .iter()
+                        .map(|i| match i {
+                            None => Ok(None),
+                            Some(o) => self.lookup(&env, *o).map(Some),
+                        })
+                        .collect::<Result<_>>()?;
+                    match op {
+                        Op::Onnx(o) => onnx_ops::eval(o, &node.name, &args, node.outputs.len())?,
+                        other => decoder_ops::eval(other, &node.name, &args)?,
+                    }
+                }
+            };
+            for (slot, v) in outputs.into_iter().enumerate().take(node.outputs.len()) {
+                let o = Outlet::new(id, slot);
+                if self.last_use.contains_key(&o) {
+                    env.insert(o, v);
+                }
+            }
+            for o in node.inputs().iter().flatten() {
+                if self.last_use.get(o) == Some(&step) {
+                    env.remove(o);
+                }
+            }
+        }
+        let mut out = Vec::with_capacity(self.graph.outputs.len());
+        for go in &self.graph.outputs {
+            let v = self.lookup(&env, go.outlet)?.clone();
+            out.push((go.name.clone(), v));
+        }
+        Ok(out)
+    }
+
+    fn lookup<'a>(&'a self, env: &'a HashMap<Outlet, Value>, o: Outlet) -> Result<&'a Value> {
+        if let Some(v) = env.get(&o) {
+            return Ok(v);
+        }
+        if let Some(cell) = self.consts.get(&o.node) {
+            if let Op::Const(t) = &self.graph.node(o.node)?.op {
+                return Ok(cell.get_or_init(|| Value::from_tensor(t)));
+            }
+        }
+        let name = self.graph.node(o.node).map(|n| n.name.clone()).unwrap_or_default();
+        Err(RuntimeError::node(&name, "?", format!("output {} was not computed", o.slot)))
+    }
+}
+
+/// Fails with the op type, node name and opset of the first node that has no kernel.
+pub fn check_supported(graph: &Graph) -> Result<()> {
+    let order = graph.topo_order()?;
+    for id in order {
+        let node = graph.node(id)?;
+        if let Op::Onnx(o) = &node.op {
+            if !onnx_ops::is_supported(o) {
+                return Err(RuntimeError::Unsupported {
+                    op: o.qualified_name(),
+                    node: node.name.clone(),
+                    opset: o.opset,
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Checks names, dtypes and shapes of the given inputs against the graph's declarations,
+/// binding each symbol to one value across all inputs.
+pub fn check_inputs(graph: &Graph, inputs: &HashMap<String, Value>) -> Result<()> {
+    let expected: Vec<String> =
+        graph.inputs.iter().map(|&id| graph.value_name(Outlet::new(id, 0)).to_string()).collect();
+    for name in inputs.keys() {
+        if !expected.contains(name) {
+            return Err(RuntimeError::Input {
+                name: name.clone(),
+                msg: format!("the model has no such input (it has: {})", expected.join(", ")),
+            });
+        }
+    }
+    let mut bound: BTreeMap<String, (i64, String)> = BTreeMap::new();
+    for &id in &graph.inputs {
+        let name = graph.value_name(Outlet::new(id, 0)).to_string();
+        let fact = graph.fact(Outlet::new(id, 0))?;
+        let v = inputs.get(&name).ok_or_else(|| RuntimeError::Input {
+            name: name.clone(),
+            msg: format!("missing (the model needs: {})", expected.join(", ")),
+        })?;
+        let kind_ok = match &v.data {
+            Data::F(_) => fact.dtype.is_float(),
+            Data::I(_) => fact.dtype.is_int(),
+            Data::B(_) => fact.dtype == jetc_ir::DType::Bool,
+        };
+        if !kind_ok {
+            return Err(RuntimeError::Input {
+                name,
+                msg: format!("given {} data, the model declares {}", v.dtype, fact.dtype),
+            });
+        }
+        let Some(shape) = &fact.shape else { continue };
+        let got = v.shape();
+        let mismatch = || RuntimeError::Input {
+            name: name.clone(),
+            msg: format!("shape {got:?} does not fit the declared {fact}"),
+        };
+        if shape.len() != got.len() {
+            return Err(mismatch());
+        }
+        for (d, &g) in shape.iter().zip(got) {
+            bind_dim(d, g as i64, &name, &mut bound).map_err(|m| {
+                if m.is_empty() { mismatch() } else { RuntimeError::Input { name: name.clone(), msg: m } }
+            })?;
+        }
+    }
+    Ok(())
+}
+
+fn bind_dim(d: &Dim, got: i64, input: &str, bound: &mut BTreeMap<String, (i64, String)>) -> std::result::Result<(), String> {
+    if let Some(k) = d.as_known() {
+        return if k == got { Ok(()) } else { Err(String::new()) };
+    }
+    let syms = d.symbols();
+    if syms.len() != 1 || *d != Dim::sym(&syms[0]) {
+        return Ok(()); // an expression such as past+seq: checked by the kernels
+    }
+    let s = syms[0].to_string();
+    match bound.get(&s) {
+        Some((v, first)) if *v != got => Err(format!(
+            "dimension `{s}` is {got} here but {v} in input `{first}`"
+        )),
+        Some(_) => Ok(()),
+        None => {
+            bound.insert(s, (got, input.to_string()));
+            Ok(())
+        }
+    }
+}

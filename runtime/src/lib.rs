@@ -1,0 +1,14 @@
+//! jetc's CPU executor: an f32 reference for every op of the IR (the raw ONNX-level ops
+//! that exported decoders contain and the raised decoder ops), with KV caches, any batch
+//! and sequence length. It is the oracle GPU kernels and passes are checked against.
+
+pub mod decoder_ops;
+pub mod error;
+pub mod exec;
+pub mod npz;
+pub mod onnx_ops;
+pub mod value;
+
+pub use error::{Result, RuntimeError};
+pub use exec::{check_inputs, check_supported, Session};
+pub use value::{Data, Value};
