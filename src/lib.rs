@@ -1,6 +1,8 @@
-//! jetc facade: re-exports the workspace crates so that the top-level `tests/` and
-//! `examples/` can use the whole toolchain through one dependency.
+//! jetc facade: re-exports the workspace crates and holds the model-loading pipeline shared
+//! by the CLI, the tests and the examples.
 pub use jetc_ir as ir;
 pub use jetc_onnx as onnx;
 pub use jetc_passes as passes;
 pub use jetc_runtime as runtime;
+
+pub mod pipeline;

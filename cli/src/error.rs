@@ -7,6 +7,8 @@ pub enum CliError {
     #[error(transparent)]
     Onnx(#[from] jetc_onnx::OnnxError),
     #[error(transparent)]
+    Load(#[from] jetc::pipeline::LoadError),
+    #[error(transparent)]
     Pass(#[from] jetc_passes::PassError),
     #[error(transparent)]
     Runtime(#[from] jetc_runtime::RuntimeError),

@@ -176,7 +176,11 @@ fn infer_onnx(o: &OnnxOp, inp: &NodeInputs) -> std::result::Result<Option<Vec<Fa
                 (Some(a), Some(b)) => Some(broadcast(a, b)?),
                 _ => None,
             };
-            Some(vec![Fact { dtype: DType::Bool, shape: s, value: None }])
+            let value = match (o.op_type.as_str(), inp.value(0), inp.value(1)) {
+                ("Equal", Some(a), Some(b)) => equal_value(a, b),
+                _ => None,
+            };
+            Some(vec![Fact { dtype: DType::Bool, shape: s, value }])
         }
         "Not" | "IsNaN" | "IsInf" => Some(vec![Fact { dtype: DType::Bool, shape: inp.shape(0).cloned(), value: None }]),
         "Where" => {
@@ -185,7 +189,11 @@ fn infer_onnx(o: &OnnxOp, inp: &NodeInputs) -> std::result::Result<Option<Vec<Fa
                 _ => None,
             };
             let dt = inp.dtype(1).or(inp.dtype(2));
-            dt.map(|d| vec![Fact { dtype: d, shape: s, value: None }])
+            let value = match (inp.value(0), inp.value(1), inp.value(2)) {
+                (Some(c), Some(x), Some(y)) => where_value(c, x, y),
+                _ => None,
+            };
+            dt.map(|d| vec![Fact { dtype: d, shape: s, value }])
         }
         "Cast" => {
             let to = o.int("to").ok_or("Cast without `to`")?;
@@ -353,6 +361,28 @@ fn infer_onnx(o: &OnnxOp, inp: &NodeInputs) -> std::result::Result<Option<Vec<Fa
             } else {
                 (o.ints("starts").map(|v| v.to_vec()), o.ints("ends").map(|v| v.to_vec()))
             };
+            // `x[..., :n]` with a symbolic n (HF slices its causal-mask buffer to the key length).
+            let symbolic_end = match (&starts, inp.value(2)) {
+                (Some(st), Some(en)) if o.opset >= 10 && st.iter().all(|&v| v == 0) && en.iter().any(|d| !d.is_known()) => Some(en.clone()),
+                _ => None,
+            };
+            let unit_steps = inp.fact(4).is_none() || inp.ints(4).is_some_and(|v| v.iter().all(|&x| x == 1));
+            if let (Some(ends), true) = (symbolic_end, unit_steps) {
+                let axes: Vec<i64> = match inp.fact(3) {
+                    Some(_) => inp.ints(3).ok_or("Slice axes unknown")?,
+                    None => (0..ends.len() as i64).collect(),
+                };
+                let mut shape = s.clone();
+                for (a, e) in axes.iter().zip(ends) {
+                    let ax = norm_axis(*a, s.len())?;
+                    // Assumes n <= dim, as the exporters' mask slicing guarantees.
+                    shape[ax] = match e.as_known() {
+                        Some(v) if v >= i64::MAX / 2 => s[ax].clone(),
+                        _ => e,
+                    };
+                }
+                return Ok(same(Some(shape)));
+            }
             let (Some(starts), Some(ends)) = (starts, ends) else {
                 return Ok(same(Some(
                     s.iter().enumerate().map(|(i, _)| Dim::sym(&format!("slice_{i}"))).collect(),
@@ -438,6 +468,20 @@ fn infer_onnx(o: &OnnxOp, inp: &NodeInputs) -> std::result::Result<Option<Vec<Fa
             same(Some(vec![len]))
         }
         "Split" => return Ok(None),
+        "GroupQueryAttention" if o.domain == "com.microsoft" => {
+            let (Some(q), Some(dt)) = (inp.shape(0), dt0) else { return Ok(None) };
+            let (h, kv) = (o.int_or("num_heads", 0), o.int_or("kv_num_heads", 0));
+            let width = q.get(2).and_then(|d| d.as_known()).ok_or("query width unknown")?;
+            let packed = inp.fact(1).is_none();
+            let d = if packed { width / (h + 2 * kv).max(1) } else { width / h.max(1) };
+            let (b, t) = (q[0].clone(), q[1].clone());
+            let total = match inp.shape(3) {
+                Some(p) if p.len() == 4 => p[2].add(&t),
+                _ => t.clone(),
+            };
+            let kv_fact = Fact::new(dt, vec![b.clone(), known(kv), total, known(d)]);
+            Some(vec![Fact::new(dt, vec![b, t, known(h * d)]), kv_fact.clone(), kv_fact])
+        }
         "Tile" => {
             let (Some(s), Some(r)) = (inp.shape(0), inp.value(1)) else { return Ok(same(None)) };
             same(Some(s.iter().zip(r).map(|(a, b)| a.mul(b)).collect()))
@@ -453,6 +497,40 @@ fn infer_onnx(o: &OnnxOp, inp: &NodeInputs) -> std::result::Result<Option<Vec<Fa
         _ => None,
     };
     Ok(out)
+}
+
+/// Element-wise `Equal` of tracked values (as 0/1). A symbolic dim is never negative, so
+/// comparing it with a negative constant (`-1` in legacy reshape plumbing) is false.
+fn equal_value(a: &[Dim], b: &[Dim]) -> Option<Vec<Dim>> {
+    let n = a.len().max(b.len());
+    if (a.len() != n && a.len() != 1) || (b.len() != n && b.len() != 1) {
+        return None;
+    }
+    let pick = |v: &[Dim], i: usize| if v.len() == 1 { v[0].clone() } else { v[i].clone() };
+    (0..n)
+        .map(|i| {
+            let (x, y) = (pick(a, i), pick(b, i));
+            if x == y {
+                return Some(known(1));
+            }
+            match (x.as_known(), y.as_known()) {
+                (Some(_), Some(_)) => Some(known(0)),
+                (None, Some(k)) | (Some(k), None) if k < 0 => Some(known(0)),
+                _ => None,
+            }
+        })
+        .collect()
+}
+
+fn where_value(c: &[Dim], x: &[Dim], y: &[Dim]) -> Option<Vec<Dim>> {
+    let n = c.len().max(x.len()).max(y.len());
+    let pick = |v: &[Dim], i: usize| if v.len() == 1 { Some(v[0].clone()) } else { v.get(i).cloned() };
+    (0..n)
+        .map(|i| match pick(c, i)?.as_known()? {
+            0 => pick(y, i),
+            _ => pick(x, i),
+        })
+        .collect()
 }
 
 fn slice_len(n: i64, start: i64, end: i64, step: i64) -> usize {

@@ -104,6 +104,11 @@ impl Dim {
         Some(Dim { terms })
     }
 
+    /// The terms: (sorted symbol names of a monomial, coefficient); the constant has none.
+    pub fn terms(&self) -> Vec<(Vec<Arc<str>>, i64)> {
+        self.terms.iter().map(|(m, c)| (m.clone(), *c)).collect()
+    }
+
     /// Rename symbols (used by the printer and by shape unification).
     pub fn substitute(&self, f: &dyn Fn(&str) -> Option<Dim>) -> Dim {
         let mut out = Dim::known(0);

@@ -4,11 +4,14 @@
 //! [`PassManager`] runs a pipeline, runs the verifier after every pass, and names the pass
 //! in any error, so a broken rewrite is caught where it happens.
 
+pub mod cse;
 pub mod error;
 pub mod fold;
 pub mod manager;
 pub mod pattern;
 pub mod raise;
+pub mod shape_of;
+pub mod summary;
 
 pub use error::{PassError, Result};
 pub use raise::Raise;

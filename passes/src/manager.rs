@@ -37,13 +37,14 @@ impl Pass for Dce {
 }
 
 /// Names accepted by `jetc dump --passes`.
-pub const PASS_NAMES: &[&str] = &["infer", "fold", "dce", "raise"];
+pub const PASS_NAMES: &[&str] = &["infer", "fold", "cse", "dce", "raise"];
 
 pub fn pass_by_name(name: &str) -> Result<Box<dyn Pass>> {
     Ok(match name {
         "infer" => Box::new(Infer),
         "fold" => Box::new(crate::fold::Fold::default()),
         "dce" => Box::new(Dce),
+        "cse" => Box::new(crate::cse::Cse),
         "raise" => Box::new(crate::raise::Raise),
         other => return Err(PassError::Unknown(other.to_string(), PASS_NAMES.join(", "))),
     })
@@ -69,6 +70,7 @@ impl PassManager {
         PassManager::new()
             .add(Box::new(Infer))
             .add(Box::new(crate::fold::Fold::default()))
+            .add(Box::new(crate::cse::Cse))
             .add(Box::new(Infer))
             .add(Box::new(Dce))
     }

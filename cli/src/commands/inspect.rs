@@ -1,12 +1,76 @@
-//! `jetc inspect`: architecture summary (filled by the raising passes).
+//! `jetc inspect`: architecture summary of a decoder (layers, mixers, heads, parameters,
+//! cache per token and per sequence), as a table or as JSON.
 use std::path::Path;
 
-use crate::error::Result;
+use jetc_passes::summary::{summarize, DecoderSummary};
+use serde_json::json;
+
+use crate::error::{CliError, Result};
 use crate::load;
 
-pub fn run(model: &Path, json: bool) -> Result<()> {
-    let g = load::load(model)?;
-    let _ = json;
-    println!("{} nodes", g.node_count());
+/// Context lengths at which the per-sequence cache is reported.
+const CONTEXTS: [usize; 3] = [4096, 65536, 262144];
+
+pub fn run(model: &Path, as_json: bool) -> Result<()> {
+    let g = load::load_raised(model)?;
+    let s = summarize(&g).map_err(|m| CliError::Msg(format!("{}: {m}", model.display())))?;
+    if as_json {
+        println!("{}", serde_json::to_string_pretty(&to_json(&s)).unwrap_or_default());
+    } else {
+        print_table(model, &s);
+    }
     Ok(())
+}
+
+fn to_json(s: &DecoderSummary) -> serde_json::Value {
+    let mixers: Vec<_> = s
+        .mixers
+        .iter()
+        .map(|m| {
+            json!({
+                "layer": m.layer, "kind": m.kind, "heads": m.heads, "kv_heads": m.kv_heads,
+                "head_dim": m.head_dim, "rope": m.rope, "window": m.window,
+                "cache_bytes_per_token": m.cache_bytes_per_token,
+            })
+        })
+        .collect();
+    let per_seq: serde_json::Map<String, serde_json::Value> =
+        CONTEXTS.iter().map(|&c| (c.to_string(), json!(s.kv_cache_bytes_per_token * c))).collect();
+    json!({
+        "layers": s.layers,
+        "hidden": s.hidden,
+        "vocab": s.vocab,
+        "intermediate": s.intermediate,
+        "params": s.params,
+        "weight_bytes": s.weight_bytes,
+        "tied_embeddings": s.tied_embeddings,
+        "mixers": mixers,
+        "cache_dtype": s.cache_dtype.name(),
+        "kv_cache_bytes_per_token": s.kv_cache_bytes_per_token,
+        "cache_bytes_per_sequence": per_seq,
+    })
+}
+
+fn mb(bytes: usize) -> String {
+    format!("{:.1} MB", bytes as f64 / 1e6)
+}
+
+fn print_table(model: &Path, s: &DecoderSummary) {
+    println!("{}", model.display());
+    println!("  layers {}  hidden {}  vocab {}  intermediate {}", s.layers, s.hidden, s.vocab,
+        s.intermediate.map(|v| v.to_string()).unwrap_or_else(|| "-".into()));
+    println!("  params {:.3} M ({})", s.params as f64 / 1e6, mb(s.weight_bytes));
+    println!("  {:>5}  {:<10} {:>5} {:>8} {:>8} {:>5} {:>7} {:>12}", "layer", "mixer", "heads", "kv_heads", "head_dim", "rope", "window", "cache/token");
+    for m in &s.mixers {
+        println!(
+            "  {:>5}  {:<10} {:>5} {:>8} {:>8} {:>5} {:>7} {:>10} B",
+            m.layer, m.kind, m.heads, m.kv_heads, m.head_dim, m.rope,
+            m.window.map(|w| w.to_string()).unwrap_or_else(|| "-".into()), m.cache_bytes_per_token
+        );
+    }
+    print!("  cache ({}): {} B/token", s.cache_dtype, s.kv_cache_bytes_per_token);
+    for c in CONTEXTS {
+        print!(", {} at {}K", mb(s.kv_cache_bytes_per_token * c), c / 1024);
+    }
+    println!();
 }

@@ -14,7 +14,7 @@ use jetc_ir::{
     Tensor,
 };
 
-use crate::pattern::{const_of, default_opset, input, is_graph_input, linear, onnx_producer, scalar_of};
+use crate::pattern::{const_of, default_opset, input, is_graph_input, last_axis_cols, linear, onnx_producer, scalar_of, slice_cols};
 
 pub fn raise(g: &mut Graph) -> Result<bool> {
     let mut changed = false;
@@ -33,6 +33,15 @@ pub fn raise(g: &mut Graph) -> Result<bool> {
         changed = true;
     }
     Ok(changed)
+}
+
+/// A matcher gave up. With `JETC_DEBUG_RAISE` set, says where (for whoever extends the
+/// matcher to a new exporter's spelling).
+fn fail<T>(line: u32) -> Option<T> {
+    if std::env::var_os("JETC_DEBUG_RAISE").is_some() {
+        eprintln!("raise/attention.rs:{line}: no match");
+    }
+    None
 }
 
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -81,7 +90,8 @@ struct Core {
 struct Proj {
     x: Outlet,
     w: Outlet,
-    bias: Option<Outlet>,
+    /// The bias, and whether it is on the packed output (then sliced like the weight).
+    bias: Option<(Outlet, bool)>,
     /// Column range of a packed projection.
     cols: Option<(usize, usize)>,
     out_dim: usize,
@@ -124,7 +134,7 @@ fn core_from_softmax(g: &Graph, sm: NodeId) -> Option<Core> {
     let rank = g.fact(input(node, 0)?).ok()?.rank()?;
     let axis = op.int_or("axis", -1);
     if axis != -1 && axis != rank as i64 - 1 {
-        return None;
+        return fail(line!());
     }
     let mut cur = input(node, 0)?;
     let mut mask = None;
@@ -143,14 +153,14 @@ fn core_from_softmax(g: &Graph, sm: NodeId) -> Option<Core> {
                     scale *= s;
                     cur = b;
                 } else {
-                    return None;
+                    return fail(line!());
                 }
             }
             "Add" => {
                 let (a, b) = (input(n, 0)?, input(n, 1)?);
                 let (scores, m) = if is_scores(g, a, 0) { (a, b) } else if is_scores(g, b, 0) { (b, a) } else { return None };
                 if mask.is_some() {
-                    return None;
+                    return fail(line!());
                 }
                 mask = Some((m, MaskKind::Additive));
                 cur = scores;
@@ -158,7 +168,7 @@ fn core_from_softmax(g: &Graph, sm: NodeId) -> Option<Core> {
             "Where" => {
                 let (c, a, b) = (input(n, 0)?, input(n, 1)?, input(n, 2)?);
                 if mask.is_some() {
-                    return None;
+                    return fail(line!());
                 }
                 if is_scores(g, a, 0) {
                     mask = Some((c, MaskKind::Keep));
@@ -167,7 +177,7 @@ fn core_from_softmax(g: &Graph, sm: NodeId) -> Option<Core> {
                     mask = Some((c, MaskKind::Drop));
                     cur = b;
                 } else {
-                    return None;
+                    return fail(line!());
                 }
             }
             _ => return None,
@@ -193,7 +203,7 @@ fn core_from_softmax(g: &Graph, sm: NodeId) -> Option<Core> {
             })?;
             cur = next;
         }
-        return None;
+        return fail(line!());
     };
     let pv_node = g.node(pv).ok()?;
     let causal = mask.is_none();
@@ -230,7 +240,7 @@ fn core_from_attention_op(g: &Graph, id: NodeId) -> Option<Core> {
     let node = g.node(id).ok()?;
     let Op::Onnx(op) = &node.op else { return None };
     if op.float("softcap").unwrap_or(0.0) != 0.0 || node.outputs.len() > 3 && !g.consumers(Outlet::new(id, 3)).is_empty() {
-        return None;
+        return fail(line!());
     }
     let mask = input(node, 3).and_then(|m| {
         let kind = if g.fact(m).ok()?.dtype == DType::Bool { MaskKind::Keep } else { MaskKind::Additive };
@@ -241,7 +251,7 @@ fn core_from_attention_op(g: &Graph, id: NodeId) -> Option<Core> {
         _ => None,
     };
     if input(node, 6).is_some() {
-        return None; // nonpad_kv_seqlen
+        return fail(line!()); // nonpad_kv_seqlen
     }
     Some(Core {
         q: input(node, 0)?,
@@ -266,7 +276,7 @@ fn core_from_gqa(g: &Graph, id: NodeId) -> Option<Core> {
     let node = g.node(id).ok()?;
     let Op::Onnx(op) = &node.op else { return None };
     if op.float("softcap").unwrap_or(0.0) != 0.0 || op.int_or("local_window_size", -1) != -1 {
-        return None;
+        return fail(line!());
     }
     let rope = if op.int_or("do_rotary", 0) != 0 {
         Some(Rope {
@@ -308,7 +318,7 @@ fn core_from_gqa(g: &Graph, id: NodeId) -> Option<Core> {
 fn rotate_half_source(g: &Graph, r: Outlet) -> Option<Outlet> {
     let (cat, op) = onnx(g, r)?;
     if op.op_type != "Concat" || cat.inputs().len() != 2 {
-        return None;
+        return fail(line!());
     }
     let (neg, _) = onnx_producer(g, input(cat, 0)?, &["Neg"])?;
     let (hi, _) = onnx_producer(g, input(neg, 0)?, &["Slice"])?;
@@ -339,48 +349,6 @@ fn rope_add(g: &Graph, add: &jetc_ir::Node) -> Option<(Outlet, Rope)> {
         }
     }
     None
-}
-
-fn last_axis_cols(g: &Graph, n: &jetc_ir::Node, op: &OnnxOp, slot: usize, total: usize) -> Option<(usize, usize)> {
-    let rank = g.fact(input(n, 0)?).ok()?.rank()? as i64;
-    let is_last = |a: i64| a == -1 || a == rank - 1;
-    match op.op_type.as_str() {
-        "Slice" => {
-            let starts = const_of(g, input(n, 1)?)?.to_i64_vec();
-            let ends = const_of(g, input(n, 2)?)?.to_i64_vec();
-            let axes = match input(n, 3) {
-                Some(a) => const_of(g, a)?.to_i64_vec(),
-                None => vec![rank - 1],
-            };
-            if let Some(s) = input(n, 4) {
-                if const_of(g, s)?.to_i64_vec().iter().any(|&v| v != 1) {
-                    return None;
-                }
-            }
-            if starts.len() != 1 || !is_last(axes[0]) {
-                return None;
-            }
-            let t = total as i64;
-            let fix = |v: i64| (if v < 0 { v + t } else { v }).clamp(0, t) as usize;
-            Some((fix(starts[0]), fix(ends[0])))
-        }
-        "Split" => {
-            if !is_last(op.int_or("axis", 0)) {
-                return None;
-            }
-            let sizes: Vec<usize> = match (input(n, 1), op.ints("split")) {
-                (Some(s), _) => const_of(g, s)?.to_i64_vec().iter().map(|&v| v as usize).collect(),
-                (None, Some(s)) => s.iter().map(|&v| v as usize).collect(),
-                (None, None) => {
-                    let parts = n.outputs.len();
-                    vec![total / parts; parts]
-                }
-            };
-            let start: usize = sizes[..slot].iter().sum();
-            Some((start, start + *sizes.get(slot)?))
-        }
-        _ => None,
-    }
 }
 
 fn trace(g: &Graph, start: Outlet) -> Option<Trace> {
@@ -419,13 +387,13 @@ fn trace(g: &Graph, start: Outlet) -> Option<Trace> {
                     t.scale *= s;
                     cur = b;
                 } else {
-                    return None;
+                    return fail(line!());
                 }
             }
             "Add" => {
                 if let Some((x, rope)) = rope_add(g, n) {
                     if t.rope.is_some() {
-                        return None;
+                        return fail(line!());
                     }
                     t.rope = Some(rope);
                     cur = x;
@@ -433,19 +401,23 @@ fn trace(g: &Graph, start: Outlet) -> Option<Trace> {
                 }
                 let (a, b) = (input(n, 0)?, input(n, 1)?);
                 let (main, bias) = if const_of(g, b).is_some() { (a, b) } else { (b, a) };
-                if t.proj.bias.is_some() || const_of(g, bias).is_none_or(|c| c.shape().len() != 1) || linear(g, main).is_none() {
-                    return None;
+                let feeds_projection = linear(g, main).is_some()
+                    || onnx_producer(g, main, &["Split", "Slice"]).and_then(|(s, _)| linear(g, input(s, 0)?)).is_some();
+                if t.proj.bias.is_some() || const_of(g, bias).is_none_or(|c| c.shape().len() != 1) || !feeds_projection {
+                    return fail(line!());
                 }
-                t.proj.bias = Some(bias);
+                // Walking up, a slice seen before the bias means the bias is on the packed
+                // output and must be sliced like the weight.
+                t.proj.bias = Some((bias, slice.is_some()));
                 cur = main;
             }
             "Concat" => {
                 if n.inputs().len() != 2 || t.past.is_some() {
-                    return None;
+                    return fail(line!());
                 }
                 let (a, b) = (input(n, 0)?, input(n, 1)?);
                 if !is_graph_input(g, a) {
-                    return None;
+                    return fail(line!());
                 }
                 t.past = Some(a);
                 t.present = Some(cur);
@@ -453,14 +425,14 @@ fn trace(g: &Graph, start: Outlet) -> Option<Trace> {
             }
             "Slice" | "Split" => {
                 if slice.is_some() {
-                    return None;
+                    return fail(line!());
                 }
                 slice = Some((cur.node, cur.slot));
                 cur = input(n, 0)?;
             }
             "RotaryEmbedding" if op.domain.is_empty() => {
                 if t.rope.is_some() {
-                    return None;
+                    return fail(line!());
                 }
                 let rot = op.int_or("rotary_embedding_dim", 0);
                 t.rope = Some(Rope {
@@ -505,7 +477,7 @@ fn plan(g: &Graph, core: &Core) -> Option<Plan> {
     };
     let x = tq.proj.x;
     if tk.as_ref().is_some_and(|t| t.proj.x != x) || tv.as_ref().is_some_and(|t| t.proj.x != x) {
-        return None;
+        return fail(line!());
     }
     // Heads and head_dim.
     let out_fact = g.fact(core.out).ok()?;
@@ -521,14 +493,14 @@ fn plan(g: &Graph, core: &Core) -> Option<Plan> {
         (_, None) => tq.proj.out_dim,
     };
     if head_dim == 0 || q_cols != heads * head_dim {
-        return None;
+        return fail(line!());
     }
     let cols = |t: &Trace| t.proj.cols.map(|(a, b)| b - a).unwrap_or(t.proj.out_dim);
     let (weights, biases, kv_heads, rope, past, present, k_scale) = match (&tk, &tv) {
         (Some(tk), Some(tv)) => {
             let kv = cols(tk) / head_dim;
             if cols(tk) != kv * head_dim || cols(tv) != cols(tk) || core.kv_heads.is_some_and(|h| h != kv) {
-                return None;
+                return fail(line!());
             }
             let rope = match (&tq.rope, &tk.rope, &core.rope) {
                 (Some(a), Some(b), None) if a.cos == b.cos && a.sin == b.sin && a.style == b.style => Some(a.clone()),
@@ -548,11 +520,8 @@ fn plan(g: &Graph, core: &Core) -> Option<Plan> {
                 _ => return None,
             };
             let w = [(tq.proj.w, tq.proj.cols), (tk.proj.w, tk.proj.cols), (tv.proj.w, tv.proj.cols)];
-            let b = [
-                tq.proj.bias.map(|b| (b, None)),
-                tk.proj.bias.map(|b| (b, None)),
-                tv.proj.bias.map(|b| (b, None)),
-            ];
+            let bias = |t: &Trace| t.proj.bias.map(|(b, packed)| (b, if packed { t.proj.cols } else { None }));
+            let b = [bias(&tq), bias(tk), bias(tv)];
             (w, b, kv, rope, past, present, tk.scale)
         }
         _ => {
@@ -560,16 +529,16 @@ fn plan(g: &Graph, core: &Core) -> Option<Plan> {
             let kv = core.kv_heads?;
             let (qd, kd) = (heads * head_dim, kv * head_dim);
             if tq.proj.out_dim != qd + 2 * kd || tq.proj.cols.is_some() {
-                return None;
+                return fail(line!());
             }
             let ranges = [(0, qd), (qd, qd + kd), (qd + kd, qd + 2 * kd)];
             let w = ranges.map(|r| (tq.proj.w, Some(r)));
-            let b = ranges.map(|r| tq.proj.bias.map(|b| (b, Some(r))));
+            let b = ranges.map(|r| tq.proj.bias.map(|(b, _)| (b, Some(r))));
             (w, b, kv, core.rope.clone(), core.past, core.present, 1.0)
         }
     };
     if heads % kv_heads != 0 {
-        return None;
+        return fail(line!());
     }
     let base = match (core.op_scale, core.default_scale) {
         (Some(s), _) => s,
@@ -581,25 +550,32 @@ fn plan(g: &Graph, core: &Core) -> Option<Plan> {
     let mut cur = core.out;
     let (wo, y_mm) = 'down: {
         for _ in 0..6 {
-            let consumers = g.consumers(cur);
-            if consumers.len() != 1 {
-                return None;
+            // Shape nodes only read the shape; the rewrite leaves them dead.
+            let consumers: Vec<_> = g
+                .consumers(cur)
+                .into_iter()
+                .filter(|(c, _)| !g.node(*c).is_ok_and(|n| n.op.is("Shape")))
+                .collect();
+            if consumers.len() != 1 || g.is_graph_output(cur) {
+                return fail(line!());
             }
             let (c, slot) = consumers[0];
             let n = g.node(c).ok()?;
             if n.op.is("MatMul") && slot == 0 {
                 let (_, wo, inn, _) = linear(g, Outlet::new(c, 0))?;
                 if inn != heads * head_dim {
-                    return None;
+                    return fail(line!());
                 }
                 break 'down (wo, Outlet::new(c, 0));
             }
-            if !(n.op.is("Transpose") || n.op.is("Reshape")) {
-                return None;
+            // Where(row_fully_masked, 0, out): zero rows that see no key, as the kernel does.
+            let zero_fill = n.op.is("Where") && slot == 2 && input(n, 1).and_then(|z| scalar_of(g, z)) == Some(0.0);
+            if !(n.op.is("Transpose") || n.op.is("Reshape") || zero_fill) {
+                return fail(line!());
             }
             cur = Outlet::new(c, 0);
         }
-        return None;
+        return fail(line!());
     };
     let mut y = y_mm;
     let mut bo = None;
@@ -638,21 +614,6 @@ fn plan(g: &Graph, core: &Core) -> Option<Plan> {
         y,
         x_fact: g.fact(x).ok()?.clone(),
     })
-}
-
-/// Columns `[a, b)` of a 2-D weight (or elements of a 1-D bias) as a new constant.
-fn slice_cols(g: &mut Graph, w: Outlet, cols: Option<(usize, usize)>, name: &str) -> Result<Outlet> {
-    let Some((a, b)) = cols else { return Ok(w) };
-    let t = const_of(g, w).ok_or_else(|| jetc_ir::IrError::Other(format!("{name}: weight is not a constant")))?;
-    let shape = t.shape().to_vec();
-    let data = t.to_f32_vec();
-    let (rows, n) = if shape.len() == 2 { (shape[0], shape[1]) } else { (1, shape[0]) };
-    let mut out = Vec::with_capacity(rows * (b - a));
-    for r in 0..rows {
-        out.extend_from_slice(&data[r * n + a..r * n + b]);
-    }
-    let new_shape = if shape.len() == 2 { vec![rows, b - a] } else { vec![b - a] };
-    g.add_const(name, Tensor::from_f32(new_shape, &out)?)
 }
 
 fn build(g: &mut Graph, plan: Plan) -> Result<()> {

@@ -1,4 +1,5 @@
-//! Removes no-op casts (legacy exporters cast f32 to f32 around norms) and Identity nodes,
+//! Removes no-op casts (legacy exporters cast f32 to f32 around norms), Identity nodes and
+//! single-input Concat/Max/Min/Sum/Mean,
 //! so that the matchers see the computation itself.
 use jetc_ir::{Graph, Op, Outlet, Result};
 
@@ -11,6 +12,7 @@ pub fn remove_identity_casts(g: &mut Graph) -> Result<bool> {
         let is_noop = match op.op_type.as_str() {
             "Identity" | "Dropout" => node.outputs.len() == 1 || g.consumers(Outlet::new(id, 1)).is_empty(),
             "Cast" => g.fact(src)?.dtype == node.outputs[0].fact.dtype,
+            "Concat" | "Max" | "Min" | "Sum" | "Mean" => node.inputs().len() == 1,
             _ => false,
         };
         if !is_noop {

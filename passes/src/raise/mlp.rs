@@ -1,8 +1,9 @@
 //! SwiGLU MLP: `MatMul(Mul(silu(x Wg), x Wu), Wd)` with silu spelled `Mul(a, Sigmoid(a))`
-//! (or a `Silu`/`Swish` op), operands in either order -> `SwiGlu(x, Wg, Wu, Wd)`.
+//! (or a `Silu`/`Swish` op), operands in either order -> `SwiGlu(x, Wg, Wu, Wd)`. Gate and up
+//! may be the two halves of one packed projection (`MatMul -> Split`): the weight is split.
 use jetc_ir::{Graph, Op, Outlet, OutputInfo, Patch, PatchOutlet, Result};
 
-use crate::pattern::{input, linear, onnx_producer};
+use crate::pattern::{input, linear, linear_part, onnx_producer, slice_cols};
 
 pub fn raise(g: &mut Graph) -> Result<bool> {
     let mut changed = false;
@@ -17,13 +18,15 @@ pub fn raise(g: &mut Graph) -> Result<bool> {
         let (Some(a), Some(b)) = (input(mul, 0), input(mul, 1)) else { continue };
         let found = [(a, b), (b, a)].into_iter().find_map(|(s, u)| {
             let gate = silu_input(g, s)?;
-            let (xg, wg, _, fg) = linear(g, gate)?;
-            let (xu, wu, _, fu) = linear(g, u)?;
-            (xg == xu && fg == fu).then_some((xg, wg, wu))
+            let (xg, wg, cg, fg) = linear_part(g, gate)?;
+            let (xu, wu, cu, fu) = linear_part(g, u)?;
+            (xg == xu && fg == fu).then_some((xg, (wg, cg), (wu, cu)))
         });
-        let Some((x, wg, wu)) = found else { continue };
+        let Some((x, (wg, cg), (wu, cu))) = found else { continue };
         let fact = g.fact(out)?.clone();
         let name = format!("{}/swiglu", node.name);
+        let wg = slice_cols(g, wg, cg, &format!("{name}.w_gate"))?;
+        let wu = slice_cols(g, wu, cu, &format!("{name}.w_up"))?;
         let mut p = Patch::new();
         let n = p.wire(
             name,

@@ -28,6 +28,11 @@ impl Pass for Raise {
     fn run(&self, g: &mut Graph) -> Result<bool> {
         let ir = |source| PassError::Ir { pass: "raise".into(), source };
         let mut changed = cleanup::remove_identity_casts(g).map_err(ir)?;
+        g.prune_dead().map_err(ir)?;
+        changed |= crate::shape_of::ShapeOf.run(g)?;
+        jetc_ir::infer::infer_graph(g).map_err(ir)?;
+        changed |= crate::fold::Fold::default().run(g)?;
+        changed |= crate::cse::Cse.run(g)?;
         changed |= rmsnorm::raise(g).map_err(ir)?;
         changed |= embedding::raise(g).map_err(ir)?;
         changed |= mlp::raise(g).map_err(ir)?;

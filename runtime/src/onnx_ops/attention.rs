@@ -15,7 +15,7 @@
 //! or the probabilities. `softmax_precision` is accepted and ignored (softmax runs in f32).
 use rayon::prelude::*;
 
-use super::common::{array, to_vec, Ctx, OpResult};
+use super::common::{array, contiguous, to_vec, Ctx, OpResult};
 use super::matmul::{sgemm, Mat};
 use crate::value::{Data, Value};
 
@@ -76,7 +76,14 @@ fn softmax_row(r: &mut [f32], sink: Option<f32>) {
 
 /// Computes attention; returns Y [B, Hq, Sq, Dv] and, when asked, the captured scores
 /// [B, Hq, Sq, T] (else an empty vector).
-pub(crate) fn attention_core(d: &AttnDims, q: &[f32], k: &[f32], v: &[f32], p: &AttnParams, bias: &BiasFn) -> OpResult<(Vec<f32>, Vec<f32>)> {
+pub(crate) fn attention_core(
+    d: &AttnDims,
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    p: &AttnParams,
+    bias: &BiasFn,
+) -> OpResult<(Vec<f32>, Vec<f32>)> {
     let AttnDims { batch, q_heads: hq, kv_heads: hkv, q_len: sq, kv_len: t, head_dim: dh, v_head_dim: dv } = *d;
     if hkv == 0 || hq % hkv != 0 {
         return Err(format!("q_num_heads {hq} must be a multiple of kv_num_heads {hkv}"));
@@ -134,7 +141,10 @@ pub(crate) fn attention_core(d: &AttnDims, q: &[f32], k: &[f32], v: &[f32], p: &
         return Ok((y, qk));
     }
     if p.capture.is_some() {
-        y.par_chunks_mut(sq * dv).zip(qk.par_chunks_mut(sq * t)).enumerate().try_for_each(|(i, (yc, qc))| one(i, yc, Some(qc)))?;
+        y.par_chunks_mut(sq * dv)
+            .zip(qk.par_chunks_mut(sq * t))
+            .enumerate()
+            .try_for_each(|(i, (yc, qc))| one(i, yc, Some(qc)))?;
     } else {
         y.par_chunks_mut(sq * dv).enumerate().try_for_each(|(i, yc)| one(i, yc, None))?;
     }
@@ -174,7 +184,7 @@ fn to_bnsh(a: &ndarray::ArrayD<f32>, heads: Option<usize>, name: &str) -> OpResu
             if n == 0 || hid % n != 0 {
                 return Err(format!("{name} hidden size {hid} is not divisible by its head count {n}"));
             }
-            Ok(([b, n, s, hid / n], swap_middle(&to_vec(a), b, s, n, hid / n)))
+            Ok(([b, n, s, hid / n], swap_middle(&contiguous(a), b, s, n, hid / n)))
         }
         (&[_, _, _], None) => Err("3-D inputs need the q_num_heads and kv_num_heads attributes".into()),
         (sh, _) => Err(format!("{name} must be 3-D or 4-D, got shape {sh:?}")),
@@ -258,14 +268,20 @@ pub(crate) fn attention_onnx(ctx: &Ctx) -> OpResult {
                     pv.shape()
                 ));
             }
-            (concat_seq(&to_vec(pk), &kd, b, hkv, p, skv, dh), concat_seq(&to_vec(pv), &vd, b, hkv, p, skv, dv), p)
+            (
+                concat_seq(&contiguous(pk), &kd, b, hkv, p, skv, dh),
+                concat_seq(&contiguous(pv), &vd, b, hkv, p, skv, dv),
+                p,
+            )
         }
         _ => return Err("past_key and past_value must be given together".into()),
     };
     let t = past + skv;
     let nonpad: Option<Vec<i64>> = match ctx.opt_ints(6)? {
         None => None,
-        Some(_) if past > 0 || pk.is_some() => return Err("nonpad_kv_seqlen cannot be combined with past_key/past_value".into()),
+        Some(_) if past > 0 || pk.is_some() => {
+            return Err("nonpad_kv_seqlen cannot be combined with past_key/past_value".into())
+        }
         Some(n) if n.len() != b => return Err(format!("nonpad_kv_seqlen must have {b} entries, got {}", n.len())),
         Some(n) => {
             if let Some(x) = n.iter().find(|&&x| x < 0 || x > t as i64) {
@@ -322,7 +338,9 @@ pub(crate) fn attention_onnx(ctx: &Ctx) -> OpResult {
     };
     let dims = AttnDims { batch: b, q_heads: hq, kv_heads: hkv, q_len: sq, kv_len: t, head_dim: dh, v_head_dim: dv };
     let (y, qk) = attention_core(&dims, &qd, &kd, &vd, &params, &bias)?;
-    let f = |shape: &[usize], d: Vec<f32>| -> OpResult<Value> { Ok(Value { dtype: qv.dtype, data: Data::F(array(shape, d)?) }) };
+    let f = |shape: &[usize], d: Vec<f32>| -> OpResult<Value> {
+        Ok(Value { dtype: qv.dtype, data: Data::F(array(shape, d)?) })
+    };
     let y = if three_d { f(&[b, sq, hq * dv], swap_middle(&y, b, hq, sq, dv))? } else { f(&[b, hq, sq, dv], y)? };
     let mut outs = vec![y, f(&[b, hkv, t, dh], kd)?, f(&[b, hkv, t, dv], vd)?];
     if params.capture.is_some() {
@@ -359,7 +377,10 @@ pub(crate) mod tests {
                     let mut s: Vec<f64> = (0..t)
                         .map(|j| {
                             let dot: f64 = (0..d)
-                                .map(|c| q[((bi * hq + h) * sq + i) * d + c] as f64 * k[((bi * hkv + kh) * t + j) * d + c] as f64)
+                                .map(|c| {
+                                    q[((bi * hq + h) * sq + i) * d + c] as f64
+                                        * k[((bi * hkv + kh) * t + j) * d + c] as f64
+                                })
                                 .sum();
                             let mut x = dot * scale;
                             if softcap > 0.0 {
@@ -399,14 +420,26 @@ pub(crate) mod tests {
         let o = op("Attention", 23, &[("is_causal", Attr::Int(1))]);
         let outs = run_opt(
             &o,
-            &[Some(&f(&[b, hq, sq, d], &q)), Some(&f(&[b, hkv, sq, d], &k)), Some(&f(&[b, hkv, sq, dv], &v)),
-              Some(&crate::onnx_ops::common::test_util::b(&[b, 1, 1, t], &m)), Some(&f(&[b, hkv, p, d], &pk)), Some(&f(&[b, hkv, p, dv], &pv))],
+            &[
+                Some(&f(&[b, hq, sq, d], &q)),
+                Some(&f(&[b, hkv, sq, d], &k)),
+                Some(&f(&[b, hkv, sq, dv], &v)),
+                Some(&crate::onnx_ops::common::test_util::b(&[b, 1, 1, t], &m)),
+                Some(&f(&[b, hkv, p, d], &pk)),
+                Some(&f(&[b, hkv, p, dv], &pv)),
+            ],
             4,
         )
         .unwrap();
         let kk = super::concat_seq(&pk, &k, b, hkv, p, sq, d);
         let vv = super::concat_seq(&pv, &v, b, hkv, p, sq, dv);
-        let bias = |bi: usize, _h: usize, i: usize, j: usize| if j > i + p || (bi == 1 && j == 0) { f64::NEG_INFINITY } else { 0.0 };
+        let bias = |bi: usize, _h: usize, i: usize, j: usize| {
+            if j > i + p || (bi == 1 && j == 0) {
+                f64::NEG_INFINITY
+            } else {
+                0.0
+            }
+        };
         let (want, _) = oracle(&q, &kk, &vv, (b, hq, hkv, sq, t, d, dv), 1.0 / (d as f64).sqrt(), 0.0, &bias);
         assert_close(&fvec(&outs[0]), &want, 1e-5);
         assert_eq!(outs[1].shape(), &[b, hkv, t, d]);
@@ -427,14 +460,32 @@ pub(crate) mod tests {
         let o = op(
             "Attention",
             23,
-            &[("q_num_heads", Attr::Int(hq as i64)), ("kv_num_heads", Attr::Int(hkv as i64)), ("scale", Attr::Float(0.7)),
-              ("softcap", Attr::Float(0.5)), ("qk_matmul_output_mode", Attr::Int(3))],
+            &[
+                ("q_num_heads", Attr::Int(hq as i64)),
+                ("kv_num_heads", Attr::Int(hkv as i64)),
+                ("scale", Attr::Float(0.7)),
+                ("softcap", Attr::Float(0.5)),
+                ("qk_matmul_output_mode", Attr::Int(3)),
+            ],
         );
-        let outs = run_opt(&o, &[Some(&f(&[b, sq, hq * d], &q)), Some(&f(&[b, t, d], &k)), Some(&f(&[b, t, d], &v)), Some(&f(&[sq, t], &maskv))], 4).unwrap();
+        let outs = run_opt(
+            &o,
+            &[
+                Some(&f(&[b, sq, hq * d], &q)),
+                Some(&f(&[b, t, d], &k)),
+                Some(&f(&[b, t, d], &v)),
+                Some(&f(&[sq, t], &maskv)),
+            ],
+            4,
+        )
+        .unwrap();
         let qb = swap_middle(&q, b, sq, hq, d);
         let bias = |_b: usize, _h: usize, i: usize, j: usize| maskv[i * t + j] as f64;
         let (want, probs) = oracle(&qb, &k, &v, (b, hq, hkv, sq, t, d, d), 0.7, 0.5, &bias);
-        let want_bsh: Vec<f64> = swap_middle(&want.iter().map(|&x| x as f32).collect::<Vec<_>>(), b, hq, sq, d).iter().map(|&x| x as f64).collect();
+        let want_bsh: Vec<f64> = swap_middle(&want.iter().map(|&x| x as f32).collect::<Vec<_>>(), b, hq, sq, d)
+            .iter()
+            .map(|&x| x as f64)
+            .collect();
         assert_eq!(outs[0].shape(), &[b, sq, hq * d]);
         assert_close(&fvec(&outs[0]), &want_bsh, 1e-5);
         assert_close(&fvec(&outs[3]), &probs, 1e-5);
@@ -449,14 +500,26 @@ pub(crate) mod tests {
         let o = op("Attention", 24, &[("is_causal", Attr::Int(1))]);
         let outs = run_opt(
             &o,
-            &[Some(&f(&[b, h, sq, d], &q)), Some(&f(&[b, h, t, d], &k)), Some(&f(&[b, h, t, d], &v)), None, None, None, Some(&i(&[b], &[3, 1]))],
+            &[
+                Some(&f(&[b, h, sq, d], &q)),
+                Some(&f(&[b, h, t, d], &k)),
+                Some(&f(&[b, h, t, d], &v)),
+                None,
+                None,
+                None,
+                Some(&i(&[b], &[3, 1])),
+            ],
             1,
         )
         .unwrap();
         let n = [3i64, 1];
         let bias = |bi: usize, _h: usize, i: usize, j: usize| {
             let off = n[bi] - sq as i64;
-            if j as i64 > i as i64 + off || j as i64 >= n[bi] { f64::NEG_INFINITY } else { 0.0 }
+            if j as i64 > i as i64 + off || j as i64 >= n[bi] {
+                f64::NEG_INFINITY
+            } else {
+                0.0
+            }
         };
         let (want, _) = oracle(&q, &k, &v, (b, h, h, sq, t, d, d), 0.5, 0.0, &bias);
         let got = fvec(&outs[0]);
@@ -465,9 +528,56 @@ pub(crate) mod tests {
         assert!(got[sq * d..sq * d + d].iter().all(|&x| x == 0.0));
         // A bool mask with only 2 of 4 key columns is padded with false.
         let m = crate::onnx_ops::common::test_util::b(&[sq, 2], &[true, false, true, true]);
-        let outs = run_opt(&op("Attention", 23, &[]), &[Some(&f(&[b, h, sq, d], &q)), Some(&f(&[b, h, t, d], &k)), Some(&f(&[b, h, t, d], &v)), Some(&m)], 1).unwrap();
-        let bias = |_b: usize, _h: usize, i: usize, j: usize| if j >= 2 || (i == 0 && j == 1) { f64::NEG_INFINITY } else { 0.0 };
+        let outs = run_opt(
+            &op("Attention", 23, &[]),
+            &[Some(&f(&[b, h, sq, d], &q)), Some(&f(&[b, h, t, d], &k)), Some(&f(&[b, h, t, d], &v)), Some(&m)],
+            1,
+        )
+        .unwrap();
+        let bias = |_b: usize, _h: usize, i: usize, j: usize| {
+            if j >= 2 || (i == 0 && j == 1) {
+                f64::NEG_INFINITY
+            } else {
+                0.0
+            }
+        };
         let (want, _) = oracle(&q, &k, &v, (b, h, h, sq, t, d, d), 0.5, 0.0, &bias);
+        assert_close(&fvec(&outs[0]), &want, 1e-5);
+    }
+
+    #[test]
+    fn opset25_sliding_window() {
+        let (b, h, sq, t, d) = (1, 2, 4, 6, 4);
+        let p = t - sq;
+        let mut rng = Rng::new(34);
+        let (q, k, v) = (rng.vec(b * h * sq * d), rng.vec(b * h * sq * d), rng.vec(b * h * sq * d));
+        let (pk, pv) = (rng.vec(b * h * p * d), rng.vec(b * h * p * d));
+        let o = op("Attention", 25, &[("is_causal", Attr::Int(1)), ("left_window_size", Attr::Int(2))]);
+        let outs = run_opt(
+            &o,
+            &[
+                Some(&f(&[b, h, sq, d], &q)),
+                Some(&f(&[b, h, sq, d], &k)),
+                Some(&f(&[b, h, sq, d], &v)),
+                None,
+                Some(&f(&[b, h, p, d], &pk)),
+                Some(&f(&[b, h, p, d], &pv)),
+            ],
+            1,
+        )
+        .unwrap();
+        let kk = super::concat_seq(&pk, &k, b, h, p, sq, d);
+        let vv = super::concat_seq(&pv, &v, b, h, p, sq, d);
+        // Query i sits at absolute position p + i and sees keys p + i − 2 ..= p + i.
+        let bias = |_b: usize, _h: usize, i: usize, j: usize| {
+            let pos = (p + i) as i64;
+            if (j as i64) > pos || (j as i64) < pos - 2 {
+                f64::NEG_INFINITY
+            } else {
+                0.0
+            }
+        };
+        let (want, _) = oracle(&q, &kk, &vv, (b, h, h, sq, t, d, d), 0.5, 0.0, &bias);
         assert_close(&fvec(&outs[0]), &want, 1e-5);
     }
 
@@ -477,7 +587,11 @@ pub(crate) mod tests {
         let k = f(&[1, 3, 1, 4], &[0.; 12]);
         let e = run(&op("Attention", 23, &[]), &[&q, &k, &k]).unwrap_err();
         assert!(e.to_string().contains("multiple of kv_num_heads"), "{e}");
-        let e = run(&op("Attention", 23, &[]), &[&f(&[1, 2, 8], &[0.; 16]), &f(&[1, 2, 8], &[0.; 16]), &f(&[1, 2, 8], &[0.; 16])]).unwrap_err();
+        let e = run(
+            &op("Attention", 23, &[]),
+            &[&f(&[1, 2, 8], &[0.; 16]), &f(&[1, 2, 8], &[0.; 16]), &f(&[1, 2, 8], &[0.; 16])],
+        )
+        .unwrap_err();
         assert!(e.to_string().contains("q_num_heads"), "{e}");
         let e = run(&op("Attention", 23, &[]), &[&q, &f(&[1, 2, 1, 3], &[0.; 6]), &q]).unwrap_err();
         assert!(e.to_string().contains("inconsistent shapes"), "{e}");

@@ -3,6 +3,8 @@
 //! normalisation and small array conversions.
 //!
 //! Kernels return `Result<_, String>`; `mod.rs` wraps the message with the node and op name.
+use std::borrow::Cow;
+
 use jetc_ir::{Attr, OnnxOp};
 use ndarray::{ArrayD, ArrayViewD, IxDyn, Zip};
 
@@ -176,9 +178,7 @@ pub(crate) fn norm_axes(axes: &[i64], rank: usize) -> OpResult<Vec<usize>> {
 
 /// A shape from integer values; negative entries are an error.
 pub(crate) fn to_dims(v: &[i64], what: &str) -> OpResult<Vec<usize>> {
-    v.iter()
-        .map(|&d| usize::try_from(d).map_err(|_| format!("{what} {v:?} has a negative dimension")))
-        .collect()
+    v.iter().map(|&d| usize::try_from(d).map_err(|_| format!("{what} {v:?} has a negative dimension"))).collect()
 }
 
 /// The numpy broadcast of several shapes.
@@ -205,7 +205,11 @@ pub(crate) fn broadcast_to<'b, T>(a: &'b ArrayD<T>, shape: &[usize]) -> OpResult
 }
 
 /// Element-wise `f(a, b)` with numpy broadcasting.
-pub(crate) fn zip2<A: Copy, B: Copy, C: Clone>(a: &ArrayD<A>, b: &ArrayD<B>, f: impl Fn(A, B) -> C) -> OpResult<ArrayD<C>> {
+pub(crate) fn zip2<A: Copy, B: Copy, C: Clone>(
+    a: &ArrayD<A>,
+    b: &ArrayD<B>,
+    f: impl Fn(A, B) -> C,
+) -> OpResult<ArrayD<C>> {
     if a.shape() == b.shape() {
         if let (Some(x), Some(y)) = (a.as_slice(), b.as_slice()) {
             let v = x.iter().zip(y).map(|(&p, &q)| f(p, q)).collect();
@@ -250,6 +254,14 @@ pub(crate) fn to_vec<T: Clone>(a: &ArrayD<T>) -> Vec<T> {
     }
 }
 
+/// The elements in row-major order, borrowed when the array is already contiguous.
+pub(crate) fn contiguous<T: Clone>(a: &ArrayD<T>) -> Cow<'_, [T]> {
+    match a.as_slice() {
+        Some(s) => Cow::Borrowed(s),
+        None => Cow::Owned(a.iter().cloned().collect()),
+    }
+}
+
 /// The array in standard (row-major, contiguous) layout, copying only when needed.
 pub(crate) fn standard<T: Clone>(a: ArrayD<T>) -> ArrayD<T> {
     if a.is_standard_layout() {
@@ -287,7 +299,10 @@ pub(crate) fn same_kind<'v, T>(
         .enumerate()
         .map(|(i, v)| {
             get(v).ok_or_else(|| {
-                format!("input {i} has dtype {} but the inputs must share one element type ({})", v.dtype, vals[0].dtype)
+                format!(
+                    "input {i} has dtype {} but the inputs must share one element type ({})",
+                    v.dtype, vals[0].dtype
+                )
             })
         })
         .collect()

@@ -542,6 +542,33 @@ mod tests {
     }
 
     #[test]
+    fn activations_with_attributes() {
+        let x = f(&[3], &[-2.0, 0.5, 3.0]);
+        let xs = [-2.0f64, 0.5, 3.0];
+        let map = |g: &dyn Fn(f64) -> f64| xs.iter().map(|&v| g(v)).collect::<Vec<f64>>();
+        let y = run1(&op("LeakyRelu", 16, &[("alpha", Attr::Float(0.1))]), &[&x]);
+        assert_close(&fvec(&y), &[-0.2, 0.5, 3.0], 1e-7);
+        let y = run1(&op("Elu", 6, &[]), &[&x]);
+        assert_close(&fvec(&y), &map(&|v| if v >= 0.0 { v } else { v.exp() - 1.0 }), 1e-7);
+        let y = run1(&op("HardSigmoid", 6, &[]), &[&x]);
+        assert_close(&fvec(&y), &[0.1, 0.6, 1.0], 1e-7);
+        let y = run1(&op("HardSwish", 14, &[]), &[&x]);
+        assert_close(&fvec(&y), &map(&|v| v * (v / 6.0 + 0.5).clamp(0.0, 1.0)), 1e-7);
+        let y = run1(&op("Softplus", 1, &[]), &[&x]);
+        assert_close(&fvec(&y), &map(&|v| (1.0 + v.exp()).ln()), 1e-6);
+        let y = run1(&op("Softsign", 1, &[]), &[&x]);
+        assert_close(&fvec(&y), &map(&|v| v / (1.0 + v.abs())), 1e-7);
+        let y = run1(&op("Swish", 24, &[]), &[&x]);
+        assert_close(&fvec(&y), &map(&|v| v / (1.0 + (-v).exp())), 1e-6);
+        let y = run1(&op("Tan", 7, &[]), &[&x]);
+        assert_close(&fvec(&y), &map(&f64::tan), 1e-6);
+        // BiasGelu adds the bias (broadcast on the last axis) before the exact Gelu.
+        let y = run1(&ms_op("BiasGelu", &[]), &[&f(&[2, 2], &[0., 1., 2., 3.]), &f(&[2], &[-1., 1.])]);
+        let g = |v: f64| 0.5 * v * (1.0 + super::erf(v / std::f64::consts::SQRT_2));
+        assert_close(&fvec(&y), &[g(-1.0), g(2.0), g(1.0), g(4.0)], 1e-6);
+    }
+
+    #[test]
     fn binary_broadcast_and_int_division() {
         let a = f(&[2, 3], &[1., 2., 3., 4., 5., 6.]);
         let b = f(&[3], &[10., 20., 30.]);

@@ -3,7 +3,7 @@
 //! NonZero. Negative indices count from the end; out-of-range indices are errors.
 use ndarray::{ArrayD, Dimension, IxDyn};
 
-use super::common::{array, map_data, norm_axis, to_vec, Ctx, OpResult};
+use super::common::{array, contiguous, map_data, norm_axis, to_vec, Ctx, OpResult};
 use crate::value::{Data, Value};
 
 /// Resolves a possibly negative index against `dim`.
@@ -22,7 +22,7 @@ fn gather_array<T: Clone>(a: &ArrayD<T>, axis: usize, idx: &ArrayD<i64>) -> OpRe
     let outer: usize = shape[..axis].iter().product();
     let inner: usize = shape[axis + 1..].iter().product();
     let ids: Vec<usize> = idx.iter().map(|&i| index(i, dim, "Gather")).collect::<OpResult<_>>()?;
-    let src = to_vec(a);
+    let src = contiguous(a);
     let mut out = Vec::with_capacity(outer * ids.len() * inner);
     for o in 0..outer {
         for &i in &ids {
@@ -85,7 +85,7 @@ fn gather_nd_array<T: Clone>(a: &ArrayD<T>, idx: &ArrayD<i64>, b: usize) -> OpRe
     let slice: usize = ds[b + k..].iter().product();
     let per_batch: usize = ds[b..].iter().product();
     let tuples_per_batch: usize = is[b..is.len() - 1].iter().product();
-    let (src, ids) = (to_vec(a), to_vec(idx));
+    let (src, ids) = (contiguous(a), contiguous(idx));
     let mut out = Vec::with_capacity(batches * tuples_per_batch * slice);
     for bi in 0..batches {
         for t in 0..tuples_per_batch {
@@ -181,7 +181,12 @@ fn combine<T: Combine>(old: T, new: T, r: Reduction) -> T {
     }
 }
 
-fn scatter_nd_array<T: Combine>(a: &ArrayD<T>, idx: &ArrayD<i64>, upd: &ArrayD<T>, r: Reduction) -> OpResult<ArrayD<T>> {
+fn scatter_nd_array<T: Combine>(
+    a: &ArrayD<T>,
+    idx: &ArrayD<i64>,
+    upd: &ArrayD<T>,
+    r: Reduction,
+) -> OpResult<ArrayD<T>> {
     let (ds, is) = (a.shape(), idx.shape());
     let k = *is.last().ok_or("ScatterND indices must have rank >= 1")?;
     let mut want: Vec<usize> = is[..is.len() - 1].to_vec();
@@ -190,7 +195,10 @@ fn scatter_nd_array<T: Combine>(a: &ArrayD<T>, idx: &ArrayD<i64>, upd: &ArrayD<T
     }
     want.extend_from_slice(&ds[k..]);
     if upd.shape() != &want[..] {
-        return Err(format!("ScatterND updates have shape {:?}, expected {want:?} (indices {is:?}, data {ds:?})", upd.shape()));
+        return Err(format!(
+            "ScatterND updates have shape {:?}, expected {want:?} (indices {is:?}, data {ds:?})",
+            upd.shape()
+        ));
     }
     let slice: usize = ds[k..].iter().product();
     let (mut out, ids, ups) = (to_vec(a), to_vec(idx), to_vec(upd));
@@ -219,9 +227,20 @@ pub(crate) fn scatter_nd(ctx: &Ctx) -> OpResult {
     Ok(vec![Value { dtype: x.dtype, data }])
 }
 
-fn scatter_elements_array<T: Combine>(a: &ArrayD<T>, axis: usize, idx: &ArrayD<i64>, upd: &ArrayD<T>, r: Reduction) -> OpResult<ArrayD<T>> {
+fn scatter_elements_array<T: Combine>(
+    a: &ArrayD<T>,
+    axis: usize,
+    idx: &ArrayD<i64>,
+    upd: &ArrayD<T>,
+    r: Reduction,
+) -> OpResult<ArrayD<T>> {
     if idx.shape() != upd.shape() || idx.ndim() != a.ndim() {
-        return Err(format!("indices {:?} and updates {:?} must have one shape of the rank of data {:?}", idx.shape(), upd.shape(), a.shape()));
+        return Err(format!(
+            "indices {:?} and updates {:?} must have one shape of the rank of data {:?}",
+            idx.shape(),
+            upd.shape(),
+            a.shape()
+        ));
     }
     let mut out = a.as_standard_layout().into_owned();
     for ((pos, &i), &u) in idx.indexed_iter().zip(upd.iter()) {
@@ -317,7 +336,10 @@ mod tests {
         let y = run1(&op("ScatterND", 16, &[]), &[&m, &i(&[1, 1], &[1]), &f(&[1, 2], &[7., 8.])]);
         assert_eq!(fvec(&y), vec![0., 0., 7., 8.]);
         assert!(run(&op("ScatterND", 16, &[]), &[&m, &i(&[1, 1], &[1]), &f(&[1, 3], &[0.; 3])]).is_err());
-        let y = run1(&op("ScatterElements", 16, &[("axis", Attr::Int(1))]), &[&m, &i(&[2, 1], &[1, 0]), &f(&[2, 1], &[5., 6.])]);
+        let y = run1(
+            &op("ScatterElements", 16, &[("axis", Attr::Int(1))]),
+            &[&m, &i(&[2, 1], &[1, 0]), &f(&[2, 1], &[5., 6.])],
+        );
         assert_eq!(fvec(&y), vec![0., 5., 6., 0.]);
         let o = op("ScatterElements", 16, &[("reduction", Attr::String("max".into()))]);
         let y = run1(&o, &[&f(&[3], &[1., 5., 2.]), &i(&[2], &[1, 2]), &f(&[2], &[3., 4.])]);

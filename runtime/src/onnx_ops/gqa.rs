@@ -21,7 +21,7 @@
 //! Rejected: quantized KV caches (k_scale/v_scale, k_quant_type ≠ NONE), q/k norm weights,
 //! sliding_window_cache = 1, qk_output ≠ 0, causal = 0.
 use super::attention::{attention_core, swap_middle, AttnDims, AttnParams};
-use super::common::{array, to_vec, Ctx, OpResult};
+use super::common::{array, contiguous, to_vec, Ctx, OpResult};
 use super::rotary::{apply_rope, check_rows, Cache, HeadLayout};
 use crate::value::{Data, Value};
 
@@ -124,7 +124,11 @@ pub(crate) fn group_query_attention(ctx: &Ctx) -> OpResult {
         (Some(pk), Some(pv)) => {
             let p = pk.shape().get(2).copied().unwrap_or(0);
             if pk.shape() != [b, kvn, p, h] || pv.shape() != [b, kvn, p, h] {
-                return Err(format!("past_key {:?} / past_value {:?} must both be [{b}, {kvn}, P, {h}]", pk.shape(), pv.shape()));
+                return Err(format!(
+                    "past_key {:?} / past_value {:?} must both be [{b}, {kvn}, P, {h}]",
+                    pk.shape(),
+                    pv.shape()
+                ));
             }
             p
         }
@@ -169,19 +173,25 @@ pub(crate) fn group_query_attention(ctx: &Ctx) -> OpResult {
     if ctx.flag("do_rotary", false)? {
         let (cos, sin) = (ctx.f32(7)?, ctx.f32(8)?);
         if cos.ndim() != 2 || cos.shape() != sin.shape() || 2 * cos.shape()[1] > h {
-            return Err(format!("cos_cache {:?} / sin_cache {:?} must be one [max_pos, R/2] shape with R <= head size {h}", cos.shape(), sin.shape()));
+            return Err(format!(
+                "cos_cache {:?} / sin_cache {:?} must be one [max_pos, R/2] shape with R <= head size {h}",
+                cos.shape(),
+                sin.shape()
+            ));
         }
         let rows: Vec<usize> = match ctx.opt_ints(9)? {
             Some(ids) => {
                 if ctx.input(9)?.shape() != [b, s] {
                     return Err(format!("position_ids must be [{b}, {s}], got {:?}", ctx.input(9)?.shape()));
                 }
-                ids.iter().map(|&x| usize::try_from(x).map_err(|_| format!("position id {x} is negative"))).collect::<OpResult<_>>()?
+                ids.iter()
+                    .map(|&x| usize::try_from(x).map_err(|_| format!("position id {x} is negative")))
+                    .collect::<OpResult<_>>()?
             }
             None => (0..b * s).map(|t| pos[t / s].rope_start + t % s).collect(),
         };
         check_rows(&rows, cos.shape()[0])?;
-        let (cv, sv) = (to_vec(cos), to_vec(sin));
+        let (cv, sv) = (contiguous(cos), contiguous(sin));
         let cache = Cache { cos: &cv, sin: &sv, half: cos.shape()[1] };
         let inter = ctx.flag("rotary_interleaved", false)?;
         let lay = |heads| HeadLayout { batch: b, seq: s, heads, head_size: h, bnsh: false };
@@ -191,7 +201,7 @@ pub(crate) fn group_query_attention(ctx: &Ctx) -> OpResult {
 
     // Present K/V [B, KVN, L, H]: kept past rows, then the new tokens.
     let (knew, vnew) = (swap_middle(&kd, b, s, kvn, h), swap_middle(&vd, b, s, kvn, h));
-    let (pkd, pvd) = (pk.map(to_vec).unwrap_or_default(), pv.map(to_vec).unwrap_or_default());
+    let (pkd, pvd) = (pk.map(contiguous).unwrap_or_default(), pv.map(contiguous).unwrap_or_default());
     let mut present_k = vec![0f32; b * kvn * present_len * h];
     let mut present_v = present_k.clone();
     for (bi, bp) in pos.iter().enumerate() {
@@ -241,10 +251,13 @@ pub(crate) fn group_query_attention(ctx: &Ctx) -> OpResult {
     let scale = ctx.float_or("scale", 0.0)?;
     let scale = if scale == 0.0 { 1.0 / (h as f32).sqrt() } else { scale };
     let params = AttnParams { scale, softcap: ctx.float_or("softcap", 0.0)?, capture: None, sinks: sinks.as_deref() };
-    let dims = AttnDims { batch: b, q_heads: n, kv_heads: kvn, q_len: s, kv_len: present_len, head_dim: h, v_head_dim: h };
+    let dims =
+        AttnDims { batch: b, q_heads: n, kv_heads: kvn, q_len: s, kv_len: present_len, head_dim: h, v_head_dim: h };
     let qb = swap_middle(&qd, b, s, n, h);
     let (y, _) = attention_core(&dims, &qb, &present_k, &present_v, &params, &bias)?;
-    let f = |shape: &[usize], d: Vec<f32>| -> OpResult<Value> { Ok(Value { dtype: qv.dtype, data: Data::F(array(shape, d)?) }) };
+    let f = |shape: &[usize], d: Vec<f32>| -> OpResult<Value> {
+        Ok(Value { dtype: qv.dtype, data: Data::F(array(shape, d)?) })
+    };
     Ok(vec![
         f(&[b, s, n * h], swap_middle(&y, b, n, s, h))?,
         f(&[b, kvn, present_len, h], present_k)?,
@@ -308,8 +321,10 @@ mod tests {
             for kh in 0..kvn {
                 for j in 0..past {
                     for d in 0..h {
-                        want_pk[((bi * kvn + kh) * present_len + j) * h + d] = pk[((bi * kvn + kh) * p + j) * h + d] as f64;
-                        want_pv[((bi * kvn + kh) * present_len + j) * h + d] = pv[((bi * kvn + kh) * p + j) * h + d] as f64;
+                        want_pk[((bi * kvn + kh) * present_len + j) * h + d] =
+                            pk[((bi * kvn + kh) * p + j) * h + d] as f64;
+                        want_pv[((bi * kvn + kh) * present_len + j) * h + d] =
+                            pv[((bi * kvn + kh) * p + j) * h + d] as f64;
                     }
                 }
                 for t in 0..s {
@@ -319,7 +334,8 @@ mod tests {
                     }
                     for d in 0..h {
                         want_pk[((bi * kvn + kh) * present_len + past + t) * h + d] = kr[d];
-                        want_pv[((bi * kvn + kh) * present_len + past + t) * h + d] = v[((bi * s + t) * kvn + kh) * h + d] as f64;
+                        want_pv[((bi * kvn + kh) * present_len + past + t) * h + d] =
+                            v[((bi * s + t) * kvn + kh) * h + d] as f64;
                     }
                 }
             }
@@ -334,18 +350,25 @@ mod tests {
                     let start = if c.window >= 0 && end as i64 > c.window { end - c.window as usize } else { 0 };
                     let scores: Vec<f64> = (start..end)
                         .map(|j| {
-                            let dot: f64 = (0..h).map(|d| qr[d] * want_pk[((bi * kvn + kh) * present_len + j) * h + d]).sum();
+                            let dot: f64 =
+                                (0..h).map(|d| qr[d] * want_pk[((bi * kvn + kh) * present_len + j) * h + d]).sum();
                             let x = dot / (h as f64).sqrt();
-                            if c.softcap > 0.0 { c.softcap as f64 * (x / c.softcap as f64).tanh() } else { x }
+                            if c.softcap > 0.0 {
+                                c.softcap as f64 * (x / c.softcap as f64).tanh()
+                            } else {
+                                x
+                            }
                         })
                         .collect();
                     let sink = c.sink.as_ref().map(|sv| sv[hh] as f64);
                     let m = scores.iter().cloned().chain(sink).fold(f64::NEG_INFINITY, f64::max);
-                    let z: f64 = scores.iter().map(|x| (x - m).exp()).sum::<f64>() + sink.map_or(0.0, |sk| (sk - m).exp());
+                    let z: f64 =
+                        scores.iter().map(|x| (x - m).exp()).sum::<f64>() + sink.map_or(0.0, |sk| (sk - m).exp());
                     for (jj, sc) in scores.iter().enumerate() {
                         let w = (sc - m).exp() / z;
                         for d in 0..h {
-                            want_y[((bi * s + t) * n + hh) * h + d] += w * want_pv[((bi * kvn + kh) * present_len + start + jj) * h + d];
+                            want_y[((bi * s + t) * n + hh) * h + d] +=
+                                w * want_pv[((bi * kvn + kh) * present_len + start + jj) * h + d];
                         }
                     }
                 }
@@ -383,15 +406,26 @@ mod tests {
         } else {
             (f(&[b, s, n * h], &q), Some(f(&[b, s, kvn * h], &k)), Some(f(&[b, s, kvn * h], &v)))
         };
-        let (pkv, pvv) = if p > 0 { (Some(f(&[b, kvn, p, h], &pk)), Some(f(&[b, kvn, p, h], &pv))) } else { (None, None) };
+        let (pkv, pvv) =
+            if p > 0 { (Some(f(&[b, kvn, p, h], &pk)), Some(f(&[b, kvn, p, h], &pv))) } else { (None, None) };
         let (cv, sv) = (f(&[max_pos, rot_half], &cos), f(&[max_pos, rot_half], &sin));
         let sinkv = c.sink.as_ref().map(|x| f(&[n], x));
         let seq = i(&[b], &c.seqlens);
         let tot = i(&[], &[c.total]);
         let rot = c.rotary.is_some();
         let ins = [
-            Some(&qv), kv.as_ref(), vv.as_ref(), pkv.as_ref(), pvv.as_ref(), Some(&seq), Some(&tot),
-            rot.then_some(&cv), rot.then_some(&sv), None, None, sinkv.as_ref(),
+            Some(&qv),
+            kv.as_ref(),
+            vv.as_ref(),
+            pkv.as_ref(),
+            pvv.as_ref(),
+            Some(&seq),
+            Some(&tot),
+            rot.then_some(&cv),
+            rot.then_some(&sv),
+            None,
+            None,
+            sinkv.as_ref(),
         ];
         let outs = run_opt(&o, &ins, 3).unwrap();
         assert_eq!(outs[0].shape(), &[b, s, n * h]);
@@ -409,7 +443,21 @@ mod tests {
     }
 
     fn base() -> Case {
-        Case { b: 2, s: 4, n: 4, kvn: 2, h: 8, p: 0, seqlens: vec![3, 1], total: 4, rotary: None, window: -1, softcap: 0.0, packed: false, sink: None }
+        Case {
+            b: 2,
+            s: 4,
+            n: 4,
+            kvn: 2,
+            h: 8,
+            p: 0,
+            seqlens: vec![3, 1],
+            total: 4,
+            rotary: None,
+            window: -1,
+            softcap: 0.0,
+            packed: false,
+            sink: None,
+        }
     }
 
     #[test]
@@ -431,7 +479,18 @@ mod tests {
 
     #[test]
     fn subsequent_prompt_packed_window_softcap_sink() {
-        let c = Case { b: 1, s: 3, p: 4, seqlens: vec![6], total: 7, packed: true, window: 4, softcap: 2.0, rotary: Some((8, true)), ..base() };
+        let c = Case {
+            b: 1,
+            s: 3,
+            p: 4,
+            seqlens: vec![6],
+            total: 7,
+            packed: true,
+            window: 4,
+            softcap: 2.0,
+            rotary: Some((8, true)),
+            ..base()
+        };
         run_case(&c, 46);
         let c = Case { window: 2, sink: Some(vec![0.5, -1.0, 0.0, 2.0]), ..base() };
         run_case(&c, 47);
@@ -439,18 +498,134 @@ mod tests {
         run_case(&c, 48);
     }
 
+    /// GroupQueryAttention with past, attention_bias and explicit position_ids matches the
+    /// ONNX Attention op (itself checked against an f64 oracle) on the same problem.
+    #[test]
+    fn matches_onnx_attention_with_bias_and_positions() {
+        let (n, kvn, h, s, p) = (4, 2, 8, 2, 3);
+        let t = p + s;
+        let mut rng = Rng::new(49);
+        let (q, k, v) = (rng.vec(s * n * h), rng.vec(s * kvn * h), rng.vec(s * kvn * h));
+        let (pk, pv) = (rng.vec(kvn * p * h), rng.vec(kvn * p * h));
+        let bias = rng.vec(n * s * t);
+        let (qv, kv, vv) = (f(&[1, s, n * h], &q), f(&[1, s, kvn * h], &k), f(&[1, s, kvn * h], &v));
+        let (pkv, pvv) = (f(&[1, kvn, p, h], &pk), f(&[1, kvn, p, h], &pv));
+        let bv = f(&[1, n, s, t], &bias);
+        let attrs = [("num_heads", Attr::Int(n as i64)), ("kv_num_heads", Attr::Int(kvn as i64))];
+        let seq = i(&[1], &[t as i64 - 1]);
+        let tot = i(&[], &[t as i64]);
+        let g = run_opt(
+            &ms_op("GroupQueryAttention", &attrs),
+            &[
+                Some(&qv),
+                Some(&kv),
+                Some(&vv),
+                Some(&pkv),
+                Some(&pvv),
+                Some(&seq),
+                Some(&tot),
+                None,
+                None,
+                None,
+                Some(&bv),
+            ],
+            3,
+        )
+        .unwrap();
+        let a = run_opt(
+            &op(
+                "Attention",
+                23,
+                &[
+                    ("q_num_heads", Attr::Int(n as i64)),
+                    ("kv_num_heads", Attr::Int(kvn as i64)),
+                    ("is_causal", Attr::Int(1)),
+                ],
+            ),
+            &[Some(&qv), Some(&kv), Some(&vv), Some(&bv), Some(&pkv), Some(&pvv)],
+            3,
+        )
+        .unwrap();
+        let want: Vec<f64> = fvec(&a[0]).iter().map(|&x| x as f64).collect();
+        assert_close(&fvec(&g[0]), &want, 1e-5);
+        assert_eq!(fvec(&g[1]), fvec(&a[1]));
+        // Explicit position_ids equal to the implied ones give the same rotary result;
+        // shifted ones do not.
+        let (mut cos, mut sin) = (Vec::new(), Vec::new());
+        for pp in 0..8 {
+            for r in 0..h / 2 {
+                let th = pp as f64 * 10000f64.powf(-(2.0 * r as f64) / h as f64);
+                cos.push(th.cos() as f32);
+                sin.push(th.sin() as f32);
+            }
+        }
+        let (cv, sv) = (f(&[8, h / 2], &cos), f(&[8, h / 2], &sin));
+        let ro = ms_op("GroupQueryAttention", &[attrs[0].clone(), attrs[1].clone(), ("do_rotary", Attr::Int(1))]);
+        let with = |ids: Option<&crate::Value>| {
+            let ins = [
+                Some(&qv),
+                Some(&kv),
+                Some(&vv),
+                Some(&pkv),
+                Some(&pvv),
+                Some(&seq),
+                Some(&tot),
+                Some(&cv),
+                Some(&sv),
+                ids,
+            ];
+            fvec(&run_opt(&ro, &ins, 1).unwrap()[0])
+        };
+        let implied = with(None);
+        assert_eq!(with(Some(&i(&[1, s], &[p as i64, p as i64 + 1]))), implied);
+        assert_ne!(with(Some(&i(&[1, s], &[p as i64 + 1, p as i64 + 2]))), implied);
+        assert!(run_opt(
+            &ro,
+            &[
+                Some(&qv),
+                Some(&kv),
+                Some(&vv),
+                Some(&pkv),
+                Some(&pvv),
+                Some(&seq),
+                Some(&tot),
+                Some(&cv),
+                Some(&sv),
+                Some(&i(&[2], &[0, 1]))
+            ],
+            1
+        )
+        .is_err());
+    }
+
     #[test]
     fn gqa_errors() {
         let o = ms_op("GroupQueryAttention", &[("num_heads", Attr::Int(2)), ("kv_num_heads", Attr::Int(1))]);
         let q = f(&[1, 2, 8], &[0.; 16]);
         let kv = f(&[1, 2, 4], &[0.; 8]);
-        let e = run_opt(&o, &[Some(&q), Some(&kv), Some(&kv), None, None, Some(&i(&[1], &[5])), Some(&i(&[], &[2]))], 1).unwrap_err();
+        let e =
+            run_opt(&o, &[Some(&q), Some(&kv), Some(&kv), None, None, Some(&i(&[1], &[5])), Some(&i(&[], &[2]))], 1)
+                .unwrap_err();
         assert!(e.to_string().contains("seqlens_k value 5"), "{e}");
-        let e = run_opt(&o, &[Some(&q), Some(&kv), None, None, None, Some(&i(&[1], &[1])), Some(&i(&[], &[2]))], 1).unwrap_err();
+        let e = run_opt(&o, &[Some(&q), Some(&kv), None, None, None, Some(&i(&[1], &[1])), Some(&i(&[], &[2]))], 1)
+            .unwrap_err();
         assert!(e.to_string().contains("both present"), "{e}");
-        let o2 = ms_op("GroupQueryAttention", &[("num_heads", Attr::Int(2)), ("kv_num_heads", Attr::Int(1)), ("qk_output", Attr::Int(1))]);
-        assert!(run_opt(&o2, &[Some(&q), Some(&kv), Some(&kv), None, None, Some(&i(&[1], &[1])), Some(&i(&[], &[2]))], 1).is_err());
+        let o2 = ms_op(
+            "GroupQueryAttention",
+            &[("num_heads", Attr::Int(2)), ("kv_num_heads", Attr::Int(1)), ("qk_output", Attr::Int(1))],
+        );
+        assert!(run_opt(
+            &o2,
+            &[Some(&q), Some(&kv), Some(&kv), None, None, Some(&i(&[1], &[1])), Some(&i(&[], &[2]))],
+            1
+        )
+        .is_err());
         let o3 = ms_op("GroupQueryAttention", &[("num_heads", Attr::Int(3)), ("kv_num_heads", Attr::Int(2))]);
-        assert!(run_opt(&o3, &[Some(&f(&[1, 1, 6], &[0.; 6])), None, None, None, None, Some(&i(&[1], &[0])), Some(&i(&[], &[1]))], 1).is_err());
+        assert!(run_opt(
+            &o3,
+            &[Some(&f(&[1, 1, 6], &[0.; 6])), None, None, None, None, Some(&i(&[1], &[0])), Some(&i(&[], &[1]))],
+            1
+        )
+        .is_err());
     }
 }

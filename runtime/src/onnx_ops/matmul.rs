@@ -6,7 +6,7 @@ use gemm::Parallelism;
 use ndarray::ArrayD;
 use rayon::prelude::*;
 
-use super::common::{array, broadcast_shapes, broadcast_to, to_vec, Ctx, OpResult};
+use super::common::{array, broadcast_shapes, broadcast_to, contiguous, to_vec, Ctx, OpResult};
 use crate::value::{Data, Value};
 
 /// Products at least this large (m·n·k) use several threads.
@@ -96,7 +96,9 @@ pub(crate) fn matmul(ctx: &Ctx) -> OpResult {
     let data = match (&a.data, &b.data) {
         (Data::F(x), Data::F(y)) => Data::F(matmul_f32(x, y)?),
         (Data::I(x), Data::I(y)) => Data::I(matmul_i64(x, y)?),
-        _ => return Err(format!("MatMul operands must both be float or both integer, got {} and {}", a.dtype, b.dtype)),
+        _ => {
+            return Err(format!("MatMul operands must both be float or both integer, got {} and {}", a.dtype, b.dtype))
+        }
     };
     Ok(vec![Value { dtype: a.dtype, data }])
 }
@@ -126,7 +128,8 @@ fn plan(a: &[usize], b: &[usize]) -> OpResult<Plan> {
         return Err(format!("MatMul inner dimensions differ: shapes {a:?} and {b:?}"));
     }
     let (ba, bb) = (&a2[..a2.len() - 2], &b2[..b2.len() - 2]);
-    let batch = broadcast_shapes(&[ba, bb]).map_err(|_| format!("MatMul batch dims of {a:?} and {b:?} do not broadcast"))?;
+    let batch =
+        broadcast_shapes(&[ba, bb]).map_err(|_| format!("MatMul batch dims of {a:?} and {b:?} do not broadcast"))?;
     let mut out_shape = batch.clone();
     if a.len() > 1 {
         out_shape.push(m);
@@ -170,8 +173,8 @@ fn batch_offsets(own: &[usize], batch: &[usize], matrix: usize) -> Vec<usize> {
 
 pub(crate) fn matmul_f32(a: &ArrayD<f32>, b: &ArrayD<f32>) -> OpResult<ArrayD<f32>> {
     let p = plan(a.shape(), b.shape())?;
-    let (ac, bc) = (a.as_standard_layout(), b.as_standard_layout());
-    let (ad, bd) = (ac.as_slice().unwrap_or(&[]), bc.as_slice().unwrap_or(&[]));
+    let (ad, bd) = (contiguous(a), contiguous(b));
+    let (ad, bd) = (&ad[..], &bd[..]);
     let (m, k, n) = (p.m, p.k, p.n);
     let nb = p.a_offsets.len();
     let mut out = vec![0f32; nb * m * n];
@@ -204,7 +207,8 @@ fn matmul_i64(a: &ArrayD<i64>, b: &ArrayD<i64>) -> OpResult<ArrayD<i64>> {
         let (ao, bo) = (p.a_offsets[bi], p.b_offsets[bi]);
         for r in 0..m {
             for j in 0..n {
-                c[r * n + j] = (0..k).fold(0i64, |s, t| s.wrapping_add(ad[ao + r * k + t].wrapping_mul(bd[bo + t * n + j])));
+                c[r * n + j] =
+                    (0..k).fold(0i64, |s, t| s.wrapping_add(ad[ao + r * k + t].wrapping_mul(bd[bo + t * n + j])));
             }
         }
     }
@@ -234,25 +238,25 @@ pub(crate) fn gemm_op(ctx: &Ctx) -> OpResult {
     let mut accumulate = false;
     if let Some(c) = c {
         if beta != 0.0 {
-            let cv = broadcast_to(c, &[m, n]).map_err(|_| format!("Gemm C of shape {:?} does not broadcast to [{m}, {n}]", c.shape()))?;
+            let cv = broadcast_to(c, &[m, n])
+                .map_err(|_| format!("Gemm C of shape {:?} does not broadcast to [{m}, {n}]", c.shape()))?;
             for (o, &x) in out.iter_mut().zip(cv.iter()) {
                 *o = beta * x;
             }
             accumulate = true;
         }
     }
-    let (ac, bc) = (a.as_standard_layout(), b.as_standard_layout());
-    let (ad, bd) = (ac.as_slice().unwrap_or(&[]), bc.as_slice().unwrap_or(&[]));
-    let am = if ta { Mat::transposed(ad, m) } else { Mat::rows(ad, k) };
-    let bm = if tb { Mat::transposed(bd, k) } else { Mat::rows(bd, n) };
+    let (ad, bd) = (contiguous(a), contiguous(b));
+    let am = if ta { Mat::transposed(&ad, m) } else { Mat::rows(&ad, k) };
+    let bm = if tb { Mat::transposed(&bd, k) } else { Mat::rows(&bd, n) };
     sgemm(m, n, k, am, bm, &mut out, alpha, accumulate, true)?;
     Ok(vec![Value { dtype: av.dtype, data: Data::F(array(&[m, n], out)?) }])
 }
 
 #[cfg(test)]
 mod tests {
-    use super::super::common::test_util::*;
     use super::super::common::test_util::Rng;
+    use super::super::common::test_util::*;
     use jetc_ir::Attr;
     use proptest::prelude::*;
 
@@ -346,7 +350,12 @@ mod tests {
         let o = op(
             "Gemm",
             13,
-            &[("transA", Attr::Int(1)), ("transB", Attr::Int(1)), ("alpha", Attr::Float(0.5)), ("beta", Attr::Float(2.0))],
+            &[
+                ("transA", Attr::Int(1)),
+                ("transB", Attr::Int(1)),
+                ("alpha", Attr::Float(0.5)),
+                ("beta", Attr::Float(2.0)),
+            ],
         );
         let y = run1(&o, &[&f(&[k, m], &at), &f(&[n, k], &bt), &f(&[n], &c)]);
         let mut want = Vec::new();

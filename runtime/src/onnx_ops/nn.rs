@@ -16,7 +16,7 @@
 use ndarray::ArrayD;
 use rayon::prelude::*;
 
-use super::common::{array, broadcast_to, norm_axis, owned, to_vec, zip2, Ctx, OpResult};
+use super::common::{array, broadcast_to, contiguous, norm_axis, owned, to_vec, zip2, Ctx, OpResult};
 use crate::value::{Data, Value};
 
 /// Rows longer than this many total elements are processed in parallel.
@@ -89,9 +89,8 @@ impl RowParam {
         if let Ok(v) = broadcast_to(p, &shape[axis..]) {
             return Ok(RowParam::Shared(to_vec(&owned(v))));
         }
-        let v = broadcast_to(p, shape).map_err(|_| {
-            format!("{what} of shape {:?} does not broadcast to the input shape {shape:?}", p.shape())
-        })?;
+        let v = broadcast_to(p, shape)
+            .map_err(|_| format!("{what} of shape {:?} does not broadcast to the input shape {shape:?}", p.shape()))?;
         Ok(RowParam::Full(to_vec(&owned(v))))
     }
 
@@ -161,7 +160,7 @@ pub(crate) fn layer_norm(ctx: &Ctx, rms: bool) -> OpResult {
         _ => None,
     };
     let n: usize = shape[axis..].iter().product();
-    let r = normalize_rows(&to_vec(x), n, eps, rms, &scale, bias.as_ref());
+    let r = normalize_rows(&contiguous(x), n, eps, rms, &scale, bias.as_ref());
     let st = stat_shape(&shape, axis);
     let f = |a: ArrayD<f32>| Value { dtype: xv.dtype, data: Data::F(a) };
     let mut outs = vec![f(array(&shape, r.y)?)];
@@ -236,11 +235,16 @@ mod tests {
         assert_close(&y, &want, 1e-6);
         // opset 11, default axis 1: rows of 12 elements normalised jointly.
         let y = fvec(&run1(&op("Softmax", 11, &[]), &[&x]));
-        let want: Vec<f64> = (0..2).flat_map(|a| softmax64(&d[a * 12..a * 12 + 12].iter().map(|&v| v as f64).collect::<Vec<_>>())).collect();
+        let want: Vec<f64> = (0..2)
+            .flat_map(|a| softmax64(&d[a * 12..a * 12 + 12].iter().map(|&v| v as f64).collect::<Vec<_>>()))
+            .collect();
         assert_close(&y, &want, 1e-6);
         // LogSoftmax default axis -1.
         let y = fvec(&run1(&op("LogSoftmax", 13, &[]), &[&x]));
-        let want: Vec<f64> = (0..6).flat_map(|r| softmax64(&d[r * 4..r * 4 + 4].iter().map(|&v| v as f64).collect::<Vec<_>>())).map(f64::ln).collect();
+        let want: Vec<f64> = (0..6)
+            .flat_map(|r| softmax64(&d[r * 4..r * 4 + 4].iter().map(|&v| v as f64).collect::<Vec<_>>()))
+            .map(f64::ln)
+            .collect();
         assert_close(&y, &want, 1e-5);
         // Large values do not overflow thanks to the max subtraction.
         let y = fvec(&run1(&op("Softmax", 13, &[]), &[&f(&[2], &[1000.0, 1000.0])]));
@@ -314,7 +318,8 @@ mod tests {
         assert_close(&fvec(&outs2[0]), &[s[0] / q1, 2.0 * s[1] / q1, s[2] / q2, 2.0 * s[3] / q2], 1e-6);
         // The full SkipLayerNormalization with beta.
         let o = ms_op("SkipLayerNormalization", &[("epsilon", Attr::Float(0.0))]);
-        let outs = run_opt(&o, &[Some(&x), Some(&skip), Some(&gamma), Some(&f(&[2], &[10., 20.])), Some(&bias)], 1).unwrap();
+        let outs =
+            run_opt(&o, &[Some(&x), Some(&skip), Some(&gamma), Some(&f(&[2], &[10., 20.])), Some(&bias)], 1).unwrap();
         assert_close(&fvec(&outs[0]), &[9.0, 22.0, 9.0, 22.0], 1e-6);
         assert!(run(&ms_op("SkipSimplifiedLayerNormalization", &[]), &[&x, &skip, &gamma]).is_err());
     }

@@ -135,7 +135,11 @@ pub(crate) fn arg_extreme(ctx: &Ctx, max: bool) -> OpResult {
     let last = ctx.flag("select_last_index", false)?;
     let shape = out_shape(x.shape(), &[axis], keepdims);
     if x.shape()[axis] == 0 {
-        return Err(format!("{} over an empty axis {axis} of shape {:?}", if max { "ArgMax" } else { "ArgMin" }, x.shape()));
+        return Err(format!(
+            "{} over an empty axis {axis} of shape {:?}",
+            if max { "ArgMax" } else { "ArgMin" },
+            x.shape()
+        ));
     }
     let pick = |better: bool, equal: bool| better || (last && equal);
     let idx: Vec<i64> = match &x.data {
@@ -180,7 +184,14 @@ pub(crate) fn cumsum(ctx: &Ctx) -> OpResult {
     Ok(vec![Value { dtype: x.dtype, data }])
 }
 
-fn scan<T: Copy>(a: &ArrayD<T>, axis: usize, exclusive: bool, reverse: bool, zero: T, add: impl Fn(T, T) -> T) -> ArrayD<T> {
+fn scan<T: Copy>(
+    a: &ArrayD<T>,
+    axis: usize,
+    exclusive: bool,
+    reverse: bool,
+    zero: T,
+    add: impl Fn(T, T) -> T,
+) -> ArrayD<T> {
     let mut out = a.as_standard_layout().into_owned();
     for mut lane in out.lanes_mut(Axis(axis)) {
         let n = lane.len();
@@ -234,13 +245,19 @@ mod tests {
     #[test]
     fn reduce_kinds() {
         let v = f(&[2, 2], &[1., -2., 3., 4.]);
-        let all = |name: &str| fvec(&run1(&op(name, 13, &[("axes", Attr::Ints(vec![1])), ("keepdims", Attr::Int(0))]), &[&v]));
+        let all = |name: &str| {
+            fvec(&run1(&op(name, 13, &[("axes", Attr::Ints(vec![1])), ("keepdims", Attr::Int(0))]), &[&v]))
+        };
         assert_eq!(all("ReduceMin"), vec![-2., 3.]);
         assert_eq!(all("ReduceProd"), vec![-2., 12.]);
         assert_eq!(all("ReduceSumSquare"), vec![5., 25.]);
         assert_eq!(all("ReduceL1"), vec![3., 7.]);
         assert_close(&all("ReduceL2"), &[5f64.sqrt(), 5.0], 1e-7);
-        assert_close(&all("ReduceLogSumExp"), &[(1f64.exp() + (-2f64).exp()).ln(), (3f64.exp() + 4f64.exp()).ln()], 1e-7);
+        assert_close(
+            &all("ReduceLogSumExp"),
+            &[(1f64.exp() + (-2f64).exp()).ln(), (3f64.exp() + 4f64.exp()).ln()],
+            1e-7,
+        );
         let y = run1(&op("ReduceMax", 13, &[("axes", Attr::Ints(vec![0]))]), &[&i(&[2, 2], &[1, 9, 5, 3])]);
         assert_eq!(ivec(&y), vec![5, 9]);
     }
@@ -251,7 +268,11 @@ mod tests {
         let y = run1(&op("ArgMax", 13, &[("axis", Attr::Int(1))]), &[&v]);
         assert_eq!(y.shape(), &[2, 1]);
         assert_eq!(ivec(&y), vec![1, 0]);
-        let o = op("ArgMax", 13, &[("axis", Attr::Int(-1)), ("keepdims", Attr::Int(0)), ("select_last_index", Attr::Int(1))]);
+        let o = op(
+            "ArgMax",
+            13,
+            &[("axis", Attr::Int(-1)), ("keepdims", Attr::Int(0)), ("select_last_index", Attr::Int(1))],
+        );
         assert_eq!(ivec(&run1(&o, &[&v])), vec![2, 2]);
         let y = run1(&op("ArgMin", 13, &[("keepdims", Attr::Int(0))]), &[&v]);
         assert_eq!(ivec(&y), vec![0, 1, 0]);

@@ -8,7 +8,7 @@
 //! each head rotate; the rest pass through. Half-rotation pairs element i with i + rot/2,
 //! interleaved pairs 2i with 2i+1; both use cos/sin entry i:
 //! `x1' = x1·cos − x2·sin`, `x2' = x1·sin + x2·cos`.
-use super::common::{array, to_vec, Ctx, OpResult};
+use super::common::{array, contiguous, to_vec, Ctx, OpResult};
 use crate::value::{Data, Value};
 
 /// Where the heads of a [B, S, N, H] or [B, N, S, H] buffer are.
@@ -92,7 +92,9 @@ fn layout(shape: &[usize], num_heads: usize, head_size_hint: Option<usize>) -> O
                 _ => return Err(format!("3-D input {shape:?} needs the num_heads attribute")),
             };
             if heads * head_size != hidden {
-                return Err(format!("hidden size {hidden} of input {shape:?} is not num_heads {heads} × head size {head_size}"));
+                return Err(format!(
+                    "hidden size {hidden} of input {shape:?} is not num_heads {heads} × head size {head_size}"
+                ));
             }
             Ok(HeadLayout { batch: b, seq: s, heads, head_size, bnsh: false })
         }
@@ -101,7 +103,11 @@ fn layout(shape: &[usize], num_heads: usize, head_size_hint: Option<usize>) -> O
 }
 
 fn rotary_dim(attr: i64, head_size: usize) -> OpResult<usize> {
-    let rot = if attr == 0 { head_size } else { usize::try_from(attr).map_err(|_| format!("rotary_embedding_dim {attr} is negative"))? };
+    let rot = if attr == 0 {
+        head_size
+    } else {
+        usize::try_from(attr).map_err(|_| format!("rotary_embedding_dim {attr} is negative"))?
+    };
     if rot % 2 != 0 || rot > head_size {
         return Err(format!("rotary_embedding_dim {rot} must be even and at most the head size {head_size}"));
     }
@@ -131,7 +137,10 @@ pub(crate) fn rotary_onnx(ctx: &Ctx) -> OpResult {
                 return Err(format!("position_ids must have shape [{}, {}], got {ps:?}", l.batch, l.seq));
             }
             if cos.ndim() != 2 || cos.shape()[1] != half {
-                return Err(format!("with position_ids the caches must be [max_position, {half}], got {:?}", cos.shape()));
+                return Err(format!(
+                    "with position_ids the caches must be [max_position, {half}], got {:?}",
+                    cos.shape()
+                ));
             }
             let rows = rows_of(&pos)?;
             check_rows(&rows, cos.shape()[0])?;
@@ -140,13 +149,16 @@ pub(crate) fn rotary_onnx(ctx: &Ctx) -> OpResult {
         None => {
             let cs = cos.shape();
             if cs.len() != 3 || (cs[0] != l.batch && cs[0] != 1) || cs[1] != l.seq || cs[2] != half {
-                return Err(format!("without position_ids the caches must be [{}, {}, {half}], got {cs:?}", l.batch, l.seq));
+                return Err(format!(
+                    "without position_ids the caches must be [{}, {}, {half}], got {cs:?}",
+                    l.batch, l.seq
+                ));
             }
             let per_batch = cs[0] != 1;
             (0..l.batch * l.seq).map(|t| if per_batch { t } else { t % l.seq }).collect()
         }
     };
-    let (cv, sv) = (to_vec(cos), to_vec(sin));
+    let (cv, sv) = (contiguous(cos), contiguous(sin));
     let mut data = to_vec(x);
     apply_rope(&mut data, &l, &Cache { cos: &cv, sin: &sv, half }, &rows, interleaved);
     finish(xv, x.shape(), data)
@@ -187,7 +199,7 @@ pub(crate) fn rotary_contrib(ctx: &Ctx) -> OpResult {
         return Err(format!("position_ids must have one element or shape [{}, {}], got {pshape:?}", l.batch, l.seq));
     };
     check_rows(&rows, cos.shape()[0])?;
-    let (cv, sv) = (to_vec(cos), to_vec(sin));
+    let (cv, sv) = (contiguous(cos), contiguous(sin));
     let mut data = to_vec(x);
     apply_rope(&mut data, &l, &Cache { cos: &cv, sin: &sv, half: rot / 2 }, &rows, interleaved);
     finish(xv, x.shape(), data)
@@ -199,7 +211,13 @@ mod tests {
     use jetc_ir::Attr;
 
     /// f64 oracle on a [B, S, N, H] tensor, with angle θ(pos, i) = pos · base^(-2i/rot).
-    fn oracle(x: &[f32], (b, s, n, h): (usize, usize, usize, usize), pos: &[usize], rot: usize, interleaved: bool) -> Vec<f64> {
+    fn oracle(
+        x: &[f32],
+        (b, s, n, h): (usize, usize, usize, usize),
+        pos: &[usize],
+        rot: usize,
+        interleaved: bool,
+    ) -> Vec<f64> {
         let mut out: Vec<f64> = x.iter().map(|&v| v as f64).collect();
         let half = rot / 2;
         for bi in 0..b {
@@ -272,7 +290,10 @@ mod tests {
             // 4-D input [B, N, S, H] (num_heads is implied).
             let o4 = op("RotaryEmbedding", 23, &[attrs[0].clone(), attrs[2].clone()]);
             let y = run1(&o4, &[&f(&[b, n, s, h], &to_bnsh(&x, (b, s, n, h))), &cv, &sv, &i(&[b, s], &pos_i)]);
-            let want4: Vec<f64> = to_bnsh(&want.iter().map(|&v| v as f32).collect::<Vec<_>>(), (b, s, n, h)).iter().map(|&v| v as f64).collect();
+            let want4: Vec<f64> = to_bnsh(&want.iter().map(|&v| v as f32).collect::<Vec<_>>(), (b, s, n, h))
+                .iter()
+                .map(|&v| v as f64)
+                .collect();
             assert_close(&fvec(&y), &want4, 1e-5);
         }
     }
@@ -291,7 +312,11 @@ mod tests {
             &[&f(&[b, s, h], &x), &f(&[b, s, 2], &gather(&c)), &f(&[b, s, 2], &gather(&sn))],
         );
         assert_close(&fvec(&y), &oracle(&x, (b, s, n, h), &pos, h, false), 1e-5);
-        let e = run(&op("RotaryEmbedding", 23, &[]), &[&f(&[b, s, h], &x), &f(&[b, s, 2], &gather(&c)), &f(&[b, s, 2], &gather(&sn))]).unwrap_err();
+        let e = run(
+            &op("RotaryEmbedding", 23, &[]),
+            &[&f(&[b, s, h], &x), &f(&[b, s, 2], &gather(&c)), &f(&[b, s, 2], &gather(&sn))],
+        )
+        .unwrap_err();
         assert!(e.to_string().contains("num_heads"), "{e}");
     }
 

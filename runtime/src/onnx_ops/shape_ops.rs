@@ -11,7 +11,9 @@
 use jetc_ir::{DType, Tensor};
 use ndarray::{concatenate, ArrayD, ArrayViewD, Axis, IxDyn, Slice};
 
-use super::common::{array, broadcast_shapes, map_data, norm_axes, norm_axis, owned, same_kind, to_dims, to_vec, Ctx, OpResult};
+use super::common::{
+    array, broadcast_shapes, map_data, norm_axes, norm_axis, owned, same_kind, to_dims, to_vec, Ctx, OpResult,
+};
 use crate::value::{Data, Value};
 
 pub(crate) fn identity(ctx: &Ctx) -> OpResult {
@@ -66,7 +68,9 @@ pub(crate) fn reshape_target(input: &[usize], spec: &[i64], allowzero: bool) -> 
                 out.push(1);
             }
             0 if !allowzero => {
-                let v = input.get(k).ok_or_else(|| format!("shape {spec:?} copies dim {k} (0) but the input {input:?} has rank {}", input.len()))?;
+                let v = input.get(k).ok_or_else(|| {
+                    format!("shape {spec:?} copies dim {k} (0) but the input {input:?} has rank {}", input.len())
+                })?;
                 out.push(*v);
             }
             d if d < 0 => return Err(format!("shape {spec:?} has an invalid dim {d}")),
@@ -74,16 +78,16 @@ pub(crate) fn reshape_target(input: &[usize], spec: &[i64], allowzero: bool) -> 
         }
     }
     if let Some(k) = infer {
-        let known: usize = out.iter().product();
+        let known = out.iter().try_fold(1usize, |a, &d| a.checked_mul(d)).unwrap_or(0);
         let inferred = total.checked_div(known).unwrap_or(0);
         if known == 0 || inferred * known != total {
             return Err(format!("cannot infer the -1 in {spec:?} for an input of shape {input:?}"));
         }
         out[k] = inferred;
     }
-    let n: usize = out.iter().product();
-    if n != total {
-        return Err(format!("cannot reshape {input:?} ({total} elements) to {spec:?} -> {out:?} ({n} elements)"));
+    let n = out.iter().try_fold(1usize, |a, &d| a.checked_mul(d));
+    if n != Some(total) {
+        return Err(format!("cannot reshape {input:?} ({total} elements) to {spec:?} -> {out:?}"));
     }
     Ok(out)
 }
@@ -120,7 +124,8 @@ pub(crate) fn unsqueeze(ctx: &Ctx) -> OpResult {
     let rank = x.shape().len() + axes.len();
     let axes = norm_axes(&axes, rank)?;
     let mut src = x.shape().iter();
-    let out: Vec<usize> = (0..rank).map(|d| if axes.contains(&d) { 1 } else { src.next().copied().unwrap_or(1) }).collect();
+    let out: Vec<usize> =
+        (0..rank).map(|d| if axes.contains(&d) { 1 } else { src.next().copied().unwrap_or(1) }).collect();
     Ok(vec![reshaped(x, &out)?])
 }
 
@@ -175,7 +180,10 @@ pub(crate) fn split(ctx: &Ctx) -> OpResult {
         Some(s) => {
             let s = to_dims(&s, "split")?;
             if s.iter().sum::<usize>() != dim {
-                return Err(format!("split sizes {s:?} do not sum to dim {dim} of axis {axis} (shape {:?})", x.shape()));
+                return Err(format!(
+                    "split sizes {s:?} do not sum to dim {dim} of axis {axis} (shape {:?})",
+                    x.shape()
+                ));
             }
             s
         }
@@ -218,6 +226,9 @@ pub(crate) fn clamp_slice(start: i64, end: i64, step: i64, dim: usize) -> OpResu
     if step == 0 {
         return Err("Slice step must not be 0".into());
     }
+    if dim == 0 {
+        return Ok(AxisSlice { start: 0, count: 0, step });
+    }
     let d = dim as i64;
     let fix = |v: i64| if v < 0 { v.saturating_add(d) } else { v };
     let (s, e) = (fix(start), fix(end));
@@ -240,7 +251,9 @@ pub(crate) fn slice(ctx: &Ctx) -> OpResult {
     let x = ctx.input(0)?;
     let rank = x.shape().len();
     let (starts, ends, axes, steps) = if ctx.opset() < 10 {
-        let g = |n: &str| -> OpResult<Vec<i64>> { Ok(ctx.attr_ints(n)?.ok_or_else(|| format!("required attribute `{n}` is missing"))?.to_vec()) };
+        let g = |n: &str| -> OpResult<Vec<i64>> {
+            Ok(ctx.attr_ints(n)?.ok_or_else(|| format!("required attribute `{n}` is missing"))?.to_vec())
+        };
         (g("starts")?, g("ends")?, ctx.attr_ints("axes")?.map(|a| a.to_vec()), None)
     } else {
         (ctx.ints(1)?, ctx.ints(2)?, ctx.opt_ints(3)?, ctx.opt_ints(4)?)
@@ -249,7 +262,9 @@ pub(crate) fn slice(ctx: &Ctx) -> OpResult {
     let axes = axes.unwrap_or_else(|| (0..n as i64).collect());
     let steps = steps.unwrap_or_else(|| vec![1; n]);
     if ends.len() != n || axes.len() != n || steps.len() != n {
-        return Err(format!("starts {starts:?}, ends {ends:?}, axes {axes:?} and steps {steps:?} must have one length"));
+        return Err(format!(
+            "starts {starts:?}, ends {ends:?}, axes {axes:?} and steps {steps:?} must have one length"
+        ));
     }
     let axes = norm_axes(&axes, rank)?;
     let mut plan = Vec::with_capacity(n);
@@ -284,7 +299,9 @@ pub(crate) fn expand(ctx: &Ctx) -> OpResult {
     let x = ctx.input(0)?;
     let target = to_dims(&ctx.ints(1)?, "Expand shape")?;
     let shape = broadcast_shapes(&[x.shape(), &target])?;
-    let data = map_data!(x, |a| owned(a.broadcast(IxDyn(&shape)).ok_or_else(|| format!("cannot expand {:?} to {shape:?}", a.shape()))?));
+    let data = map_data!(x, |a| owned(
+        a.broadcast(IxDyn(&shape)).ok_or_else(|| format!("cannot expand {:?} to {shape:?}", a.shape()))?
+    ));
     Ok(vec![Value { dtype: x.dtype, data }])
 }
 
@@ -345,7 +362,11 @@ pub(crate) fn range(ctx: &Ctx) -> OpResult {
             if d == 0.0 {
                 return Err("Range delta must not be 0".into());
             }
-            let n = ((l as f64 - s as f64) / d as f64).ceil().max(0.0) as usize;
+            let n = ((l as f64 - s as f64) / d as f64).ceil().max(0.0);
+            if !n.is_finite() {
+                return Err(format!("Range({s}, {l}, {d}) has no finite length"));
+            }
+            let n = n as usize;
             Data::F(array(&[n], (0..n).map(|k| s + k as f32 * d).collect())?)
         }
         (Data::I(s), Data::I(l), Data::I(d)) => {
@@ -539,7 +560,13 @@ pub(crate) fn pad(ctx: &Ctx) -> OpResult {
             let c = match &cval {
                 Some(v) => match &v.data {
                     Data::F(c) if c.len() == 1 => first(c)?,
-                    _ => return Err(format!("constant_value must be one float, got {} of shape {:?}", v.dtype, v.shape())),
+                    _ => {
+                        return Err(format!(
+                            "constant_value must be one float, got {} of shape {:?}",
+                            v.dtype,
+                            v.shape()
+                        ))
+                    }
                 },
                 None => 0.0,
             };
@@ -550,7 +577,13 @@ pub(crate) fn pad(ctx: &Ctx) -> OpResult {
                 Some(v) => match &v.data {
                     Data::I(c) if c.len() == 1 => first(c)?,
                     Data::F(c) if c.len() == 1 && ctx.opset() < 11 => first(c)? as i64,
-                    _ => return Err(format!("constant_value must be one integer, got {} of shape {:?}", v.dtype, v.shape())),
+                    _ => {
+                        return Err(format!(
+                            "constant_value must be one integer, got {} of shape {:?}",
+                            v.dtype,
+                            v.shape()
+                        ))
+                    }
                 },
                 None => 0,
             };
@@ -558,7 +591,9 @@ pub(crate) fn pad(ctx: &Ctx) -> OpResult {
         }
         Data::B(a) => {
             let c = match &cval {
-                Some(v) => v.as_bool().and_then(|c| c.iter().next().copied()).ok_or("constant_value must be one bool")?,
+                Some(v) => {
+                    v.as_bool().and_then(|c| c.iter().next().copied()).ok_or("constant_value must be one bool")?
+                }
                 None => false,
             };
             Data::B(pad_array(a, &begins, &ends, mode, c)?)
@@ -654,6 +689,8 @@ mod tests {
         assert_eq!(clamp_slice(3, 1, 1, 5).unwrap().count, 0);
         assert_eq!(clamp_slice(0, 5, 3, 5).unwrap().count, 2);
         assert!(clamp_slice(0, 1, 0, 5).is_err());
+        assert_eq!(clamp_slice(-1, i64::MIN, -1, 0).unwrap().count, 0);
+        assert!(reshape_target(&[2], &[i64::MAX, 4], false).is_err());
         let x = f(&[5], &[0., 1., 2., 3., 4.]);
         let s = |st: i64, en: i64, sp: i64| {
             fvec(&run1(&op("Slice", 13, &[]), &[&x, &i(&[1], &[st]), &i(&[1], &[en]), &i(&[1], &[0]), &i(&[1], &[sp])]))
@@ -667,7 +704,11 @@ mod tests {
         let y = run1(&op("Slice", 13, &[]), &[&x234(), &i(&[2], &[1, -2]), &i(&[2], &[2, 100]), &i(&[2], &[0, 2])]);
         assert_eq!(y.shape(), &[1, 3, 2]);
         assert_eq!(fvec(&y), vec![14., 15., 18., 19., 22., 23.]);
-        let o = op("Slice", 1, &[("starts", Attr::Ints(vec![1])), ("ends", Attr::Ints(vec![3])), ("axes", Attr::Ints(vec![1]))]);
+        let o = op(
+            "Slice",
+            1,
+            &[("starts", Attr::Ints(vec![1])), ("ends", Attr::Ints(vec![3])), ("axes", Attr::Ints(vec![1]))],
+        );
         assert_eq!(run1(&o, &[&x234()]).shape(), &[2, 2, 4]);
     }
 
@@ -704,13 +745,22 @@ mod tests {
     fn shape_size_range_constants_trilu() {
         assert_eq!(ivec(&run1(&op("Shape", 15, &[]), &[&x234()])), vec![2, 3, 4]);
         assert_eq!(ivec(&run1(&op("Shape", 15, &[("start", Attr::Int(-2))]), &[&x234()])), vec![3, 4]);
-        assert_eq!(ivec(&run1(&op("Shape", 15, &[("start", Attr::Int(1)), ("end", Attr::Int(-1))]), &[&x234()])), vec![3]);
+        assert_eq!(
+            ivec(&run1(&op("Shape", 15, &[("start", Attr::Int(1)), ("end", Attr::Int(-1))]), &[&x234()])),
+            vec![3]
+        );
         assert_eq!(ivec(&run1(&op("Shape", 15, &[("start", Attr::Int(5))]), &[&x234()])), Vec::<i64>::new());
         assert_eq!(ivec(&run1(&op("Size", 13, &[]), &[&x234()])), vec![24]);
         assert_eq!(ivec(&run1(&op("Range", 11, &[]), &[&i(&[], &[1]), &i(&[], &[8]), &i(&[], &[3])])), vec![1, 4, 7]);
         assert_eq!(ivec(&run1(&op("Range", 11, &[]), &[&i(&[], &[5]), &i(&[], &[1]), &i(&[], &[-2])])), vec![5, 3]);
-        assert_eq!(ivec(&run1(&op("Range", 11, &[]), &[&i(&[], &[5]), &i(&[], &[1]), &i(&[], &[2])])), Vec::<i64>::new());
-        assert_eq!(fvec(&run1(&op("Range", 11, &[]), &[&f(&[], &[0.]), &f(&[], &[1.]), &f(&[], &[0.25])])), vec![0., 0.25, 0.5, 0.75]);
+        assert_eq!(
+            ivec(&run1(&op("Range", 11, &[]), &[&i(&[], &[5]), &i(&[], &[1]), &i(&[], &[2])])),
+            Vec::<i64>::new()
+        );
+        assert_eq!(
+            fvec(&run1(&op("Range", 11, &[]), &[&f(&[], &[0.]), &f(&[], &[1.]), &f(&[], &[0.25])])),
+            vec![0., 0.25, 0.5, 0.75]
+        );
         assert!(run(&op("Range", 11, &[]), &[&i(&[], &[0]), &i(&[], &[1]), &i(&[], &[0])]).is_err());
         let o = op("ConstantOfShape", 9, &[("value", Attr::Tensor(Tensor::scalar_i64(7)))]);
         let y = run1(&o, &[&i(&[2], &[2, 2])]);
@@ -726,7 +776,10 @@ mod tests {
         assert!(run(&op("Constant", 13, &[("value_string", Attr::String("a".into()))]), &[]).is_err());
         let m = f(&[3, 3], &[1., 2., 3., 4., 5., 6., 7., 8., 9.]);
         assert_eq!(fvec(&run1(&op("Trilu", 14, &[]), &[&m])), vec![1., 2., 3., 0., 5., 6., 0., 0., 9.]);
-        assert_eq!(fvec(&run1(&op("Trilu", 14, &[("upper", Attr::Int(0))]), &[&m])), vec![1., 0., 0., 4., 5., 0., 7., 8., 9.]);
+        assert_eq!(
+            fvec(&run1(&op("Trilu", 14, &[("upper", Attr::Int(0))]), &[&m])),
+            vec![1., 0., 0., 4., 5., 0., 7., 8., 9.]
+        );
         assert_eq!(fvec(&run1(&op("Trilu", 14, &[]), &[&m, &i(&[], &[1])])), vec![0., 2., 3., 0., 0., 6., 0., 0., 0.]);
         let y = run1(&op("Trilu", 14, &[("upper", Attr::Int(0))]), &[&b(&[2, 2], &[true; 4]), &i(&[], &[-1])]);
         assert_eq!(bvec(&y), vec![false, false, true, false]);

@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Sets up everything the tests need on a fresh machine, then runs them.
+#   - a Python venv (.venv) with onnxruntime and numpy, the reference for exported models
+#     (pip wheels are cached in ~/.cache/jetc/wheels between runs);
+#   - cargo test --workspace, with JETC_PYTHON pointing at that venv.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+wheels="${HOME}/.cache/jetc/wheels"
+mkdir -p "$wheels"
+if [ ! -x .venv/bin/python ]; then
+    python3 -m venv .venv
+fi
+if ! .venv/bin/python -c "import onnxruntime, numpy" 2>/dev/null; then
+    .venv/bin/pip download -q -d "$wheels" -r scripts/requirements-test.txt \
+        || echo "pip download failed; trying the wheel cache only" >&2
+    .venv/bin/pip install -q --find-links "$wheels" -r scripts/requirements-test.txt
+fi
+export JETC_PYTHON="$PWD/.venv/bin/python"
+
+cargo test --workspace "$@"

@@ -1,0 +1,43 @@
+//! Loading a model file into IR: import by file type, then the standard passes (inference,
+//! constant folding, CSE, pruning) and optionally raising, each verified.
+use std::path::Path;
+
+use jetc_ir::Graph;
+use jetc_passes::PassManager;
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum LoadError {
+    #[error(transparent)]
+    Onnx(#[from] jetc_onnx::OnnxError),
+    #[error(transparent)]
+    Pass(#[from] jetc_passes::PassError),
+    #[error("{0}: {1}")]
+    Runtime(String, jetc_runtime::RuntimeError),
+    #[error("{0}: unknown model format (expected a .onnx file)")]
+    UnknownFormat(String),
+}
+
+/// Imports without any pass.
+pub fn import(path: &Path) -> Result<Graph, LoadError> {
+    match path.extension().and_then(|e| e.to_str()) {
+        Some("onnx") => Ok(jetc_onnx::import_model(path)?),
+        _ => Err(LoadError::UnknownFormat(path.display().to_string())),
+    }
+}
+
+/// Imports and canonicalizes (infer, fold, cse, prune) with verification. Fails on the first
+/// op the executor has no kernel for, naming its type, node and opset.
+pub fn load(path: &Path) -> Result<Graph, LoadError> {
+    let mut g = import(path)?;
+    jetc_runtime::check_supported(&g).map_err(|e| LoadError::Runtime(path.display().to_string(), e))?;
+    PassManager::canonicalize().run(&mut g)?;
+    Ok(g)
+}
+
+/// Loads and raises to decoder ops (attention, RMSNorm, SwiGLU, embedding).
+pub fn load_raised(path: &Path) -> Result<Graph, LoadError> {
+    let mut g = load(path)?;
+    PassManager::new().add(Box::new(jetc_passes::Raise)).run(&mut g)?;
+    Ok(g)
+}
