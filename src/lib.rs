@@ -6,3 +6,4 @@ pub use jetc_passes as passes;
 pub use jetc_runtime as runtime;
 
 pub mod pipeline;
+pub mod synth;

@@ -66,6 +66,9 @@ enum Command {
         output: PathBuf,
         #[arg(long, default_value_t = 0)]
         seed: u64,
+        /// Storage type of the weights: f32, f16 or bf16 (computation is f32 either way).
+        #[arg(long, default_value = "f32")]
+        dtype: String,
     },
 }
 
@@ -76,7 +79,7 @@ fn main() -> ExitCode {
         Command::Dump { model, passes, raw } => commands::dump::run(&model, &passes, raw),
         Command::Run { model, inputs, out, no_raise } => commands::run::run(&model, &inputs, &out, !no_raise),
         Command::Export { model, output, external_data } => commands::export::run(&model, &output, external_data),
-        Command::Synth { arch, output, seed } => commands::synth::run(&arch, &output, seed),
+        Command::Synth { arch, output, seed, dtype } => commands::synth::run(&arch, &output, seed, &dtype),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -107,7 +107,9 @@ pub enum RopeStyle {
 /// Inputs, by slot (absent optional inputs are `None`):
 /// 0 `x` [B,T,hidden]; 1 `wq` [hidden,H*D]; 2 `bq`; 3 `wk` [hidden,KV*D]; 4 `bk`;
 /// 5 `wv` [hidden,KV*D]; 6 `bv`; 7 `wo` [H*D,hidden]; 8 `bo`; 9 `cos` [B,T,R]; 10 `sin`;
-/// 11 `past_key` [B,KV,P,D]; 12 `past_value`; 13 `attention_mask` [B,P+T] (1 keeps a key).
+/// 11 `past_key` [B,KV,P,D]; 12 `past_value`; 13 `mask`, numpy-broadcastable to [B,H,T,P+T]:
+/// boolean (or integer) true keeps a key, float is added to the scores. `causal` and `window`
+/// apply on top of the mask; a query that sees no key outputs zeros.
 /// Outputs: 0 `y` [B,T,hidden]; 1 `present_key` [B,KV,P+T,D]; 2 `present_value`.
 /// Weights are stored [in, out] as ONNX MatMul takes them.
 #[derive(Clone, Debug, PartialEq)]

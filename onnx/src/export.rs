@@ -64,7 +64,16 @@ pub fn export_model(graph: &Graph, path: &Path, opts: &ExportOptions) -> Result<
         "{}.data",
         path.file_name().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "model.onnx".into())
     );
-    let mut data_file: Vec<u8> = Vec::new();
+    let io = |e: std::io::Error| OnnxError::Io { path: shown.clone(), source: e };
+    // Weights stream into the data file as they are met, never gathered in memory.
+    let data_path = path.with_file_name(&data_file_name);
+    let mut data_file = if external {
+        Some(std::io::BufWriter::with_capacity(1 << 22, std::fs::File::create(&data_path).map_err(io)?))
+    } else {
+        None
+    };
+    let mut data_len = 0usize;
+    let mut node_names: HashSet<String> = HashSet::new();
 
     let mut gp = proto::GraphProto { name: "jetc".into(), ..Default::default() };
     let mut opsets: BTreeMap<String, i64> = BTreeMap::new();
@@ -80,20 +89,26 @@ pub fn export_model(graph: &Graph, path: &Path, opts: &ExportOptions) -> Result<
         match &node.op {
             Op::Input => gp.input.push(value_info(&out_name(0), &node.outputs[0].fact)),
             Op::Const(t) => {
-                let mut tp = tensor_proto(&out_name(0), t);
-                if external && t.bytes().len() >= 1024 {
-                    let offset = data_file.len();
-                    data_file.extend_from_slice(t.bytes());
-                    // Keep the next tensor 64-byte aligned so it can be mapped as-is.
-                    data_file.resize(data_file.len().div_ceil(64) * 64, 0);
-                    tp.raw_data.clear();
-                    tp.data_location = proto::DATA_LOCATION_EXTERNAL;
-                    tp.external_data = vec![
-                        kv("location", &data_file_name),
-                        kv("offset", &offset.to_string()),
-                        kv("length", &t.bytes().len().to_string()),
-                    ];
-                }
+                let bytes = t.bytes();
+                let tp = match data_file.as_mut() {
+                    Some(file) if bytes.len() >= 1024 => {
+                        let offset = data_len;
+                        // Each tensor starts 64-byte aligned so it can be mapped as-is.
+                        let padded = bytes.len().div_ceil(64) * 64;
+                        file.write_all(bytes).map_err(io)?;
+                        file.write_all(&vec![0u8; padded - bytes.len()]).map_err(io)?;
+                        data_len += padded;
+                        let mut tp = tensor_proto(&out_name(0), t, false);
+                        tp.data_location = proto::DATA_LOCATION_EXTERNAL;
+                        tp.external_data = vec![
+                            kv("location", &data_file_name),
+                            kv("offset", &offset.to_string()),
+                            kv("length", &bytes.len().to_string()),
+                        ];
+                        tp
+                    }
+                    _ => tensor_proto(&out_name(0), t, true),
+                };
                 gp.initializer.push(tp);
             }
             Op::Onnx(o) => {
@@ -116,10 +131,17 @@ pub fn export_model(graph: &Graph, path: &Path, opts: &ExportOptions) -> Result<
                 for (k, a) in &o.attrs {
                     attribute.push(attr_proto(k, a));
                 }
+                // onnxruntime rejects duplicate node names; passes may create some.
+                let mut node_name = node.name.clone();
+                let mut k = 1;
+                while !node_names.insert(node_name.clone()) {
+                    k += 1;
+                    node_name = format!("{}_{k}", node.name);
+                }
                 gp.node.push(proto::NodeProto {
                     input: inputs,
                     output: outputs,
-                    name: node.name.clone(),
+                    name: node_name,
                     op_type: o.op_type.clone(),
                     domain: o.domain.clone(),
                     attribute,
@@ -168,14 +190,12 @@ pub fn export_model(graph: &Graph, path: &Path, opts: &ExportOptions) -> Result<
         graph: Some(gp),
         ..Default::default()
     };
-    let io = |e: std::io::Error| OnnxError::Io { path: shown.clone(), source: e };
+    if let Some(mut file) = data_file {
+        file.flush().map_err(io)?;
+    }
     let bytes = model.encode_to_vec();
     let mut f = std::fs::File::create(path).map_err(io)?;
     f.write_all(&bytes).map_err(io)?;
-    if external && !data_file.is_empty() {
-        let data_path = path.with_file_name(&data_file_name);
-        std::fs::write(&data_path, &data_file).map_err(io)?;
-    }
     Ok(())
 }
 
@@ -183,12 +203,12 @@ fn kv(key: &str, value: &str) -> proto::StringStringEntryProto {
     proto::StringStringEntryProto { key: key.into(), value: value.into() }
 }
 
-fn tensor_proto(name: &str, t: &Tensor) -> proto::TensorProto {
+fn tensor_proto(name: &str, t: &Tensor, with_data: bool) -> proto::TensorProto {
     proto::TensorProto {
         name: name.into(),
         dims: t.shape().iter().map(|&d| d as i64).collect(),
         data_type: t.dtype().to_onnx(),
-        raw_data: t.bytes().to_vec(),
+        raw_data: if with_data { t.bytes().to_vec() } else { Vec::new() },
         ..Default::default()
     }
 }
@@ -249,7 +269,7 @@ fn attr_proto(name: &str, a: &Attr) -> proto::AttributeProto {
         }
         Attr::Tensor(t) => {
             p.r#type = at::TENSOR;
-            p.t = Some(tensor_proto("", t));
+            p.t = Some(tensor_proto("", t, true));
         }
     }
     p

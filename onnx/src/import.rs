@@ -168,7 +168,7 @@ impl Importer {
         let mut attrs = BTreeMap::new();
         for a in &node.attribute {
             let attr = self.attr(a).map_err(|msg| {
-                self.invalid(format!("node `{name}` ({}): attribute `{}`: {msg}", node.op_type, a.name))
+                self.invalid(format!("node `{name}` ({}, opset {opset}): attribute `{}`: {msg}", node.op_type, a.name))
             })?;
             attrs.insert(a.name.clone(), attr);
         }

@@ -182,11 +182,9 @@ fn apply_rope(x: &mut [f32], cos: &[f32], sin: &[f32], rot: usize, style: RopeSt
     }
 }
 
-/// The mask viewed for lookup: `Keep2d` is [B, S] (non-zero keeps), `Full` is rank 4
-/// broadcast to [B, H, T, S] (bool keeps / float adds).
+/// The mask broadcast to [B, H, T, S]: booleans keep, floats add.
 enum Mask<'a> {
     None,
-    Keep2d { data: Vec<bool>, s: usize },
     Bool4 { data: ndarray::ArrayViewD<'a, bool> },
     Add4 { data: ndarray::ArrayViewD<'a, f32> },
 }
@@ -272,28 +270,20 @@ fn attention(spec: &AttentionSpec, inputs: &[Option<&Value>]) -> R<Vec<Value>> {
             }
         }
     }
-    // Mask.
+    // Mask: numpy-broadcast to [B, H, T, P+T]; booleans (and integers) keep where true,
+    // floats are added to the scores.
+    let mask_shape = IxDyn(&[b, h, t, s_len]);
+    let bad = |m: &Value| format!("mask {:?} does not broadcast to [{b},{h},{t},{s_len}]", m.shape());
+    let int_keep;
     let mask = match get(AttentionSpec::MASK) {
         None => Mask::None,
-        Some(m) => match (m.shape().len(), &m.data) {
-            (2, data) => {
-                let keep: Vec<bool> = match data {
-                    Data::B(a) => a.iter().copied().collect(),
-                    Data::I(a) => a.iter().map(|&v| v != 0).collect(),
-                    Data::F(a) => a.iter().map(|&v| v != 0.0).collect(),
-                };
-                if m.shape() != [b, s_len] {
-                    return Err(format!("attention_mask {:?} does not fit [B={b}, P+T={s_len}]", m.shape()));
-                }
-                Mask::Keep2d { data: keep, s: s_len }
+        Some(m) => match &m.data {
+            Data::B(a) => Mask::Bool4 { data: a.broadcast(mask_shape).ok_or_else(|| bad(m))? },
+            Data::F(a) => Mask::Add4 { data: a.broadcast(mask_shape).ok_or_else(|| bad(m))? },
+            Data::I(a) => {
+                int_keep = a.mapv(|v| v != 0);
+                Mask::Bool4 { data: int_keep.broadcast(mask_shape).ok_or_else(|| bad(m))? }
             }
-            (4, Data::B(a)) => Mask::Bool4 {
-                data: a.broadcast(IxDyn(&[b, h, t, s_len])).ok_or(format!("mask {:?} does not broadcast to [{b},{h},{t},{s_len}]", a.shape()))?,
-            },
-            (4, Data::F(a)) => Mask::Add4 {
-                data: a.broadcast(IxDyn(&[b, h, t, s_len])).ok_or(format!("mask {:?} does not broadcast to [{b},{h},{t},{s_len}]", a.shape()))?,
-            },
-            (r, _) => return Err(format!("mask of rank {r} is not supported (2-D keep mask or 4-D mask)")),
         },
     };
     // Scores, softmax and context per (batch, head).
@@ -320,7 +310,6 @@ fn attention(spec: &AttentionSpec, inputs: &[Option<&Value>]) -> R<Vec<Value>> {
                     let mut add = 0.0;
                     match &mask {
                         Mask::None => {}
-                        Mask::Keep2d { data, s } => visible &= data[bi * s + si],
                         Mask::Bool4 { data } => visible &= data[[bi, hi, ti, si]],
                         Mask::Add4 { data } => add = data[[bi, hi, ti, si]],
                     }

@@ -17,7 +17,16 @@ fn npz_err(path: &Path, msg: impl Into<String>) -> RuntimeError {
 /// Reads every array of an npz file, in archive order.
 pub fn read_npz(path: &Path) -> Result<Vec<(String, Value)>> {
     let file = std::fs::File::open(path).map_err(|e| npz_err(path, e.to_string()))?;
-    let mut zip = zip::ZipArchive::new(file).map_err(|e| npz_err(path, format!("not a zip archive: {e}")))?;
+    read_archive(file, path)
+}
+
+/// Reads every array of an npz archive held in memory; `path` only names it in errors.
+pub fn read_npz_bytes(bytes: &[u8], path: &Path) -> Result<Vec<(String, Value)>> {
+    read_archive(std::io::Cursor::new(bytes), path)
+}
+
+fn read_archive<R: Read + std::io::Seek>(reader: R, path: &Path) -> Result<Vec<(String, Value)>> {
+    let mut zip = zip::ZipArchive::new(reader).map_err(|e| npz_err(path, format!("not a zip archive: {e}")))?;
     let mut out = Vec::with_capacity(zip.len());
     for i in 0..zip.len() {
         let mut entry = zip.by_index(i).map_err(|e| npz_err(path, e.to_string()))?;

@@ -1,0 +1,44 @@
+//! Snapshot tests of import + canonicalize + raise: the printed IR of one fixture per
+//! exporter family (and both model families on the dynamo path). The printer renumbers
+//! values topologically, so these are stable across runs and machines; a diff here is a
+//! change in what jetc recognises and must be reviewed (`cargo insta review`).
+mod common;
+
+use common::fixtures_dir;
+use jetc::ir::print::print_graph;
+use jetc::pipeline::load_raised;
+
+fn raised(name: &str) -> String {
+    let g = load_raised(&fixtures_dir().join(name).join("model.onnx")).unwrap_or_else(|e| panic!("{name}: {e}"));
+    print_graph(&g).unwrap_or_else(|e| panic!("{name}: {e}"))
+}
+
+macro_rules! snapshot {
+    ($test:ident, $fixture:expr) => {
+        #[test]
+        fn $test() {
+            insta::assert_snapshot!($fixture, raised($fixture));
+        }
+    };
+}
+
+snapshot!(dynamo_opset18_eager, "qwen2-dynamo-opset18-eager-kv");
+snapshot!(dynamo_opset20_sdpa, "qwen2-dynamo-opset20-sdpa-kv");
+snapshot!(dynamo_opset20_sdpa_llama, "llama-dynamo-opset20-sdpa-kv");
+snapshot!(dynamo_opset20_nokv, "qwen2-dynamo-opset20-eager-nokv");
+snapshot!(dynamo_opset23, "qwen2-dynamo-opset23-sdpa-kv");
+snapshot!(dynamo_opset24, "qwen2-dynamo-opset24-sdpa-kv");
+snapshot!(dynamo_opset25, "qwen2-dynamo-opset25-eager-kv");
+snapshot!(legacy_torchscript, "qwen2-legacy-opset17-kv");
+snapshot!(optimum, "qwen2-optimum");
+snapshot!(transformers_exporter, "qwen2-transformers-exporter");
+snapshot!(transformers_exporter_ortfused, "qwen2-transformers-exporter-ortfused");
+snapshot!(transformers_exporter_ortfused_prefill, "llama-transformers-exporter-ortfused-prefill");
+snapshot!(genai_builder, "qwen2-genai-builder");
+
+#[test]
+fn printing_is_deterministic() {
+    let a = raised("qwen2-legacy-opset17-kv");
+    let b = raised("qwen2-legacy-opset17-kv");
+    assert_eq!(a, b);
+}
