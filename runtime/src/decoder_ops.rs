@@ -189,6 +189,32 @@ enum Mask<'a> {
     Add4 { data: ndarray::ArrayViewD<'a, f32> },
 }
 
+/// In-place softmax of one score row; `visible(j)` is `None` for a hidden key, else the
+/// additive mask value. A row with no visible key becomes zeros.
+fn masked_softmax(row: &mut [f32], visible: impl Fn(usize) -> Option<f32>) {
+    let mut max = f32::NEG_INFINITY;
+    for (j, v) in row.iter_mut().enumerate() {
+        *v = match visible(j) {
+            Some(add) => *v + add,
+            None => f32::NEG_INFINITY,
+        };
+        max = max.max(*v);
+    }
+    if max == f32::NEG_INFINITY {
+        row.fill(0.0);
+        return;
+    }
+    let mut sum = 0.0f32;
+    for v in row.iter_mut() {
+        *v = (*v - max).exp();
+        sum += *v;
+    }
+    let inv = 1.0 / sum;
+    for v in row.iter_mut() {
+        *v *= inv;
+    }
+}
+
 fn attention(spec: &AttentionSpec, inputs: &[Option<&Value>]) -> R<Vec<Value>> {
     let (h, kvh, d) = (spec.heads, spec.kv_heads, spec.head_dim);
     if kvh == 0 || h % kvh != 0 || d == 0 {
@@ -286,64 +312,45 @@ fn attention(spec: &AttentionSpec, inputs: &[Option<&Value>]) -> R<Vec<Value>> {
             }
         },
     };
-    // Scores, softmax and context per (batch, head).
+    // Scores, softmax and context per (batch, head): two GEMMs around a masked softmax.
     let group = h / kvh;
     let mut ctx = vec![0.0f32; rows * h * d];
-    let per_bh: Vec<(usize, Vec<f32>)> = (0..b * h)
+    let per_bh: Vec<(usize, R<Vec<f32>>)> = (0..b * h)
         .into_par_iter()
         .map(|bh| {
             let (bi, hi) = (bh / h, bh % h);
             let kv = (bi * kvh + hi / group) * s_len * d;
             let (ks, vs) = (&pk[kv..kv + s_len * d], &pv[kv..kv + s_len * d]);
-            let mut outb = vec![0.0f32; t * d];
-            let mut scores = vec![0.0f32; s_len];
-            for ti in 0..t {
-                let qo = ((bi * t + ti) * h + hi) * d;
-                let qr = &q[qo..qo + d];
-                let pos = p + ti;
-                let mut max = f32::NEG_INFINITY;
-                for (si, sc) in scores.iter_mut().enumerate() {
-                    let mut visible = !spec.causal || si <= pos;
-                    if let Some(w) = spec.window {
-                        visible &= si + w > pos;
-                    }
-                    let mut add = 0.0;
-                    match &mask {
-                        Mask::None => {}
-                        Mask::Bool4 { data } => visible &= data[[bi, hi, ti, si]],
-                        Mask::Add4 { data } => add = data[[bi, hi, ti, si]],
-                    }
-                    *sc = if visible {
-                        let kr = &ks[si * d..(si + 1) * d];
-                        qr.iter().zip(kr).map(|(a, b)| a * b).sum::<f32>() * spec.scale + add
-                    } else {
-                        f32::NEG_INFINITY
-                    };
-                    max = max.max(*sc);
+            let run = || -> R<Vec<f32>> {
+                let mut qb = Vec::with_capacity(t * d);
+                for ti in 0..t {
+                    let qo = ((bi * t + ti) * h + hi) * d;
+                    qb.extend_from_slice(&q[qo..qo + d]);
                 }
-                if max == f32::NEG_INFINITY {
-                    continue; // nothing visible: zeros
+                let mut scores = vec![0.0f32; t * s_len];
+                sgemm(t, s_len, d, Mat::rows(&qb, d), Mat::transposed(ks, d), &mut scores, spec.scale, false, false)?;
+                for (ti, row) in scores.chunks_mut(s_len.max(1)).enumerate() {
+                    masked_softmax(row, |si| {
+                        let pos = p + ti;
+                        let mut visible = (!spec.causal || si <= pos) && spec.window.is_none_or(|w| si + w > pos);
+                        let mut add = 0.0;
+                        match &mask {
+                            Mask::None => {}
+                            Mask::Bool4 { data } => visible &= data[[bi, hi, ti, si]],
+                            Mask::Add4 { data } => add = data[[bi, hi, ti, si]],
+                        }
+                        visible.then_some(add)
+                    });
                 }
-                let mut sum = 0.0f32;
-                for sc in scores.iter_mut() {
-                    *sc = (*sc - max).exp();
-                    sum += *sc;
-                }
-                let o = &mut outb[ti * d..(ti + 1) * d];
-                for (si, &w) in scores.iter().enumerate() {
-                    if w == 0.0 {
-                        continue;
-                    }
-                    let w = w / sum;
-                    for (a, vv) in o.iter_mut().zip(&vs[si * d..(si + 1) * d]) {
-                        *a += w * vv;
-                    }
-                }
-            }
-            (bh, outb)
+                let mut outb = vec![0.0f32; t * d];
+                sgemm(t, d, s_len, Mat::rows(&scores, s_len), Mat::rows(vs, d), &mut outb, 1.0, false, false)?;
+                Ok(outb)
+            };
+            (bh, run())
         })
         .collect();
     for (bh, outb) in per_bh {
+        let outb = outb?;
         let (bi, hi) = (bh / h, bh % h);
         for ti in 0..t {
             let dst = ((bi * t + ti) * h + hi) * d;

@@ -45,6 +45,7 @@ impl<'g> Session<'g> {
     /// names, in the graph's order.
     pub fn run(&self, mut inputs: HashMap<String, Value>) -> Result<Vec<(String, Value)>> {
         check_inputs(self.graph, &inputs)?;
+        let mut profile = std::env::var_os("JETC_PROFILE").map(|_| BTreeMap::<String, (usize, f64)>::new());
         let mut env: HashMap<Outlet, Value> = HashMap::new();
         for &id in &self.graph.inputs {
             let name = self.graph.value_name(Outlet::new(id, 0)).to_string();
@@ -65,10 +66,17 @@ impl<'g> Session<'g> {
                             Some(o) => self.lookup(&env, *o).map(Some),
                         })
                         .collect::<Result<_>>()?;
-                    match op {
+                    let started = profile.as_ref().map(|_| std::time::Instant::now());
+                    let out = match op {
                         Op::Onnx(o) => onnx_ops::eval(o, &node.name, &args, node.outputs.len())?,
                         other => decoder_ops::eval(other, &node.name, &args)?,
+                    };
+                    if let (Some(p), Some(t)) = (profile.as_mut(), started) {
+                        let e = p.entry(op.name()).or_insert((0, 0.0));
+                        e.0 += 1;
+                        e.1 += t.elapsed().as_secs_f64();
                     }
+                    out
                 }
             };
             for (slot, v) in outputs.into_iter().enumerate().take(node.outputs.len()) {
@@ -82,6 +90,9 @@ impl<'g> Session<'g> {
                     env.remove(o);
                 }
             }
+        }
+        if let Some(p) = profile {
+            print_profile(&p);
         }
         let mut out = Vec::with_capacity(self.graph.outputs.len());
         for go in &self.graph.outputs {
@@ -102,6 +113,17 @@ impl<'g> Session<'g> {
         }
         let name = self.graph.node(o.node).map(|n| n.name.clone()).unwrap_or_default();
         Err(RuntimeError::node(&name, "?", format!("output {} was not computed", o.slot)))
+    }
+}
+
+/// With `JETC_PROFILE` set, each run prints time per op type to stderr, slowest first.
+fn print_profile(p: &BTreeMap<String, (usize, f64)>) {
+    let total: f64 = p.values().map(|v| v.1).sum();
+    let mut rows: Vec<_> = p.iter().collect();
+    rows.sort_by(|a, b| b.1 .1.total_cmp(&a.1 .1));
+    eprintln!("{:<28} {:>6} {:>10} {:>6}", "op", "calls", "ms", "%");
+    for (name, (calls, secs)) in rows {
+        eprintln!("{name:<28} {calls:>6} {:>10.2} {:>6.1}", secs * 1e3, 100.0 * secs / total.max(1e-12));
     }
 }
 

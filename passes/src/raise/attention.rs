@@ -445,7 +445,25 @@ fn trace(g: &Graph, start: Outlet) -> Option<Trace> {
                 });
                 cur = input(n, 0)?;
             }
-            _ => return None,
+            "RotaryEmbedding" if op.domain == "com.microsoft" => {
+                // contrib: (input, position_ids, cos_cache, sin_cache); position_ids [B,T]
+                // index the caches ([1] offsets are not supported).
+                let pos = input(n, 1)?;
+                if t.rope.is_some() || g.fact(pos).ok()?.rank() != Some(2) {
+                    return fail(line!());
+                }
+                let rot = op.int_or("rotary_embedding_dim", 0);
+                t.rope = Some(Rope {
+                    cos: input(n, 2)?,
+                    sin: input(n, 3)?,
+                    positions: Some(pos),
+                    offset_positions: false,
+                    style: if op.int_or("interleaved", 0) != 0 { RopeStyle::Interleaved } else { RopeStyle::HalfRotate },
+                    rotary_dim: (rot > 0).then_some(rot as usize),
+                });
+                cur = input(n, 0)?;
+            }
+            _ => return fail(line!()),
         }
     }
     None
