@@ -77,10 +77,17 @@ fn infer_attention(spec: &AttentionSpec, inputs: &NodeInputs) -> Option<Vec<Fact
     let x = inputs.shape(AttentionSpec::X)?;
     let dt = inputs.dtype(AttentionSpec::X)?;
     let (b, t) = (x.first()?.clone(), x.get(1)?.clone());
-    let total = match inputs.shape(AttentionSpec::PAST_K) {
+    let mut total = match inputs.shape(AttentionSpec::PAST_K) {
         Some(p) => p.get(2)?.add(&t),
         None => t.clone(),
     };
+    if let Some(w) = spec.window {
+        // The cache keeps the last `w` tokens: min(total, w).
+        total = match total.as_known() {
+            Some(n) => Dim::known(n.min(w as i64)),
+            None => Dim::sym(&format!("min({total},{w})")),
+        };
+    }
     let kv = Fact::new(dt, vec![b, Dim::known(spec.kv_heads as i64), total, Dim::known(spec.head_dim as i64)]);
     Some(vec![Fact::new(dt, x.clone()), kv.clone(), kv])
 }

@@ -12,6 +12,7 @@ pub mod pattern;
 pub mod raise;
 pub mod shape_of;
 pub mod summary;
+pub mod swa;
 
 pub use error::{PassError, Result};
 pub use raise::Raise;

@@ -189,6 +189,16 @@ enum Mask<'a> {
     Add4 { data: ndarray::ArrayViewD<'a, f32> },
 }
 
+/// The last `keep` of `len` rows of `d` values in each of `groups` blocks.
+fn last_tokens(x: &[f32], groups: usize, len: usize, keep: usize, d: usize) -> Vec<f32> {
+    let mut out = Vec::with_capacity(groups * keep * d);
+    for g in 0..groups {
+        let start = (g * len + len - keep) * d;
+        out.extend_from_slice(&x[start..start + keep * d]);
+    }
+    out
+}
+
 /// In-place softmax of one score row; `visible(j)` is `None` for a hidden key, else the
 /// additive mask value. A row with no visible key becomes zeros.
 fn masked_softmax(row: &mut [f32], visible: impl Fn(usize) -> Option<f32>) {
@@ -365,6 +375,106 @@ fn attention(spec: &AttentionSpec, inputs: &[Option<&Value>]) -> R<Vec<Value>> {
     }
     let mut yv = out(vec![b, t, out_dim], y)?;
     yv.dtype = xv.dtype;
-    let kv_shape = vec![b, kvh, s_len, d];
+    // A sliding-window cache keeps only the last `window` tokens.
+    let keep = spec.window.map_or(s_len, |w| w.min(s_len));
+    let (pk, pv) = if keep < s_len { (last_tokens(&pk, b * kvh, s_len, keep, d), last_tokens(&pv, b * kvh, s_len, keep, d)) } else { (pk, pv) };
+    let kv_shape = vec![b, kvh, keep, d];
     Ok(vec![yv, out(kv_shape.clone(), pk)?, out(kv_shape, pv)?])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rand_vec(n: usize, seed: &mut u64) -> Vec<f32> {
+        (0..n)
+            .map(|_| {
+                *seed ^= *seed << 13;
+                *seed ^= *seed >> 7;
+                *seed ^= *seed << 17;
+                ((*seed >> 40) as f32 / (1u64 << 24) as f32) - 0.5
+            })
+            .collect()
+    }
+
+    fn arr(shape: &[usize], v: Vec<f32>) -> Value {
+        Value::f32(ArrayD::from_shape_vec(IxDyn(shape), v).expect("shape"))
+    }
+
+    /// Float64 oracle: projections, GQA, causal + window visibility, no RoPE.
+    #[allow(clippy::too_many_arguments)]
+    fn oracle(x: &[f32], wq: &[f32], wk: &[f32], wv: &[f32], wo: &[f32], past_k: &[f32], past_v: &[f32],
+              (b, t, hid, h, kvh, d, p): (usize, usize, usize, usize, usize, usize, usize), window: Option<usize>, scale: f64) -> Vec<f64> {
+        let proj = |w: &[f32], n: usize, bi: usize, ti: usize| -> Vec<f64> {
+            (0..n).map(|j| (0..hid).map(|i| x[(bi * t + ti) * hid + i] as f64 * w[i * n + j] as f64).sum()).collect()
+        };
+        let s = p + t;
+        let mut y = vec![0f64; b * t * hid];
+        for bi in 0..b {
+            let key = |hi: usize, si: usize| -> Vec<f64> {
+                if si < p { (0..d).map(|e| past_k[((bi * kvh + hi) * p + si) * d + e] as f64).collect() } else { proj(wk, kvh * d, bi, si - p)[hi * d..(hi + 1) * d].to_vec() }
+            };
+            let val = |hi: usize, si: usize| -> Vec<f64> {
+                if si < p { (0..d).map(|e| past_v[((bi * kvh + hi) * p + si) * d + e] as f64).collect() } else { proj(wv, kvh * d, bi, si - p)[hi * d..(hi + 1) * d].to_vec() }
+            };
+            for ti in 0..t {
+                let q = proj(wq, h * d, bi, ti);
+                let mut ctx = vec![0f64; h * d];
+                for hi in 0..h {
+                    let kh = hi / (h / kvh);
+                    let pos = p + ti;
+                    let vis: Vec<usize> = (0..s).filter(|&si| si <= pos && window.is_none_or(|w| pos - si < w)).collect();
+                    let sc: Vec<f64> = vis.iter().map(|&si| key(kh, si).iter().zip(&q[hi * d..(hi + 1) * d]).map(|(a, b)| a * b).sum::<f64>() * scale).collect();
+                    let m = sc.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+                    let z: f64 = sc.iter().map(|v| (v - m).exp()).sum();
+                    for (&si, v) in vis.iter().zip(&sc) {
+                        let wgt = (v - m).exp() / z;
+                        for (e, vv) in val(kh, si).iter().enumerate() {
+                            ctx[hi * d + e] += wgt * vv;
+                        }
+                    }
+                }
+                for j in 0..hid {
+                    y[(bi * t + ti) * hid + j] = (0..h * d).map(|i| ctx[i] * wo[i * hid + j] as f64).sum();
+                }
+            }
+        }
+        y
+    }
+
+    #[test]
+    fn windowed_gqa_attention_matches_f64_oracle() {
+        let (b, t, hid, h, kvh, d, p) = (2, 5, 12, 4, 2, 3, 4);
+        let mut seed = 7u64;
+        let x = rand_vec(b * t * hid, &mut seed);
+        let wq = rand_vec(hid * h * d, &mut seed);
+        let wk = rand_vec(hid * kvh * d, &mut seed);
+        let wv = rand_vec(hid * kvh * d, &mut seed);
+        let wo = rand_vec(h * d * hid, &mut seed);
+        let pk = rand_vec(b * kvh * p * d, &mut seed);
+        let pv = rand_vec(b * kvh * p * d, &mut seed);
+        for window in [None, Some(1), Some(3), Some(100)] {
+            let spec = AttentionSpec { heads: h, kv_heads: kvh, head_dim: d, scale: 0.7, rope: None, rotary_dim: d, causal: true, window };
+            let vals = [
+                arr(&[b, t, hid], x.clone()), arr(&[hid, h * d], wq.clone()), arr(&[hid, kvh * d], wk.clone()),
+                arr(&[hid, kvh * d], wv.clone()), arr(&[h * d, hid], wo.clone()), arr(&[b, kvh, p, d], pk.clone()),
+                arr(&[b, kvh, p, d], pv.clone()),
+            ];
+            let mut inputs: Vec<Option<&Value>> = vec![None; AttentionSpec::NUM_INPUTS];
+            inputs[AttentionSpec::X] = Some(&vals[0]);
+            inputs[AttentionSpec::WQ] = Some(&vals[1]);
+            inputs[AttentionSpec::WK] = Some(&vals[2]);
+            inputs[AttentionSpec::WV] = Some(&vals[3]);
+            inputs[AttentionSpec::WO] = Some(&vals[4]);
+            inputs[AttentionSpec::PAST_K] = Some(&vals[5]);
+            inputs[AttentionSpec::PAST_V] = Some(&vals[6]);
+            let out = attention(&spec, &inputs).expect("attention");
+            let want = oracle(&x, &wq, &wk, &wv, &wo, &pk, &pv, (b, t, hid, h, kvh, d, p), window, 0.7);
+            let got = out[0].as_f32().expect("y");
+            let err = got.iter().zip(&want).map(|(a, b)| (*a as f64 - b).abs()).fold(0.0, f64::max);
+            assert!(err < 1e-5, "window {window:?}: max err {err}");
+            let kept = window.map_or(p + t, |w| w.min(p + t));
+            assert_eq!(out[1].shape(), &[b, kvh, kept, d], "window {window:?}: present shape");
+        }
+    }
 }
