@@ -7,7 +7,7 @@
 //! facts the model declared.
 use crate::dtype::DType;
 use crate::error::{IrError, Result};
-use crate::op::{AttentionSpec, OnnxOp, Op};
+use crate::op::{AttentionSpec, LinearAttentionSpec, OnnxOp, Op};
 use crate::shape::{Dim, Fact};
 use crate::tensor::Tensor;
 
@@ -70,6 +70,13 @@ pub fn infer_node(op: &Op, node: &str, inputs: &NodeInputs) -> Result<Option<Vec
         Op::RmsNorm(_) => Ok(inputs.fact(0).map(|f| vec![Fact { value: None, ..f.clone() }])),
         Op::SwiGlu => Ok(inputs.fact(0).map(|f| vec![Fact { value: None, ..f.clone() }])),
         Op::Attention(spec) => Ok(infer_attention(spec, inputs)),
+        Op::LinearAttention(spec) => Ok(infer_linear(spec, inputs)),
+        Op::DynamicConv(spec) => Ok(inputs.shape(0).map(|u| {
+            let dt = inputs.dtype(0).unwrap_or(DType::F32);
+            let (b, c) = (u[0].clone(), u.last().cloned().unwrap_or(Dim::known(0)));
+            vec![Fact::new(dt, u.clone()), Fact::new(dt, vec![b, c, Dim::known(spec.width as i64)])]
+        })),
+        Op::L2Norm { .. } | Op::GatedRmsNorm { .. } => Ok(inputs.fact(0).map(|f| vec![Fact { value: None, ..f.clone() }])),
     }
 }
 
@@ -90,6 +97,20 @@ fn infer_attention(spec: &AttentionSpec, inputs: &NodeInputs) -> Option<Vec<Fact
     }
     let kv = Fact::new(dt, vec![b, Dim::known(spec.kv_heads as i64), total, Dim::known(spec.head_dim as i64)]);
     Some(vec![Fact::new(dt, x.clone()), kv.clone(), kv])
+}
+
+fn infer_linear(spec: &LinearAttentionSpec, inputs: &NodeInputs) -> Option<Vec<Fact>> {
+    let q = inputs.shape(LinearAttentionSpec::Q)?;
+    if q.len() != 3 {
+        return None;
+    }
+    let dt = inputs.dtype(LinearAttentionSpec::Q)?;
+    let o = Fact::new(dt, vec![q[0].clone(), q[1].clone(), known((spec.q_heads * spec.dv) as i64)]);
+    let state = Fact::new(
+        DType::F32,
+        vec![q[0].clone(), known(spec.kv_heads as i64), known(spec.dk as i64), known(spec.dv as i64)],
+    );
+    Some(vec![o, state])
 }
 
 fn known(v: i64) -> Dim {

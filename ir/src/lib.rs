@@ -25,7 +25,9 @@ pub use error::{IrError, Result};
 pub use graph::{Graph, GraphOutput, Node, NodeId, Outlet, OutputInfo};
 
 pub use patch::{Patch, PatchOutlet};
-pub use op::{AttentionSpec, Attr, OnnxOp, Op, RmsNormSpec, RopeStyle};
+pub use op::{
+    AttentionSpec, Attr, DynamicConvSpec, LinearAttentionSpec, OnnxOp, Op, RmsNormSpec, RopeStyle, UpdateRule,
+};
 
 pub use shape::{Dim, Fact};
 pub use tensor::Tensor;

@@ -144,6 +144,82 @@ impl AttentionSpec {
     pub const NUM_INPUTS: usize = 14;
 }
 
+/// State update rules of [`LinearAttentionSpec`]; the first four are the ONNX opset-27
+/// `LinearAttention` op's `update_rule` values. Per head, with state S [d_k, d_v]:
+/// - `Linear`: S = S + k v^T
+/// - `Gated`: S = exp(g) S + k v^T, g a scalar log decay per head (simple GLA, RetNet, Mamba2)
+/// - `GatedVector`: S = Diag(exp(g)) S + k v^T, g [d_k] per head (GLA)
+/// - `Delta`: S = S + beta k (v - S^T k)^T (DeltaNet)
+/// - `GatedDelta`: S = exp(g) S; S = S + beta k (v - S^T k)^T (Gated DeltaNet, JetBlock)
+/// - `Dplr`: S = Diag(exp(w)) S + b (a^T S) + k v^T (RWKV7)
+///
+/// and o = scale * S^T q after the update.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum UpdateRule {
+    Linear,
+    Gated,
+    GatedVector,
+    Delta,
+    GatedDelta,
+    Dplr,
+}
+
+impl UpdateRule {
+    pub fn name(self) -> &'static str {
+        match self {
+            UpdateRule::Linear => "linear",
+            UpdateRule::Gated => "gated",
+            UpdateRule::GatedVector => "gated_vector",
+            UpdateRule::Delta => "delta",
+            UpdateRule::GatedDelta => "gated_delta",
+            UpdateRule::Dplr => "dplr",
+        }
+    }
+}
+
+/// The recurrent core of a linear-attention mixer.
+///
+/// Inputs by slot: 0 `q` [B,T,Hq*dk]; 1 `k` [B,T,Hkv*dk]; 2 `v` [B,T,Hkv*dv];
+/// 3 `past_state` [B,Hkv,dk,dv] (zeros when absent); 4 `decay` (log space, <= 0):
+/// [B,T,Hkv] for `Gated`/`GatedDelta`, [B,T,Hkv*dk] for `GatedVector`/`Dplr`; 5 `beta`
+/// [B,T,Hkv] (delta rules); 6 `a`, 7 `b` [B,T,Hkv*dk] (`Dplr`).
+/// Outputs: 0 `o` [B,T,Hq*dv]; 1 `present_state` [B,Hkv,dk,dv] (f32 whatever the
+/// activations). Query head i reads state head i / (Hq / Hkv).
+#[derive(Clone, Debug, PartialEq)]
+pub struct LinearAttentionSpec {
+    pub rule: UpdateRule,
+    pub q_heads: usize,
+    pub kv_heads: usize,
+    pub dk: usize,
+    pub dv: usize,
+    pub scale: f32,
+    /// Chunk length of the chunked form; 0 runs the recurrent form.
+    pub chunk: usize,
+}
+
+impl LinearAttentionSpec {
+    pub const Q: usize = 0;
+    pub const K: usize = 1;
+    pub const V: usize = 2;
+    pub const STATE: usize = 3;
+    pub const DECAY: usize = 4;
+    pub const BETA: usize = 5;
+    pub const A: usize = 6;
+    pub const B: usize = 7;
+}
+
+/// JetBlock's dynamic causal depthwise convolution with per-token kernels.
+///
+/// Inputs: 0 `u` [B,T,C] (raw values); 1 `kernels` [B,T,C*W] (flat index c*W + w);
+/// 2 `past` [B,C,W] raw values of the last W tokens (zeros when absent).
+/// Outputs: 0 `y` [B,T,C], y[t,c] = act(sum_w ker[t,c,w] * u[t-W+1+w, c]); 1 `present`
+/// [B,C,W].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DynamicConvSpec {
+    pub width: usize,
+    pub silu: bool,
+}
+
 #[derive(Clone, Debug, PartialEq)]
 pub enum Op {
     /// A graph input; the node's output 0 carries its name and fact.
@@ -159,6 +235,14 @@ pub enum Op {
     /// SwiGLU MLP: inputs [x, w_gate [D,F], w_up [D,F], w_down [F,D]] -> (silu(x Wg) * x Wu) Wd.
     SwiGlu,
     Attention(AttentionSpec),
+    /// Sliding-window or full attention is `Attention`; the linear mixers' core is this.
+    LinearAttention(LinearAttentionSpec),
+    DynamicConv(DynamicConvSpec),
+    /// Per-head L2 normalization of [.., H*d]: x / sqrt(sum x^2 + eps) within each head.
+    L2Norm { heads: usize, eps: f32 },
+    /// Gated RMSNorm: inputs [o [..,H*d], weight [d], gate [..,H*d]] ->
+    /// rmsnorm_per_head(o) * weight * silu(gate).
+    GatedRmsNorm { heads: usize, eps: f32 },
 }
 
 impl Op {
@@ -172,6 +256,10 @@ impl Op {
             Op::RmsNorm(_) => "RmsNorm".into(),
             Op::SwiGlu => "SwiGlu".into(),
             Op::Attention(_) => "Attention".into(),
+            Op::LinearAttention(_) => "LinearAttention".into(),
+            Op::DynamicConv(_) => "DynamicConv".into(),
+            Op::L2Norm { .. } => "L2Norm".into(),
+            Op::GatedRmsNorm { .. } => "GatedRmsNorm".into(),
         }
     }
 

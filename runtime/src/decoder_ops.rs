@@ -16,6 +16,8 @@ pub fn eval(op: &Op, node: &str, inputs: &[Option<&Value>]) -> Result<Vec<Value>
         Op::RmsNorm(s) => rms_norm(inputs, s.eps).map_err(err),
         Op::SwiGlu => swiglu(inputs).map_err(err),
         Op::Attention(spec) => attention(spec, inputs).map_err(err),
+        Op::L2Norm { heads, eps } => l2_norm(inputs, *heads, *eps).map_err(err),
+        Op::GatedRmsNorm { heads, eps } => gated_rms_norm(inputs, *heads, *eps).map_err(err),
         other => Err(err(format!("no CPU kernel for {}", other.name()))),
     }
 }
@@ -102,6 +104,51 @@ fn rms_norm(inputs: &[Option<&Value>], eps: f32) -> R<Vec<Value>> {
         let inv = 1.0 / (ms + eps).sqrt();
         for ((o, v), g) in yr.iter_mut().zip(xr).zip(w.iter()) {
             *o = v * inv * g;
+        }
+    });
+    let mut v = out(x.shape().to_vec(), y)?;
+    v.dtype = xv.dtype;
+    Ok(vec![v])
+}
+
+/// Width of one head of the last axis of `x`, checked against `heads`.
+fn head_width(x: &ArrayD<f32>, heads: usize) -> R<usize> {
+    let last = *x.shape().last().ok_or("x is a scalar")?;
+    if heads == 0 || last % heads != 0 {
+        return Err(format!("last axis {last} does not split into {heads} heads"));
+    }
+    Ok(last / heads)
+}
+
+fn l2_norm(inputs: &[Option<&Value>], heads: usize, eps: f32) -> R<Vec<Value>> {
+    let xv = arg(inputs, 0, "x")?;
+    let x = floats(xv, "x")?;
+    let d = head_width(x, heads)?;
+    let mut y = contiguous(x).into_owned();
+    y.par_chunks_mut(d.max(1)).for_each(|head| {
+        let inv = 1.0 / (head.iter().map(|v| v * v).sum::<f32>() + eps).sqrt();
+        head.iter_mut().for_each(|v| *v *= inv);
+    });
+    let mut v = out(x.shape().to_vec(), y)?;
+    v.dtype = xv.dtype;
+    Ok(vec![v])
+}
+
+fn gated_rms_norm(inputs: &[Option<&Value>], heads: usize, eps: f32) -> R<Vec<Value>> {
+    let xv = arg(inputs, 0, "o")?;
+    let x = floats(xv, "o")?;
+    let w = contiguous(floats(arg(inputs, 1, "weight")?, "weight")?);
+    let gate = floats(arg(inputs, 2, "gate")?, "gate")?;
+    let d = head_width(x, heads)?;
+    if w.len() != d || gate.shape() != x.shape() {
+        return Err(format!("weight {} / gate {:?} do not fit heads of {d} in {:?}", w.len(), gate.shape(), x.shape()));
+    }
+    let gd = contiguous(gate);
+    let mut y = contiguous(x).into_owned();
+    y.par_chunks_mut(d.max(1)).zip(gd.par_chunks(d.max(1))).for_each(|(head, g)| {
+        let inv = 1.0 / (head.iter().map(|v| v * v).sum::<f32>() / d as f32 + eps).sqrt();
+        for ((v, wi), gi) in head.iter_mut().zip(w.iter()).zip(g) {
+            *v = *v * inv * wi * silu(*gi);
         }
     });
     let mut v = out(x.shape().to_vec(), y)?;

@@ -5,6 +5,7 @@
 pub mod decoder_ops;
 pub mod error;
 pub mod exec;
+pub mod linear;
 pub mod npz;
 pub mod onnx_ops;
 pub mod value;
