@@ -212,12 +212,11 @@ impl LinearAttentionSpec {
 ///
 /// Inputs: 0 `u` [B,T,C] (raw values); 1 `kernels` [B,T,C*W] (flat index c*W + w);
 /// 2 `past` [B,C,W] raw values of the last W tokens (zeros when absent).
-/// Outputs: 0 `y` [B,T,C], y[t,c] = act(sum_w ker[t,c,w] * u[t-W+1+w, c]); 1 `present`
+/// Outputs: 0 `y` [B,T,C], y[t,c] = silu(sum_w ker[t,c,w] * u[t-W+1+w, c]); 1 `present`
 /// [B,C,W].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct DynamicConvSpec {
     pub width: usize,
-    pub silu: bool,
 }
 
 #[derive(Clone, Debug, PartialEq)]

@@ -68,7 +68,7 @@ pub fn print_graph(g: &Graph) -> Result<String> {
                 "{} = LinearAttention({}) {{rule={}, q_heads={}, kv_heads={}, dk={}, dv={}, scale={:?}, chunk={}}}",
                 results.join(", "), args.join(", "), s.rule.name(), s.q_heads, s.kv_heads, s.dk, s.dv, s.scale, s.chunk
             ),
-            Op::DynamicConv(s) => format!("{} = DynamicConv({}) {{width={}, silu={}}}", results.join(", "), args.join(", "), s.width, s.silu),
+            Op::DynamicConv(s) => format!("{} = DynamicConv({}) {{width={}}}", results.join(", "), args.join(", "), s.width),
             Op::L2Norm { heads, eps } => format!("{} = L2Norm({}) {{heads={heads}, eps={eps:?}}}", results.join(", "), args.join(", ")),
             Op::GatedRmsNorm { heads, eps } => format!("{} = GatedRmsNorm({}) {{heads={heads}, eps={eps:?}}}", results.join(", "), args.join(", ")),
             other => format!("{} = {}({})", results.join(", "), other.name(), args.join(", ")),

@@ -18,6 +18,8 @@ pub fn eval(op: &Op, node: &str, inputs: &[Option<&Value>]) -> Result<Vec<Value>
         Op::Attention(spec) => attention(spec, inputs).map_err(err),
         Op::L2Norm { heads, eps } => l2_norm(inputs, *heads, *eps).map_err(err),
         Op::GatedRmsNorm { heads, eps } => gated_rms_norm(inputs, *heads, *eps).map_err(err),
+        Op::LinearAttention(spec) => crate::mixer_ops::linear_attention(spec, inputs).map_err(err),
+        Op::DynamicConv(spec) => crate::mixer_ops::dynamic_conv_op(spec, inputs).map_err(err),
         other => Err(err(format!("no CPU kernel for {}", other.name()))),
     }
 }

@@ -6,6 +6,7 @@ pub mod decoder_ops;
 pub mod error;
 pub mod exec;
 pub mod linear;
+pub mod mixer_ops;
 pub mod npz;
 pub mod onnx_ops;
 pub mod value;
