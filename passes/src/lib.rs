@@ -7,6 +7,7 @@
 pub mod cse;
 pub mod error;
 pub mod fold;
+pub mod linearize;
 pub mod manager;
 pub mod pattern;
 pub mod raise;
