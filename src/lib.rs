@@ -5,5 +5,7 @@ pub use jetc_onnx as onnx;
 pub use jetc_passes as passes;
 pub use jetc_runtime as runtime;
 
+pub mod convert;
+pub mod jet_hf;
 pub mod pipeline;
 pub mod synth;

@@ -24,6 +24,9 @@ enum Command {
         /// Machine-readable output.
         #[arg(long)]
         json: bool,
+        /// Count KV and conv caches at this dtype (f32, f16, bf16) instead of the model's.
+        #[arg(long)]
+        cache_dtype: Option<String>,
     },
     /// Print the IR after import (and after the named passes).
     Dump {
@@ -57,6 +60,49 @@ enum Command {
         #[arg(long)]
         external_data: bool,
     },
+    /// Convert a decoder into a hybrid model (full attention / SWA / linear mixer per layer).
+    Convert {
+        model: PathBuf,
+        /// Output directory (Jet-Nemotron Hugging Face layout).
+        #[arg(short, long)]
+        output: PathBuf,
+        /// Layers (0-indexed) that keep full attention, e.g. 14,19.
+        #[arg(long, value_delimiter = ',')]
+        full_attn: Vec<usize>,
+        /// Layers that become sliding-window attention.
+        #[arg(long, value_delimiter = ',')]
+        swa: Vec<usize>,
+        /// SWA window in tokens (each query sees itself and the previous window-1 keys).
+        #[arg(long)]
+        window: Option<usize>,
+        /// Linear mixer for the remaining layers.
+        #[arg(long, default_value = "jetblock")]
+        block: String,
+        /// Mixer heads (default: the base model's).
+        #[arg(long)]
+        heads: Option<usize>,
+        /// Mixer key head size (default: 3/4 of the base head size).
+        #[arg(long)]
+        dk: Option<usize>,
+        /// Mixer value head size (default: twice the base head size).
+        #[arg(long)]
+        dv: Option<usize>,
+        /// Output format: jet-hf (onnx and both are not built yet).
+        #[arg(long, default_value = "jet-hf")]
+        format: String,
+        /// A JSON layout file instead of the flags above.
+        #[arg(long)]
+        layout: Option<PathBuf>,
+        /// Seed of the new mixer weights.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Print the converted model's summary as JSON.
+        #[arg(long)]
+        json: bool,
+        /// Count KV and conv caches at this dtype in the summary (f32, f16, bf16).
+        #[arg(long)]
+        cache_dtype: Option<String>,
+    },
     /// Write a decoder with random weights at real shapes.
     Synth {
         /// Architecture: qwen2.5-0.5b, qwen2.5-1.5b, qwen2.5-3b, llama-tiny.
@@ -75,10 +121,15 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Inspect { model, json } => commands::inspect::run(&model, json),
+        Command::Inspect { model, json, cache_dtype } => commands::inspect::run(&model, json, cache_dtype.as_deref()),
         Command::Dump { model, passes, raw } => commands::dump::run(&model, &passes, raw),
         Command::Run { model, inputs, out, no_raise } => commands::run::run(&model, &inputs, &out, !no_raise),
         Command::Export { model, output, external_data } => commands::export::run(&model, &output, external_data),
+        Command::Convert { model, output, full_attn, swa, window, block, heads, dk, dv, format, layout, seed, json, cache_dtype } => {
+            commands::convert::run(&commands::convert::ConvertArgs {
+                model, output, full_attn, swa, window, block, heads, dk, dv, format, layout, seed, json, cache_dtype,
+            })
+        }
         Command::Synth { arch, output, seed, dtype } => commands::synth::run(&arch, &output, seed, &dtype),
     };
     match result {

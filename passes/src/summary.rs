@@ -7,14 +7,27 @@ use jetc_ir::{DType, Graph, NodeId, Op};
 #[derive(Clone, Debug, PartialEq)]
 pub struct MixerInfo {
     pub layer: usize,
+    /// "attention", "swa", or the linear mixer: "jet" (JetBlock) or the update rule's name.
     pub kind: &'static str,
     pub heads: usize,
     pub kv_heads: usize,
     pub head_dim: usize,
     pub rope: bool,
     pub window: Option<usize>,
-    /// Bytes of cache one token adds to this layer.
+    /// Linear mixers: key and value head sizes.
+    pub dk: Option<usize>,
+    pub dv: Option<usize>,
+    /// Bytes of KV cache one token adds to this layer (attention), at `cache_dtype`.
     pub cache_bytes_per_token: usize,
+    /// Bytes of cache that do not grow with the context (recurrent state in f32, conv cache).
+    pub state_bytes: usize,
+}
+
+impl MixerInfo {
+    /// Cache bytes of one sequence of `context` tokens.
+    pub fn cache_bytes(&self, context: usize) -> usize {
+        self.state_bytes + self.cache_bytes_per_token * self.window.map_or(context, |w| w.min(context))
+    }
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -33,7 +46,13 @@ pub struct DecoderSummary {
 }
 
 /// Fails with a message saying what is missing when the graph is not a recognised decoder.
+/// KV and conv caches are counted at the model's activation dtype, or at `kv_dtype` when
+/// given (deployments keep them in bf16); recurrent state is always f32.
 pub fn summarize(g: &Graph) -> Result<DecoderSummary, String> {
+    summarize_with(g, None)
+}
+
+pub fn summarize_with(g: &Graph, kv_dtype: Option<DType>) -> Result<DecoderSummary, String> {
     let order = g.topo_order().map_err(|e| e.to_string())?;
     let mut mixers = Vec::new();
     let mut weights: BTreeSet<NodeId> = BTreeSet::new();
@@ -69,12 +88,45 @@ pub fn summarize(g: &Graph) -> Result<DecoderSummary, String> {
                     head_dim: spec.head_dim,
                     rope: spec.rope.is_some(),
                     window: w,
-                    cache_bytes_per_token: 2 * spec.kv_heads * spec.head_dim * dtype.size_bytes(),
+                    dk: None,
+                    dv: None,
+                    cache_bytes_per_token: 2 * spec.kv_heads * spec.head_dim * kv_dtype.unwrap_or(dtype).size_bytes(),
+                    state_bytes: 0,
                 });
                 weights.extend(weight_inputs(1));
                 let x = node.input(0).map_err(|e| e.to_string())?;
                 hidden = hidden.or(g.fact(x).ok().and_then(|f| f.shape.as_ref()?.last()?.as_known()));
             }
+            Op::LinearAttention(spec) => {
+                let layer = mixers.len();
+                // JetBlock: its values come from a dynamic convolution, whose cache counts too.
+                let conv = node
+                    .inputs()
+                    .get(jetc_ir::LinearAttentionSpec::V)
+                    .copied()
+                    .flatten()
+                    .and_then(|v| g.node(v.node).ok())
+                    .and_then(|n| match &n.op {
+                        Op::DynamicConv(c) => Some((c.width, g.fact(n.input(0).ok()?).ok()?.shape.as_ref()?.last()?.as_known()?)),
+                        _ => None,
+                    });
+                let act = g.fact(node.input(0).map_err(|e| e.to_string())?).map(|f| f.dtype).unwrap_or(DType::F32);
+                let conv_bytes = conv.map_or(0, |(w, c)| w * c as usize * kv_dtype.unwrap_or(act).size_bytes());
+                mixers.push(MixerInfo {
+                    layer,
+                    kind: if conv.is_some() { "jet" } else { spec.rule.name() },
+                    heads: spec.q_heads,
+                    kv_heads: spec.kv_heads,
+                    head_dim: spec.dk,
+                    rope: false,
+                    window: None,
+                    dk: Some(spec.dk),
+                    dv: Some(spec.dv),
+                    cache_bytes_per_token: 0,
+                    state_bytes: spec.kv_heads * spec.dk * spec.dv * 4 + conv_bytes,
+                });
+            }
+            Op::DynamicConv(_) | Op::L2Norm { .. } | Op::GatedRmsNorm { .. } => weights.extend(weight_inputs(1)),
             Op::Embedding => {
                 weights.extend(weight_inputs(0));
                 embedding_table = embedding_table.or(weight_inputs(0).first().copied());
@@ -96,6 +148,21 @@ pub fn summarize(g: &Graph) -> Result<DecoderSummary, String> {
                 weights.extend(w);
             }
             _ => {}
+        }
+    }
+    // Projection weights of the linear mixers (MatMuls fed by the block input) are counted
+    // through the MatMul arm below; constants such as A_log feed elementwise ops.
+    for &id in &order {
+        if let Ok(n) = g.node(id) {
+            if matches!(&n.op, Op::Onnx(o) if o.op_type != "MatMul" && o.op_type != "Gemm") {
+                for o in n.inputs().iter().flatten() {
+                    if let Ok(Op::Const(t)) = g.node(o.node).map(|x| &x.op) {
+                        if t.dtype().is_float() && t.numel() > 1 && !weights.contains(&o.node) && g.node(o.node).is_ok_and(|c| c.name.contains(".jet.")) {
+                            weights.insert(o.node);
+                        }
+                    }
+                }
+            }
         }
     }
     if mixers.is_empty() {
@@ -135,6 +202,7 @@ pub fn summarize(g: &Graph) -> Result<DecoderSummary, String> {
         }
     }
     let kv = mixers.iter().map(|m| m.cache_bytes_per_token).sum();
+    let cache_dtype = kv_dtype.or(cache_dtype);
     Ok(DecoderSummary {
         layers: mixers.len(),
         hidden: hidden.ok_or("hidden size not found")? as usize,

@@ -1,4 +1,5 @@
 //! One module per `jetc` subcommand.
+pub mod convert;
 pub mod dump;
 pub mod export;
 pub mod inspect;

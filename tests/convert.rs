@@ -1,0 +1,88 @@
+//! `convert` to the Jet-Nemotron Hugging Face layout: config.json follows the reference's
+//! schema, model.safetensors holds exactly the reference's parameter names with PyTorch
+//! [out, in] shapes, and bad layouts are refused before anything is written.
+mod common;
+
+use common::*;
+use jetc::convert::{convert, Layout};
+use jetc::jet_hf::{export_jet_hf, HfOptions};
+use jetc::passes::linearize::{Block, MixerConfig};
+use jetc::pipeline::load_raised;
+
+fn layout(full: Vec<usize>, swa: Vec<usize>, window: Option<usize>) -> Layout {
+    Layout { full_attn: full, swa, window, block: Block::JetBlock, config: MixerConfig::default() }
+}
+
+#[test]
+fn jet_hf_layout_has_the_reference_names_and_shapes() {
+    let mut g = load_raised(&fixtures_dir().join("qwen2-dynamo-opset20-sdpa-kv/model.onnx")).expect("load");
+    // 2 layers: layer 0 JetBlock, layer 1 SWA.
+    convert(&mut g, &layout(vec![], vec![1], Some(3)), 0).expect("convert");
+    let dir = std::env::temp_dir().join(format!("jetc-jethf-{}", std::process::id()));
+    export_jet_hf(&g, &dir, &HfOptions::default()).expect("export");
+    let config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("config.json")).expect("config")).expect("json");
+    assert_eq!(config["model_type"], "jet_nemotron");
+    assert_eq!(config["layer_types"], serde_json::json!(["jet", "swa"]));
+    assert_eq!(config["efficient_attention_config"]["swa"]["window_size"], 3);
+    let jet = &config["efficient_attention_config"]["jet"];
+    assert_eq!((jet["num_heads"].as_u64(), jet["head_dim"].as_u64(), jet["conv_size"].as_u64()), (Some(4), Some(12), Some(4)));
+    assert_eq!(jet["norm_eps"], "1e-5");
+    assert_eq!(config["rope_theta"].as_f64(), Some(1e6));
+    assert_eq!(config["tie_word_embeddings"], true);
+
+    let bytes = std::fs::read(dir.join("model.safetensors")).expect("safetensors");
+    let st = safetensors::SafeTensors::deserialize(&bytes).expect("parse");
+    let shape = |n: &str| st.tensor(n).unwrap_or_else(|_| panic!("missing {n}")).shape().to_vec();
+    let (hid, h, dk, dv, w) = (64, 4, 12, 32, 4);
+    let jet = "model.layers.0.self_attn.";
+    for (name, want) in [
+        ("q_proj.weight", vec![h * dk, hid]),
+        ("k_proj.weight", vec![h * dk, hid]),
+        ("v_proj.weight", vec![h * dv, hid]),
+        ("b_proj.weight", vec![h, hid]),
+        ("a_proj.weight", vec![h, hid]),
+        ("A_log", vec![h]),
+        ("dt_bias", vec![h]),
+        ("dynamic_conv1d.kernel_generator.w1.weight", vec![h * dv / 8, hid]),
+        ("dynamic_conv1d.kernel_generator.w2.weight", vec![h * dv * w, h * dv / 8]),
+        ("dynamic_conv1d.kernel_generator.w2.bias", vec![h * dv * w]),
+        ("g_proj.weight", vec![h * dv, hid]),
+        ("o_norm.weight", vec![dv]),
+        ("o_proj.weight", vec![hid, h * dv]),
+    ] {
+        assert_eq!(shape(&format!("{jet}{name}")), want, "{name}");
+    }
+    for name in ["q_proj.weight", "q_proj.bias", "k_proj.bias", "o_proj.weight"] {
+        assert!(st.tensor(&format!("model.layers.1.self_attn.{name}")).is_ok(), "swa {name}");
+    }
+    for l in 0..2 {
+        for name in ["input_layernorm.weight", "post_attention_layernorm.weight", "mlp.gate_proj.weight", "mlp.up_proj.weight"] {
+            assert!(st.tensor(&format!("model.layers.{l}.{name}")).is_ok(), "layer {l} {name}");
+        }
+        assert_eq!(shape(&format!("model.layers.{l}.mlp.down_proj.weight")), vec![hid, 96]);
+    }
+    assert_eq!(shape("model.embed_tokens.weight"), vec![128, hid]);
+    assert!(st.tensor("lm_head.weight").is_err(), "tied model writes no lm_head");
+    assert_eq!(st.names().len(), 2 /*embed, norm*/ + 2 * 5 /*norms + mlp*/ + 13 /*jet*/ + 7 /*swa q,k,v,o + biases*/);
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn bad_layouts_are_refused_without_touching_the_graph() {
+    let mut g = load_raised(&fixtures_dir().join("llama-dynamo-opset20-sdpa-kv/model.onnx")).expect("load");
+    let before = jetc::ir::print::print_graph(&g).expect("print");
+    for (l, msg) in [
+        (layout(vec![2], vec![], None), "out of range"),
+        (layout(vec![0], vec![0], Some(4)), "both"),
+        (layout(vec![], vec![1], None), "--window"),
+        (layout(vec![], vec![1], Some(0)), "at least 1"),
+    ] {
+        let e = convert(&mut g, &l, 0).expect_err("must fail");
+        assert!(e.contains(msg), "{e}");
+    }
+    assert_eq!(before, jetc::ir::print::print_graph(&g).expect("print"), "graph changed by a refused layout");
+    // Every layer full attention: nothing changes at all.
+    convert(&mut g, &layout(vec![0, 1], vec![], None), 0).expect("no-op");
+    assert_eq!(before, jetc::ir::print::print_graph(&g).expect("print"));
+}
