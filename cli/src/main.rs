@@ -63,7 +63,7 @@ enum Command {
     /// Convert a decoder into a hybrid model (full attention / SWA / linear mixer per layer).
     Convert {
         model: PathBuf,
-        /// Output directory (Jet-Nemotron Hugging Face layout).
+        /// Output: a directory for jet-hf and both, a .onnx file for onnx.
         #[arg(short, long)]
         output: PathBuf,
         /// Layers (0-indexed) that keep full attention, e.g. 14,19.
@@ -87,8 +87,9 @@ enum Command {
         /// Mixer value head size (default: twice the base head size).
         #[arg(long)]
         dv: Option<usize>,
-        /// Output format: jet-hf (onnx and both are not built yet).
-        #[arg(long, default_value = "jet-hf")]
+        /// Output format: onnx (opset 27, LinearAttention), jet-hf (config.json +
+        /// model.safetensors in the reference's names) or both.
+        #[arg(long, default_value = "both")]
         format: String,
         /// A JSON layout file instead of the flags above.
         #[arg(long)]

@@ -496,6 +496,47 @@ fn infer_onnx(o: &OnnxOp, inp: &NodeInputs) -> std::result::Result<Option<Vec<Fa
             same(Some(vec![len]))
         }
         "Split" => return Ok(None),
+        "Attention" if o.domain.is_empty() => {
+            let (Some(q), Some(k), Some(v), Some(dt)) = (inp.shape(0), inp.shape(1), inp.shape(2), dt0) else { return Ok(None) };
+            let y = match (q.len(), v.len()) {
+                (4, 4) => vec![q[0].clone(), q[1].clone(), q[2].clone(), v[3].clone()],
+                (3, 3) => {
+                    let hq = o.int("q_num_heads").ok_or("3-D Attention needs q_num_heads")?;
+                    let hkv = o.int("kv_num_heads").ok_or("3-D Attention needs kv_num_heads")?;
+                    let dv = v[2].div_exact(&known(hkv)).ok_or("V width does not split into kv heads")?;
+                    vec![q[0].clone(), q[1].clone(), dv.mul(&known(hq))]
+                }
+                _ => return Ok(None),
+            };
+            let mut outs = vec![Fact::new(dt, y)];
+            if k.len() == 4 && v.len() == 4 {
+                let total = |past: Option<&Vec<Dim>>, new: &Vec<Dim>| match past {
+                    Some(p) if p.len() == 4 => p[2].add(&new[2]),
+                    _ => new[2].clone(),
+                };
+                let mut pk = k.clone();
+                pk[2] = total(inp.shape(4), k);
+                let mut pv = v.clone();
+                pv[2] = total(inp.shape(5), v);
+                outs.push(Fact::new(dt, pk));
+                outs.push(Fact::new(dt, pv));
+            }
+            Some(outs)
+        }
+        "LinearAttention" if o.domain.is_empty() => {
+            let (Some(q), Some(v), Some(dt)) = (inp.shape(0), inp.shape(2), dt0) else { return Ok(None) };
+            if q.len() != 3 || v.len() != 3 {
+                return Ok(None);
+            }
+            let hq = o.int_or("q_num_heads", 1);
+            let hkv = o.int_or("kv_num_heads", 1);
+            let dv = v[2].div_exact(&known(hkv)).ok_or("value width does not split into kv heads")?;
+            let dk = inp.shape(1).and_then(|k| k.get(2)?.div_exact(&known(hkv))).ok_or("key width unknown")?;
+            Some(vec![
+                Fact::new(dt, vec![q[0].clone(), q[1].clone(), dv.mul(&known(hq))]),
+                Fact::new(DType::F32, vec![q[0].clone(), known(hkv), dk, dv]),
+            ])
+        }
         "GroupQueryAttention" if o.domain == "com.microsoft" => {
             let (Some(q), Some(dt)) = (inp.shape(0), dt0) else { return Ok(None) };
             let (h, kv) = (o.int_or("num_heads", 0), o.int_or("kv_num_heads", 0));
@@ -646,6 +687,17 @@ mod tests {
         let out = reshape_dims(&input, &[known(0), known(0), known(-1), known(16)], false).unwrap_or_default();
         let s: Vec<String> = out.iter().map(|d| d.to_string()).collect();
         assert_eq!(s, ["batch", "seq", "4", "16"]);
+    }
+
+    /// Fuzzing regression (fuzz/regressions/import/reshape-dim-overflow.min.onnx): the
+    /// product of the other target dims overflowed while inferring the -1.
+    #[test]
+    fn reshape_with_huge_target_dims_does_not_panic() {
+        let input = vec![Dim::sym("s44"), Dim::sym("s70"), known(64)];
+        let target = [known(0x7f00_0000_0000), known(0xa_0000_0000), known(4), known(-1)];
+        let out = reshape_dims(&input, &target, false).unwrap_or_default();
+        assert_eq!(out.len(), 4);
+        assert!(!out[3].is_known(), "{}", out[3]);
     }
 
     #[test]

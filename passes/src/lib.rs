@@ -5,9 +5,11 @@
 //! in any error, so a broken rewrite is caught where it happens.
 
 pub mod cse;
+pub mod emit;
 pub mod error;
 pub mod fold;
 pub mod linearize;
+pub mod lower;
 pub mod manager;
 pub mod pattern;
 pub mod raise;

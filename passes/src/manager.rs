@@ -37,7 +37,7 @@ impl Pass for Dce {
 }
 
 /// Names accepted by `jetc dump --passes`.
-pub const PASS_NAMES: &[&str] = &["infer", "fold", "cse", "dce", "raise"];
+pub const PASS_NAMES: &[&str] = &["infer", "fold", "cse", "dce", "raise", "lower"];
 
 pub fn pass_by_name(name: &str) -> Result<Box<dyn Pass>> {
     Ok(match name {
@@ -46,6 +46,7 @@ pub fn pass_by_name(name: &str) -> Result<Box<dyn Pass>> {
         "dce" => Box::new(Dce),
         "cse" => Box::new(crate::cse::Cse),
         "raise" => Box::new(crate::raise::Raise),
+        "lower" => Box::new(crate::lower::Lower),
         other => return Err(PassError::Unknown(other.to_string(), PASS_NAMES.join(", "))),
     })
 }

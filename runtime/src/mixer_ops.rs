@@ -1,6 +1,6 @@
 //! Kernels for the linear-mixer ops of the IR (`LinearAttention`, `DynamicConv`), on top of
 //! the reference math in [`crate::linear`].
-use jetc_ir::{DynamicConvSpec, LinearAttentionSpec, UpdateRule};
+use jetc_ir::{DynamicConvSpec, LinearAttentionSpec, OnnxOp, UpdateRule};
 use ndarray::{ArrayD, IxDyn};
 
 use crate::linear::dynamic_conv::{dynamic_conv, ConvDims};
@@ -99,4 +99,38 @@ pub fn dynamic_conv_op(spec: &DynamicConvSpec, inputs: &[Option<&Value>]) -> R<V
     let mut v = value(shape, out.v)?;
     v.dtype = uv.dtype;
     Ok(vec![v, value(&[dims.batch, dims.channels, dims.width], out.cache)?])
+}
+
+/// The spec of an ONNX `LinearAttention` node: heads from its attributes, head sizes from
+/// the widths of `q` and `v` (3-D [B, T, H*d] inputs).
+pub fn spec_from_onnx(op: &OnnxOp, inputs: &[Option<&Value>]) -> R<LinearAttentionSpec> {
+    let rule = match op.string("update_rule").unwrap_or("linear") {
+        "linear" => UpdateRule::Linear,
+        "gated" => UpdateRule::Gated,
+        "delta" => UpdateRule::Delta,
+        "gated_delta" => UpdateRule::GatedDelta,
+        other => return Err(format!("unknown update_rule `{other}`")),
+    };
+    let (hq, hkv) = (op.int_or("q_num_heads", 0), op.int_or("kv_num_heads", 0));
+    if hq <= 0 || hkv <= 0 {
+        return Err("q_num_heads and kv_num_heads must be positive".into());
+    }
+    let width = |i: usize, what: &str| -> R<usize> {
+        let v = inputs.get(i).copied().flatten().ok_or(format!("input {i} ({what}) is missing"))?;
+        match v.shape() {
+            [_, _, w] => Ok(*w),
+            s => Err(format!("{what} must be 3-D [B, T, H*d], got {s:?}")),
+        }
+    };
+    let (dk, dv) = (width(0, "query")? / hq as usize, width(2, "value")? / hkv as usize);
+    let scale = op.float("scale").filter(|s| *s != 0.0).unwrap_or(1.0 / (dk.max(1) as f32).sqrt());
+    Ok(LinearAttentionSpec {
+        rule,
+        q_heads: hq as usize,
+        kv_heads: hkv as usize,
+        dk,
+        dv,
+        scale,
+        chunk: op.int_or("chunk_size", 64).max(0) as usize,
+    })
 }

@@ -5,7 +5,10 @@ use std::path::{Path, PathBuf};
 
 use jetc::convert::{convert, Layout};
 use jetc::jet_hf::{export_jet_hf, HfOptions};
+use jetc_onnx::{export_model, ExportOptions};
 use jetc_passes::linearize::{Block, MixerConfig};
+use jetc_passes::lower::Lower;
+use jetc_passes::PassManager;
 
 use crate::error::{CliError, Result};
 use crate::load;
@@ -38,26 +41,48 @@ pub fn run(a: &ConvertArgs) -> Result<()> {
             config: MixerConfig { heads: a.heads, dk: a.dk, dv: a.dv, ..MixerConfig::default() },
         },
     };
-    match a.format.as_str() {
-        "jet-hf" => {}
-        "onnx" | "both" => {
-            return Err(CliError::Msg(
-                "ONNX output of converted models (opset 27 LinearAttention) is not built yet; use --format jet-hf".into(),
-            ))
-        }
+    let (onnx, hf) = match a.format.as_str() {
+        "jet-hf" => (false, true),
+        "onnx" => (true, false),
+        "both" => (true, true),
         other => return Err(CliError::Msg(format!("unknown format `{other}` (onnx, jet-hf or both)"))),
-    }
+    };
     let kv_dtype = super::inspect::parse_cache_dtype(a.cache_dtype.as_deref())?;
     let mut g = load::load_raised(&a.model)?;
     convert(&mut g, &layout, a.seed).map_err(|m| CliError::Msg(format!("{}: {m}", a.model.display())))?;
     let summary = jetc_passes::summary::summarize_with(&g, kv_dtype).map_err(CliError::Msg)?;
-    write_jet_hf(&g, &a.output)?;
+    // Build every output in memory before writing any.
+    let lowered = if onnx {
+        let mut l = g.clone();
+        PassManager::new().add(Box::new(Lower)).run(&mut l)?;
+        Some(l)
+    } else {
+        None
+    };
+    let onnx_path = if hf { a.output.join("model.onnx") } else { a.output.clone() };
+    if hf {
+        write_jet_hf(&g, &a.output)?;
+    }
+    if let Some(l) = lowered {
+        if let Some(parent) = onnx_path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent).map_err(|e| CliError::Msg(format!("{}: {e}", parent.display())))?;
+        }
+        let big = l.node_ids().filter_map(|id| match l.node(id).map(|n| &n.op) {
+            Ok(jetc_ir::Op::Const(t)) => Some(t.bytes().len()),
+            _ => None,
+        }).sum::<usize>() > (256 << 20);
+        export_model(&l, &onnx_path, &ExportOptions { external_data: big, ..Default::default() })?;
+    }
     if a.json {
         println!("{}", serde_json::to_string_pretty(&super::inspect::to_json(&summary)).unwrap_or_default());
     } else {
         super::inspect::print_table(&a.output, &summary);
     }
-    eprintln!("wrote {} (config.json, model.safetensors)", a.output.display());
+    match (onnx, hf) {
+        (true, false) => eprintln!("wrote {} (ONNX opset 27)", onnx_path.display()),
+        (false, true) => eprintln!("wrote {} (config.json, model.safetensors)", a.output.display()),
+        _ => eprintln!("wrote {} (model.onnx, config.json, model.safetensors)", a.output.display()),
+    }
     Ok(())
 }
 

@@ -1,11 +1,12 @@
 //! The JetBlock subgraph (jet-nemotron.md §2), built from a base attention layer.
 use jetc_ir::{
-    Attr, AttentionSpec, DType, Dim, DynamicConvSpec, Fact, Graph, GraphOutput, LinearAttentionSpec, NodeId, OnnxOp, Op,
-    Outlet, OutputInfo, Tensor, UpdateRule,
+    AttentionSpec, DType, Dim, DynamicConvSpec, Fact, Graph, GraphOutput, LinearAttentionSpec, NodeId, Op, Outlet, Tensor,
+    UpdateRule,
 };
 
 use super::init::{a_log, dt_bias, filled, normal, resize_columns, resize_rows, Rng};
 use super::MixerConfig;
+use crate::emit::Emit;
 use crate::pattern::{const_of, default_opset};
 
 /// Log decays below this are clamped (an overflowing softplus would make -inf - -inf later).
@@ -34,41 +35,6 @@ pub fn resolve(cfg: &MixerConfig, base: &AttentionSpec, hidden: usize) -> Result
         return Err(format!("heads x d_v = {} is not divisible by the generator reduction {}", heads * dv, cfg.reduction));
     }
     Ok(JetDims { hidden, heads, dk, dv, conv: cfg.conv, generator: heads * dv / cfg.reduction })
-}
-
-struct Emit<'g> {
-    g: &'g mut Graph,
-    prefix: String,
-    opset: i64,
-}
-
-impl Emit<'_> {
-    fn node(&mut self, name: &str, op: Op, inputs: &[Option<Outlet>], outputs: usize) -> Result<Vec<Outlet>, String> {
-        let infos = (0..outputs).map(|_| OutputInfo { name: String::new(), fact: Fact::unknown_rank(DType::F32) }).collect();
-        let id = self
-            .g
-            .add_node(format!("{}{name}", self.prefix), op, inputs.to_vec(), infos)
-            .map_err(|e| e.to_string())?;
-        Ok((0..outputs).map(|s| Outlet::new(id, s)).collect())
-    }
-
-    fn onnx(&mut self, name: &str, op_type: &str, inputs: &[Outlet], attrs: &[(&str, Attr)]) -> Result<Outlet, String> {
-        let mut op = OnnxOp::new(op_type, self.opset);
-        for (k, v) in attrs {
-            op = op.with_attr(k, v.clone());
-        }
-        let ins: Vec<Option<Outlet>> = inputs.iter().map(|&o| Some(o)).collect();
-        Ok(self.node(name, Op::Onnx(op), &ins, 1)?[0])
-    }
-
-    fn weight(&mut self, name: &str, t: Tensor) -> Result<Outlet, String> {
-        self.g.add_const(&format!("{}{name}", self.prefix), t).map_err(|e| e.to_string())
-    }
-
-    fn silu(&mut self, name: &str, x: Outlet) -> Result<Outlet, String> {
-        let s = self.onnx(&format!("{name}/sigmoid"), "Sigmoid", &[x], &[])?;
-        self.onnx(&format!("{name}/silu"), "Mul", &[x, s], &[])
-    }
 }
 
 fn weight_of(g: &Graph, node: &jetc_ir::Node, slot: usize, what: &str) -> Result<Tensor, String> {

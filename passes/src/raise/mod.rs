@@ -10,6 +10,7 @@
 mod attention;
 mod cleanup;
 mod embedding;
+mod linear;
 mod mlp;
 mod rmsnorm;
 
@@ -37,6 +38,7 @@ impl Pass for Raise {
         changed |= embedding::raise(g).map_err(ir)?;
         changed |= mlp::raise(g).map_err(ir)?;
         changed |= attention::raise(g).map_err(ir)?;
+        changed |= linear::raise(g).map_err(ir)?;
         g.prune_dead().map_err(ir)?;
         jetc_ir::infer::infer_graph(g).map_err(ir)?;
         Ok(changed)

@@ -168,6 +168,7 @@ fn default_domain(op_type: &str) -> Option<Kernel> {
         // Decoder building blocks (opset 23+).
         "RotaryEmbedding" => rotary::rotary_onnx,
         "Attention" => attention::attention_onnx,
+        "LinearAttention" => linear_attention_onnx,
         _ => return None,
     };
     Some(k)
@@ -214,4 +215,10 @@ mod tests {
         let e = eval(&op("Add", 14, &[]), "a", &[Some(&f(&[1], &[1.0])), Some(&f(&[1], &[1.0]))], 2).unwrap_err();
         assert!(e.to_string().contains("2 outputs"), "{e}");
     }
+}
+
+/// The ONNX opset-27 `LinearAttention` op (3-D inputs [B, T, H*d]) through jetc's own kernel.
+fn linear_attention_onnx(ctx: &Ctx) -> OpResult {
+    let spec = crate::mixer_ops::spec_from_onnx(ctx.op, ctx.inputs)?;
+    crate::mixer_ops::linear_attention(&spec, ctx.inputs)
 }
