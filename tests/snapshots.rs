@@ -42,3 +42,26 @@ fn printing_is_deterministic() {
     let b = raised("qwen2-legacy-opset17-kv");
     assert_eq!(a, b);
 }
+
+/// The conversion passes on one fixture: layer 0 JetBlock (linearize), layer 1 SWA, then
+/// the same model lowered to standard ONNX ops.
+fn converted() -> jetc::ir::Graph {
+    use jetc::convert::{convert, Layout};
+    use jetc::passes::linearize::{Block, MixerConfig};
+    let mut g = load_raised(&fixtures_dir().join("qwen2-dynamo-opset20-sdpa-kv/model.onnx")).expect("load");
+    let layout = Layout { full_attn: vec![], swa: vec![1], window: Some(3), block: Block::JetBlock, config: MixerConfig::default() };
+    convert(&mut g, &layout, 0).expect("convert");
+    g
+}
+
+#[test]
+fn linearize_and_swa() {
+    insta::assert_snapshot!("converted-jet-swa", print_graph(&converted()).expect("print"));
+}
+
+#[test]
+fn lowered_to_onnx_ops() {
+    let mut g = converted();
+    jetc::passes::PassManager::new().add(Box::new(jetc::passes::lower::Lower)).run(&mut g).expect("lower");
+    insta::assert_snapshot!("converted-jet-swa-lowered", print_graph(&g).expect("print"));
+}

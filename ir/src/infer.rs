@@ -181,6 +181,7 @@ fn infer_onnx(o: &OnnxOp, inp: &NodeInputs) -> std::result::Result<Option<Vec<Fa
         "Identity" | "Dropout" => f0.map(|f| vec![f.clone()]),
         "Neg" | "Sqrt" | "Reciprocal" | "Exp" | "Log" | "Sin" | "Cos" | "Tanh" | "Sigmoid" | "Erf" | "Abs"
         | "Relu" | "Floor" | "Ceil" | "Softmax" | "LogSoftmax" | "CumSum" | "Clip" | "Trilu" | "Gelu" | "Silu"
+        | "Softplus" | "Softsign" | "Swish" | "HardSigmoid" | "HardSwish" | "LeakyRelu" | "Elu" | "Round" | "Sign" | "Tan"
         | "LayerNormalization" | "RMSNormalization" | "SimplifiedLayerNormalization" | "RotaryEmbedding" => {
             same(inp.shape(0).cloned())
         }

@@ -40,6 +40,8 @@ impl Pass for Raise {
         changed |= attention::raise(g).map_err(ir)?;
         changed |= linear::raise(g).map_err(ir)?;
         g.prune_dead().map_err(ir)?;
+        // Raising can leave twins (each layer's RoPE gather); merge them.
+        crate::cse::Cse.run(g)?;
         jetc_ir::infer::infer_graph(g).map_err(ir)?;
         Ok(changed)
     }
