@@ -76,7 +76,9 @@ pub fn infer_node(op: &Op, node: &str, inputs: &NodeInputs) -> Result<Option<Vec
             let (b, c) = (u[0].clone(), u.last().cloned().unwrap_or(Dim::known(0)));
             vec![Fact::new(dt, u.clone()), Fact::new(dt, vec![b, c, Dim::known(spec.width as i64)])]
         })),
-        Op::L2Norm { .. } | Op::GatedRmsNorm { .. } => Ok(inputs.fact(0).map(|f| vec![Fact { value: None, ..f.clone() }])),
+        Op::L2Norm { .. } | Op::GatedRmsNorm { .. } | Op::Switch { .. } => {
+            Ok(inputs.fact(0).map(|f| vec![Fact { value: None, ..f.clone() }]))
+        }
     }
 }
 

@@ -242,6 +242,9 @@ pub enum Op {
     /// Gated RMSNorm: inputs [o [..,H*d], weight [d], gate [..,H*d]] ->
     /// rmsnorm_per_head(o) * weight * silu(gate).
     GatedRmsNorm { heads: usize, eps: f32 },
+    /// Supernet switch: one input per alternative mixer of a layer (all computed from the same
+    /// layer input); the run picks one by index, and only that alternative is evaluated.
+    Switch { choices: Vec<String> },
 }
 
 impl Op {
@@ -259,6 +262,7 @@ impl Op {
             Op::DynamicConv(_) => "DynamicConv".into(),
             Op::L2Norm { .. } => "L2Norm".into(),
             Op::GatedRmsNorm { .. } => "GatedRmsNorm".into(),
+            Op::Switch { .. } => "Switch".into(),
         }
     }
 

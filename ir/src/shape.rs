@@ -53,17 +53,34 @@ impl Dim {
         out
     }
 
+    /// A dim whose coefficients do not fit in i64 (only broken models get there): an opaque
+    /// symbol naming the expression, so that it is never mistaken for a wrapped number.
+    fn overflowed(&self, op: &str, other: &Dim) -> Dim {
+        Dim::sym(&format!("({self}){op}({other})"))
+    }
+
     pub fn add(&self, other: &Dim) -> Dim {
         let mut terms = self.terms.clone();
         for (m, c) in &other.terms {
-            *terms.entry(m.clone()).or_insert(0) += c;
+            let t = terms.entry(m.clone()).or_insert(0);
+            match t.checked_add(*c) {
+                Some(v) => *t = v,
+                None => return self.overflowed("+", other),
+            }
         }
         terms.retain(|_, c| *c != 0);
         Dim { terms }
     }
 
     pub fn neg(&self) -> Dim {
-        Dim { terms: self.terms.iter().map(|(m, c)| (m.clone(), -c)).collect() }
+        let mut terms = BTreeMap::new();
+        for (m, c) in &self.terms {
+            match c.checked_neg() {
+                Some(v) => terms.insert(m.clone(), v),
+                None => return Dim::known(-1).overflowed("*", self),
+            };
+        }
+        Dim { terms }
     }
 
     pub fn sub(&self, other: &Dim) -> Dim {
@@ -76,7 +93,11 @@ impl Dim {
             for (mb, cb) in &other.terms {
                 let mut m: Monomial = ma.iter().chain(mb.iter()).cloned().collect();
                 m.sort();
-                *terms.entry(m).or_insert(0) += ca * cb;
+                let t = terms.entry(m).or_insert(0);
+                match ca.checked_mul(*cb).and_then(|p| t.checked_add(p)) {
+                    Some(v) => *t = v,
+                    None => return self.overflowed("*", other),
+                }
             }
         }
         terms.retain(|_, c| *c != 0);
@@ -91,7 +112,7 @@ impl Dim {
         let (dm, dc) = other.terms.iter().next()?;
         let mut terms = BTreeMap::new();
         for (m, c) in &self.terms {
-            if *dc == 0 || c % dc != 0 {
+            if c.checked_rem(*dc) != Some(0) {
                 return None;
             }
             let mut rest = m.clone();
@@ -99,7 +120,7 @@ impl Dim {
                 let pos = rest.iter().position(|x| x == s)?;
                 rest.remove(pos);
             }
-            terms.insert(rest, c / dc);
+            terms.insert(rest, c.checked_div(*dc)?);
         }
         Some(Dim { terms })
     }
@@ -157,7 +178,7 @@ impl fmt::Display for Dim {
             } else if c < 0 {
                 f.write_str("-")?;
             }
-            let a = c.abs();
+            let a = c.unsigned_abs();
             if m.is_empty() {
                 write!(f, "{a}")?;
             } else {
@@ -247,6 +268,25 @@ mod tests {
         assert_eq!(bs.div_exact(&Dim::known(16)).map(|d| d.to_string()), Some("4*batch*seq".into()));
         assert_eq!(bs.div_exact(&Dim::sym("seq")).map(|d| d.to_string()), Some("64*batch".into()));
         assert_eq!(Dim::known(7).div_exact(&Dim::known(2)), None);
+    }
+
+    /// Fuzzing regression: dims read from a broken model (a Reshape to
+    /// `[0x7f00_0000_0000, 0xa_0000_0000, 4, -1]`) overflowed i64 in `mul` and panicked.
+    #[test]
+    fn overflow_becomes_an_opaque_symbol() {
+        let big = Dim::known(0x7f00_0000_0000);
+        let p = big.mul(&Dim::known(0xa_0000_0000));
+        assert!(!p.is_known(), "{p}");
+        assert_eq!(p.to_string(), "(139637976727552)*(42949672960)");
+        assert!(!Dim::known(i64::MAX).add(&Dim::known(1)).is_known());
+        assert!(!Dim::known(i64::MIN).neg().is_known());
+        assert!(!Dim::known(i64::MIN).sub(&Dim::known(1)).is_known());
+        assert!(!Dim::sym("s").mul(&Dim::known(i64::MAX)).add(&Dim::sym("s")).is_known());
+        assert_eq!(Dim::known(i64::MIN).div_exact(&Dim::known(-1)), None);
+        assert_eq!(Dim::known(5).div_exact(&Dim::known(0)), None);
+        assert_eq!(Dim::known(i64::MIN).to_string(), "-9223372036854775808");
+        // In range, nothing changes.
+        assert_eq!(Dim::known(1 << 31).mul(&Dim::known(1 << 31)).as_known(), Some(1 << 62));
     }
 
     proptest! {

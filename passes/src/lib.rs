@@ -15,6 +15,7 @@ pub mod pattern;
 pub mod raise;
 pub mod shape_of;
 pub mod summary;
+pub mod supernet;
 pub mod swa;
 
 pub use error::{PassError, Result};

@@ -17,6 +17,8 @@ pub struct Session<'g> {
     /// For each value, the index in `order` of its last consumer.
     last_use: HashMap<Outlet, usize>,
     consts: HashMap<NodeId, OnceLock<Value>>,
+    /// Supernet switches in topological order (layer order).
+    switches: Vec<NodeId>,
 }
 
 impl<'g> Session<'g> {
@@ -26,10 +28,14 @@ impl<'g> Session<'g> {
         let order = graph.topo_order()?;
         let mut last_use = HashMap::new();
         let mut consts = HashMap::new();
+        let mut switches = Vec::new();
         for (i, &id) in order.iter().enumerate() {
             let node = graph.node(id)?;
             if matches!(node.op, Op::Const(_)) {
                 consts.insert(id, OnceLock::new());
+            }
+            if matches!(node.op, Op::Switch { .. }) {
+                switches.push(id);
             }
             for o in node.inputs().iter().flatten() {
                 last_use.insert(*o, i);
@@ -38,13 +44,20 @@ impl<'g> Session<'g> {
         for go in &graph.outputs {
             last_use.insert(go.outlet, usize::MAX);
         }
-        Ok(Session { graph, order, last_use, consts })
+        Ok(Session { graph, order, last_use, consts, switches })
     }
 
     /// Runs the graph. Inputs are matched by name; outputs come back under the graph's output
-    /// names, in the graph's order.
-    pub fn run(&self, mut inputs: HashMap<String, Value>) -> Result<Vec<(String, Value)>> {
+    /// names, in the graph's order. Supernet switches take their first alternative.
+    pub fn run(&self, inputs: HashMap<String, Value>) -> Result<Vec<(String, Value)>> {
+        self.run_with_choices(inputs, &[])
+    }
+
+    /// Runs with `choices[i]` selecting the alternative of the i-th `Switch` (in topological
+    /// order; missing entries take 0). Only the nodes the chosen path needs are evaluated.
+    pub fn run_with_choices(&self, mut inputs: HashMap<String, Value>, choices: &[usize]) -> Result<Vec<(String, Value)>> {
         check_inputs(self.graph, &inputs)?;
+        let needed = self.needed(choices)?;
         let mut profile = std::env::var_os("JETC_PROFILE").map(|_| BTreeMap::<String, (usize, f64)>::new());
         let mut env: HashMap<Outlet, Value> = HashMap::new();
         for &id in &self.graph.inputs {
@@ -55,8 +68,18 @@ impl<'g> Session<'g> {
         }
         for (step, &id) in self.order.iter().enumerate() {
             let node = self.graph.node(id)?;
+            if !needed.contains(&id) {
+                continue;
+            }
             let outputs = match &node.op {
                 Op::Input | Op::Const(_) => continue,
+                Op::Switch { choices: names } => {
+                    let pick = self.switch_choice(id, choices)?;
+                    let o = node.inputs().get(pick).copied().flatten().ok_or_else(|| {
+                        RuntimeError::node(&node.name, "Switch", format!("choice {pick} is out of range ({})", names.join(", ")))
+                    })?;
+                    vec![self.lookup(&env, o)?.clone()]
+                }
                 op => {
                     let args: Vec<Option<&Value>> = node
                         .inputs()
@@ -86,7 +109,7 @@ impl<'g> Session<'g> {
                 }
             }
             for o in node.inputs().iter().flatten() {
-                if self.last_use.get(o) == Some(&step) {
+                if self.last_use.get(o).is_some_and(|&last| last <= step) {
                     env.remove(o);
                 }
             }
@@ -100,6 +123,31 @@ impl<'g> Session<'g> {
             out.push((go.name.clone(), v));
         }
         Ok(out)
+    }
+
+    /// The alternative index for Switch `id`.
+    fn switch_choice(&self, id: NodeId, choices: &[usize]) -> Result<usize> {
+        let index = self.switches.iter().position(|&s| s == id).unwrap_or(0);
+        Ok(choices.get(index).copied().unwrap_or(0))
+    }
+
+    /// Nodes the outputs depend on when each Switch follows only its chosen input.
+    fn needed(&self, choices: &[usize]) -> Result<std::collections::HashSet<NodeId>> {
+        let mut seen = std::collections::HashSet::new();
+        let mut stack: Vec<NodeId> = self.graph.outputs.iter().map(|o| o.outlet.node).collect();
+        while let Some(id) = stack.pop() {
+            if !seen.insert(id) {
+                continue;
+            }
+            let node = self.graph.node(id)?;
+            if matches!(node.op, Op::Switch { .. }) {
+                let pick = self.switch_choice(id, choices)?;
+                stack.extend(node.inputs().get(pick).copied().flatten().map(|o| o.node));
+            } else {
+                stack.extend(node.inputs().iter().flatten().map(|o| o.node));
+            }
+        }
+        Ok(seen)
     }
 
     fn lookup<'a>(&'a self, env: &'a HashMap<Outlet, Value>, o: Outlet) -> Result<&'a Value> {

@@ -46,8 +46,24 @@ fn weight_of(g: &Graph, node: &jetc_ir::Node, slot: usize, what: &str) -> Result
     Ok(t.clone())
 }
 
+/// A JetBlock built beside an attention layer: its output, its new caches, and (when the
+/// layer had a KV cache) the cache inputs it replaces.
+pub struct Built {
+    pub y: Outlet,
+    pub conv_present: Outlet,
+    pub state_present: Outlet,
+    pub caches: Option<(Outlet, Outlet, Outlet, Outlet)>,
+}
+
 /// Replaces attention node `id` (layer `l`) by a JetBlock.
 pub fn replace(g: &mut Graph, id: NodeId, l: usize, cfg: &MixerConfig, seed: u64) -> Result<(), String> {
+    let b = build(g, id, l, cfg, seed, true)?;
+    rewire(g, id, l, b)
+}
+
+/// Builds the JetBlock of attention node `id` from the same input, without rewiring
+/// anything. With `with_caches`, a layer that has a KV cache gets conv/state cache inputs.
+pub fn build(g: &mut Graph, id: NodeId, l: usize, cfg: &MixerConfig, seed: u64, with_caches: bool) -> Result<Built, String> {
     let node = g.node(id).map_err(|e| e.to_string())?.clone();
     let Op::Attention(base) = &node.op else { return Err(format!("node `{}` is not attention", node.name)) };
     let (wq, wk, wv, wo) = (
@@ -94,7 +110,7 @@ pub fn replace(g: &mut Graph, id: NodeId, l: usize, cfg: &MixerConfig, seed: u64
     let past_v = node.inputs().get(AttentionSpec::PAST_V).copied().flatten();
     let batch = e.g.fact(x).ok().and_then(|f| f.shape.as_ref().map(|s| s[0].clone())).unwrap_or_else(|| Dim::sym("batch"));
     let caches = match (past_k, past_v) {
-        (Some(pk), Some(pv)) if [pk, pv].iter().all(|o| matches!(e.g.node(o.node).map(|n| &n.op), Ok(Op::Input))) => {
+        (Some(pk), Some(pv)) if with_caches && [pk, pv].iter().all(|o| matches!(e.g.node(o.node).map(|n| &n.op), Ok(Op::Input))) => {
             let known = |v: usize| Dim::known(v as i64);
             let conv = e.g.add_input(&format!("past_conv.{l}"), Fact::new(DType::F32, vec![batch.clone(), known(h * dv), known(w)]));
             let state = e.g.add_input(&format!("past_state.{l}"), Fact::new(DType::F32, vec![batch, known(h), known(dk), known(dv)]));
@@ -143,14 +159,19 @@ pub fn replace(g: &mut Graph, id: NodeId, l: usize, cfg: &MixerConfig, seed: u64
     let o = e.node("o_norm", Op::GatedRmsNorm { heads: h, eps: 1e-5 }, &[Some(la[0]), Some(onorm), Some(gp)], 1)?[0];
     let y = e.onnx("o_proj", "MatMul", &[o, o_w], &[])?;
 
-    // Rewire: the block's output, then the caches in place of the KV cache.
-    let g = e.g;
+    Ok(Built { y, conv_present: conv[1], state_present: la[1], caches })
+}
+
+/// Puts a built JetBlock in place of attention node `id`: its output, then its caches in
+/// place of the KV cache.
+fn rewire(g: &mut Graph, id: NodeId, l: usize, b: Built) -> Result<(), String> {
+    let (y, caches, conv_present, state_present) = (b.y, b.caches, b.conv_present, b.state_present);
     g.replace_uses(Outlet::new(id, 0), y).map_err(|e| e.to_string())?;
     let mut outputs = Vec::with_capacity(g.outputs.len());
     for go in std::mem::take(&mut g.outputs) {
         match (go.outlet == Outlet::new(id, 1), go.outlet == Outlet::new(id, 2), &caches) {
-            (true, _, Some(_)) => outputs.push(GraphOutput { name: format!("present_conv.{l}"), outlet: conv[1] }),
-            (_, true, Some(_)) => outputs.push(GraphOutput { name: format!("present_state.{l}"), outlet: la[1] }),
+            (true, _, Some(_)) => outputs.push(GraphOutput { name: format!("present_conv.{l}"), outlet: conv_present }),
+            (_, true, Some(_)) => outputs.push(GraphOutput { name: format!("present_state.{l}"), outlet: state_present }),
             (true, _, None) | (_, true, None) => {}
             _ => outputs.push(go),
         }

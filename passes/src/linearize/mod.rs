@@ -22,6 +22,8 @@
 mod init;
 mod jetblock;
 
+pub use jetblock::build as jetblock_build;
+
 use jetc_ir::{Graph, NodeId, Op};
 
 use crate::error::{PassError, Result};
