@@ -2,7 +2,9 @@
 # Sets up everything the tests need on a fresh machine, then runs them.
 #   - a Python venv (.venv) with onnxruntime and numpy, the reference for exported models
 #     (pip wheels are cached in ~/.cache/jetc/wheels between runs);
-#   - cargo test --workspace, with JETC_PYTHON pointing at that venv.
+#   - cargo test --workspace, with JETC_PYTHON pointing at that venv (and JETC_TORCH_PYTHON at
+#     the fixture venv ~/.cache/jetc/venv-export when it has torch: the PyTorch reference of
+#     tests/jet_reference.rs; see scripts/requirements-fixtures.txt).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -17,5 +19,9 @@ if ! .venv/bin/python -c "import onnxruntime, numpy" 2>/dev/null; then
     .venv/bin/pip install -q --find-links "$wheels" -r scripts/requirements-test.txt
 fi
 export JETC_PYTHON="$PWD/.venv/bin/python"
+torch_py=/root/.cache/jetc/venv-export/bin/python
+if [ -x "$torch_py" ] && "$torch_py" -c "import torch, numpy" 2>/dev/null; then
+    export JETC_TORCH_PYTHON="$torch_py"
+fi
 
 cargo test --workspace "$@"
