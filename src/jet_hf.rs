@@ -7,7 +7,9 @@
 //! `RmsNorm` producing the mixer's input; the post-attention norm is the `RmsNorm` feeding the
 //! `SwiGlu` of the same layer; the final norm feeds the LM head `MatMul`. JetBlock weights are
 //! the constants `linearize` created (named `layers.{l}.jet.<reference name>`). Linear weights
-//! are stored [out, in] as PyTorch does (the IR keeps [in, out]).
+//! are stored [out, in] as PyTorch does (the IR keeps [in, out]). The reference has no other
+//! linear layer type, so a model with another linear block (Gated DeltaNet, DeltaNet, RetNet)
+//! is refused before anything is written.
 use std::collections::BTreeMap;
 use std::path::Path;
 
@@ -151,6 +153,15 @@ pub fn export_jet_hf(g: &Graph, dir: &Path, opts: &HfOptions) -> R<()> {
         let pre = format!("model.layers.{l}.");
         let node = g.node(mid).map_err(|e| err(e.to_string()))?;
         let x = node.input(0).map_err(|e| err(e.to_string()))?;
+        if matches!(node.op, Op::LinearAttention(_)) {
+            let kind = summary.mixers.get(l).map_or("unknown", |m| m.kind);
+            if kind != "jet" {
+                return Err(err(format!(
+                    "layer {l} is a `{kind}` linear mixer, not a JetBlock: the Jet-Nemotron layout has only attn, swa \
+                     and jet layers (export this model as ONNX instead)"
+                )));
+            }
+        }
         let (in_norm, e1) = match &node.op {
             // JetBlock: x feeds the projections, trace back from q's MatMul.
             Op::LinearAttention(_) => jet_input_norm(g, node).ok_or_else(|| err(format!("layer {l}: JetBlock input norm not found")))?,

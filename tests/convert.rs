@@ -12,7 +12,11 @@ use jetc::pipeline::load_raised;
 use ndarray as _;
 
 fn layout(full: Vec<usize>, swa: Vec<usize>, window: Option<usize>) -> Layout {
-    Layout { full_attn: full, swa, window, block: Block::JetBlock, config: MixerConfig::default() }
+    layout_of(Block::JetBlock, full, swa, window)
+}
+
+fn layout_of(block: Block, full: Vec<usize>, swa: Vec<usize>, window: Option<usize>) -> Layout {
+    Layout { full_attn: full, swa, window, block, config: MixerConfig::default() }
 }
 
 #[test]
@@ -70,6 +74,20 @@ fn jet_hf_layout_has_the_reference_names_and_shapes() {
     std::fs::remove_dir_all(&dir).ok();
 }
 
+/// The reference layout has only attn, swa and jet layers: a model with another linear block
+/// is refused with the reason, and nothing is written.
+#[test]
+fn jet_hf_refuses_other_linear_blocks() {
+    for block in [Block::GatedDeltaNet, Block::DeltaNet, Block::RetNet] {
+        let mut g = load_raised(&fixtures_dir().join("qwen2-dynamo-opset20-sdpa-kv/model.onnx")).expect("load");
+        convert(&mut g, &layout_of(block, vec![], vec![1], Some(3)), 0).expect("convert");
+        let dir = std::env::temp_dir().join(format!("jetc-jethf-refused-{}-{}", block.name(), std::process::id()));
+        let e = export_jet_hf(&g, &dir, &HfOptions::default()).expect_err("must refuse").to_string();
+        assert!(e.contains("layer 0") && e.contains("not a JetBlock"), "{block:?}: {e}");
+        assert!(!dir.exists(), "{block:?}: wrote {}", dir.display());
+    }
+}
+
 #[test]
 fn bad_layouts_are_refused_without_touching_the_graph() {
     let mut g = load_raised(&fixtures_dir().join("llama-dynamo-opset20-sdpa-kv/model.onnx")).expect("load");
@@ -89,9 +107,10 @@ fn bad_layouts_are_refused_without_touching_the_graph() {
     assert_eq!(before, jetc::ir::print::print_graph(&g).expect("print"));
 }
 
-/// Converted models lowered to standard ONNX (opset 27: `LinearAttention`, `Attention`,
-/// `RMSNormalization`) run in onnxruntime and match jetc's executor on the same converted
-/// graph, with empty and with non-empty initial caches.
+/// Converted models (every linear block) lowered to standard ONNX (opset 27:
+/// `LinearAttention`, `Attention`, `RMSNormalization`) run in onnxruntime and match jetc's
+/// executor on the same converted graph, with empty and with non-empty initial caches. The
+/// short-conv kernels are randomized first, so that the conv caches matter.
 #[test]
 fn converted_onnx_runs_in_onnxruntime() {
     use jetc::runtime::{Session, Value};
@@ -100,10 +119,18 @@ fn converted_onnx_runs_in_onnxruntime() {
     let Some(py) = python_with_ort() else { return };
     let tmp = std::env::temp_dir().join(format!("jetc-conv-onnx-{}", std::process::id()));
     std::fs::create_dir_all(&tmp).expect("tmp");
+    let layouts = Block::ALL.into_iter().flat_map(|b| {
+        [
+            (format!("{}+swa", b.name()), layout_of(b, vec![], vec![1], Some(2))),
+            (format!("{}+attn", b.name()), layout_of(b, vec![1], vec![], None)),
+        ]
+    });
+    let layouts: Vec<(String, Layout)> = layouts.collect();
     for fixture in ["qwen2-dynamo-opset20-sdpa-kv", "llama-legacy-opset17-kv", "qwen2-genai-builder"] {
-        for (name, lay) in [("jet+swa", layout(vec![], vec![1], Some(2))), ("jet+attn", layout(vec![1], vec![], None))] {
+        for (name, lay) in &layouts {
             let mut g = load_raised(&fixtures_dir().join(fixture).join("model.onnx")).expect("load");
-            convert(&mut g, &lay, 0).expect("convert");
+            convert(&mut g, lay, 0).expect("convert");
+            perturb_short_convs(&mut g, 3);
             let session = Session::new(&g).expect("session");
             let mut lowered = g.clone();
             jetc::passes::PassManager::new().add(Box::new(jetc::passes::lower::Lower)).run(&mut lowered).unwrap_or_else(|e| panic!("{fixture} {name}: {e}"));

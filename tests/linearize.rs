@@ -1,6 +1,6 @@
-//! The `linearize` pass (JetBlock) on real fixtures: the converted model runs, decoding
-//! token by token with the recurrent caches fed back equals one prefill pass, and bad
-//! requests are refused with the reason.
+//! The `linearize` pass (JetBlock, Gated DeltaNet, DeltaNet, RetNet) on real fixtures: the
+//! converted model runs, decoding token by token with the recurrent caches fed back equals
+//! one prefill pass, and bad requests are refused with the reason.
 mod common;
 
 use std::collections::HashMap;
@@ -13,9 +13,13 @@ use jetc::runtime::{Session, Value};
 use ndarray::{s, ArrayD, Axis, IxDyn};
 
 fn converted(fixture: &str, layers: Vec<usize>, config: MixerConfig) -> jetc::ir::Graph {
+    converted_to(fixture, Block::JetBlock, layers, config)
+}
+
+fn converted_to(fixture: &str, block: Block, layers: Vec<usize>, config: MixerConfig) -> jetc::ir::Graph {
     let mut g = load_raised(&fixtures_dir().join(fixture).join("model.onnx")).expect("load");
     PassManager::new()
-        .add(Box::new(Linearize { block: Block::JetBlock, layers, config, seed: 0 }))
+        .add(Box::new(Linearize { block, layers, config, seed: 0 }))
         .run(&mut g)
         .expect("linearize");
     g
@@ -28,18 +32,37 @@ fn zeros_for(g: &jetc::ir::Graph, name: &str, batch: usize) -> Value {
     Value::f32(ArrayD::zeros(IxDyn(&dims)))
 }
 
-#[test]
-fn jetblock_decode_equals_prefill() {
+/// Layer 0 converted to `block`, layer 1 full attention (both kinds of cache at once): the
+/// cache inputs are exactly `past_{c}.0` for the block's caches `c` (and outputs
+/// `present_{c}.0`), the graph holds `ops`, and decoding token by token with every cache fed
+/// back equals one prefill pass, final recurrent state included. Short-conv kernels are
+/// randomized first (the identity at init would hide a wrong conv cache).
+fn decode_equals_prefill(block: Block, caches: &[&str], ops: &[&str]) {
     for fixture in ["qwen2-dynamo-opset20-sdpa-kv", "llama-legacy-opset17-kv"] {
-        // Layer 0 JetBlock, layer 1 full attention: both kinds of cache at once.
-        let g = converted(fixture, vec![0], MixerConfig::default());
+        let mut g = converted_to(fixture, block, vec![0], MixerConfig::default());
+        let convs = perturb_short_convs(&mut g, 7);
+        assert_eq!(convs, caches.iter().filter(|c| c.starts_with("conv_")).count(), "{block:?}: short convs");
         let text = jetc::ir::print::print_graph(&g).expect("print");
-        assert!(text.contains("LinearAttention(") && text.contains("DynamicConv(") && text.contains("Attention("));
+        for op in ops.iter().chain(&["LinearAttention(", "Attention("]) {
+            assert!(text.contains(op), "{block:?} {fixture}: no {op}");
+        }
+        let names = |v: Vec<String>, prefix: &str| -> Vec<String> {
+            let mut v: Vec<String> = v.into_iter().filter(|n| n.starts_with(prefix) && !n.contains("key_values")).collect();
+            v.sort();
+            v
+        };
+        let mut want: Vec<String> = caches.iter().map(|c| format!("{c}.0")).collect();
+        want.sort();
+        let inputs_named = names(g.inputs.iter().map(|&id| g.value_name(jetc::ir::Outlet::new(id, 0)).to_string()).collect(), "past_");
+        let outputs_named = names(g.outputs.iter().map(|o| o.name.clone()).collect(), "present_");
+        assert_eq!(inputs_named, want.iter().map(|c| format!("past_{c}")).collect::<Vec<_>>(), "{block:?} cache inputs");
+        assert_eq!(outputs_named, want.iter().map(|c| format!("present_{c}")).collect::<Vec<_>>(), "{block:?} cache outputs");
+
         let session = Session::new(&g).expect("session");
         let (_, mut inputs, _) = cases(fixture).into_iter().find(|c| c.0 == "past0").expect("past0");
         let b = inputs["input_ids"].shape()[0];
-        for name in ["past_conv.0", "past_state.0"] {
-            inputs.insert(name.into(), zeros_for(&g, name, b));
+        for name in &inputs_named {
+            inputs.insert(name.clone(), zeros_for(&g, name, b));
         }
         inputs.remove("past_key_values.0.key");
         inputs.remove("past_key_values.0.value");
@@ -57,8 +80,8 @@ fn jetblock_decode_equals_prefill() {
             feed.insert("attention_mask".into(), Value::i64(ArrayD::ones(IxDyn(&[b, step + 1]))));
             let out: HashMap<String, Value> = session.run(feed).expect("decode").into_iter().collect();
             let want = logits.index_axis(Axis(1), step).to_owned().insert_axis(Axis(1)).into_dyn();
-            let e = rel_err(&format!("{fixture} step {step}"), &out["logits"], &Value::f32(want));
-            assert!(e < 1e-4, "{fixture} step {step}: rel err {e}");
+            let e = rel_err(&format!("{block:?} {fixture} step {step}"), &out["logits"], &Value::f32(want));
+            assert!(e < 1e-4, "{block:?} {fixture} step {step}: rel err {e}");
             for (k, v) in out {
                 if let Some(rest) = k.strip_prefix("present") {
                     let past = if rest.starts_with('.') { format!("past_key_values{rest}") } else { format!("past{rest}") };
@@ -66,10 +89,36 @@ fn jetblock_decode_equals_prefill() {
                 }
             }
         }
-        // The final recurrent state of the one-pass prefill equals the decoded one.
-        let e = rel_err("state", &caches["past_state.0"], &full["present_state.0"]);
-        assert!(e < 1e-4, "{fixture}: state rel err {e}");
+        // The final caches of the one-pass prefill equal the decoded ones.
+        for c in caches_of(&inputs_named) {
+            let e = rel_err(&c, &caches[&format!("past_{c}")], &full[&format!("present_{c}")]);
+            assert!(e < 1e-4, "{block:?} {fixture}: {c} rel err {e}");
+        }
     }
+}
+
+fn caches_of(inputs: &[String]) -> Vec<String> {
+    inputs.iter().filter_map(|n| n.strip_prefix("past_").map(String::from)).collect()
+}
+
+#[test]
+fn jetblock_decode_equals_prefill() {
+    decode_equals_prefill(Block::JetBlock, &["conv", "state"], &["DynamicConv("]);
+}
+
+#[test]
+fn gated_deltanet_decode_equals_prefill() {
+    decode_equals_prefill(Block::GatedDeltaNet, &["conv_q", "conv_k", "conv_v", "state"], &["DynamicConv(", "L2Norm(", "Softplus"]);
+}
+
+#[test]
+fn deltanet_decode_equals_prefill() {
+    decode_equals_prefill(Block::DeltaNet, &["conv_q", "conv_k", "conv_v", "state"], &["DynamicConv(", "L2Norm("]);
+}
+
+#[test]
+fn retnet_decode_equals_prefill() {
+    decode_equals_prefill(Block::RetNet, &["state"], &["GatedRmsNorm("]);
 }
 
 #[test]
@@ -87,4 +136,53 @@ fn custom_dims_and_bad_requests() {
     let r = PassManager::new().add(Box::new(bad(vec![0], MixerConfig { dv: Some(3), reduction: 8, ..Default::default() }))).run(&mut g);
     assert!(r.is_err_and(|e| e.to_string().contains("reduction")));
     assert!(Block::parse("mamba3").is_err_and(|e| e.contains("unknown block")));
+}
+
+#[test]
+fn block_names_dims_and_summary() {
+    for block in Block::ALL {
+        assert_eq!(Block::parse(block.name()), Ok(block));
+    }
+    for name in ["gla", "mamba2", "rwkv7"] {
+        assert!(Block::parse(name).is_err_and(|e| e.contains("not built yet") && e.contains("gated-deltanet")), "{name}");
+    }
+    // (block, summary kind, conv cache channels per layer): H = 2, d_k = 8, d_v = 24, W = 4.
+    let config = MixerConfig { heads: Some(2), dk: Some(8), dv: Some(24), ..Default::default() };
+    for (block, kind, conv_channels) in [
+        (Block::JetBlock, "jet", 2 * 24),
+        (Block::GatedDeltaNet, "gated_delta", 2 * 8 + 2 * 8 + 2 * 24),
+        (Block::DeltaNet, "delta", 2 * 8 + 2 * 8 + 2 * 24),
+        (Block::RetNet, "gated", 0),
+    ] {
+        let g = converted_to("qwen2-dynamo-opset20-eager-nokv", block, vec![0, 1], config);
+        let session = Session::new(&g).expect("session");
+        let (_, inputs, _) = cases("qwen2-dynamo-opset20-eager-nokv").remove(0);
+        let out = session.run(inputs).expect("run");
+        assert!(out[0].1.as_f32().expect("logits").iter().all(|v| v.is_finite()), "{block:?}");
+        let summary = jetc::passes::summary::summarize(&g).expect("summary");
+        for m in &summary.mixers {
+            assert_eq!(m.kind, kind, "{block:?}");
+            assert_eq!(m.state_bytes, 2 * 8 * 24 * 4 + conv_channels * 4 * 4, "{block:?} state bytes");
+        }
+        // Every learned weight of the block is counted: A_log, dt_bias, the norm and the
+        // short-conv kernels too, RetNet's fixed decay not.
+        let names: Vec<String> = g
+            .node_ids()
+            .filter_map(|id| g.node(id).ok())
+            .filter(|n| matches!(n.op, jetc::ir::Op::Const(_)) && n.name.starts_with(&format!("layers.0.{}.", block.weight_prefix())))
+            .map(|n| n.name.clone())
+            .collect();
+        let learned: Vec<&String> = names.iter().filter(|n| jetc::passes::linearize::is_block_weight(n)).collect();
+        let expected = match block {
+            Block::JetBlock => 13,
+            Block::GatedDeltaNet => 13,
+            Block::DeltaNet => 10,
+            Block::RetNet => 6,
+        };
+        assert_eq!(learned.len(), expected, "{block:?}: {learned:?}");
+    }
+    // The generator reduction only constrains JetBlock.
+    let config = MixerConfig { dv: Some(3), reduction: 8, ..Default::default() };
+    let g = converted_to("qwen2-dynamo-opset20-eager-nokv", Block::GatedDeltaNet, vec![0], config);
+    assert!(Session::new(&g).is_ok());
 }

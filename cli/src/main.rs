@@ -75,7 +75,7 @@ enum Command {
         /// SWA window in tokens (each query sees itself and the previous window-1 keys).
         #[arg(long)]
         window: Option<usize>,
-        /// Linear mixer for the remaining layers.
+        /// Linear mixer for the remaining layers: jetblock, gated-deltanet, deltanet or retnet.
         #[arg(long, default_value = "jetblock")]
         block: String,
         /// Mixer heads (default: the base model's).

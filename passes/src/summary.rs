@@ -7,7 +7,8 @@ use jetc_ir::{DType, Graph, NodeId, Op};
 #[derive(Clone, Debug, PartialEq)]
 pub struct MixerInfo {
     pub layer: usize,
-    /// "attention", "swa", or the linear mixer: "jet" (JetBlock) or the update rule's name.
+    /// "attention", "swa", or the linear mixer: "jet" (JetBlock) or the update rule's name
+    /// ("gated_delta" for Gated DeltaNet, "delta" for DeltaNet, "gated" for RetNet).
     pub kind: &'static str,
     pub heads: usize,
     pub kv_heads: usize,
@@ -99,22 +100,21 @@ pub fn summarize_with(g: &Graph, kv_dtype: Option<DType>) -> Result<DecoderSumma
             }
             Op::LinearAttention(spec) => {
                 let layer = mixers.len();
-                // JetBlock: its values come from a dynamic convolution, whose cache counts too.
-                let conv = node
-                    .inputs()
-                    .get(jetc_ir::LinearAttentionSpec::V)
-                    .copied()
-                    .flatten()
-                    .and_then(|v| g.node(v.node).ok())
-                    .and_then(|n| match &n.op {
-                        Op::DynamicConv(c) => Some((c.width, g.fact(n.input(0).ok()?).ok()?.shape.as_ref()?.last()?.as_known()?)),
-                        _ => None,
-                    });
+                // Convolution caches count too: JetBlock's dynamic conv on v; (gated) DeltaNet's
+                // short convs on q, k and v (a q conv is what tells them from JetBlock).
+                let input = |slot: usize| node.inputs().get(slot).copied().flatten();
+                let convs: Vec<Option<(usize, i64)>> =
+                    [jetc_ir::LinearAttentionSpec::Q, jetc_ir::LinearAttentionSpec::K, jetc_ir::LinearAttentionSpec::V]
+                        .iter()
+                        .map(|&slot| input(slot).and_then(|o| conv_feeding(g, o)))
+                        .collect();
                 let act = g.fact(node.input(0).map_err(|e| e.to_string())?).map(|f| f.dtype).unwrap_or(DType::F32);
-                let conv_bytes = conv.map_or(0, |(w, c)| w * c as usize * kv_dtype.unwrap_or(act).size_bytes());
+                let conv_bytes: usize =
+                    convs.iter().flatten().map(|&(w, c)| w * c as usize * kv_dtype.unwrap_or(act).size_bytes()).sum();
+                let jet = convs[0].is_none() && convs[2].is_some();
                 mixers.push(MixerInfo {
                     layer,
-                    kind: if conv.is_some() { "jet" } else { spec.rule.name() },
+                    kind: if jet { "jet" } else { spec.rule.name() },
                     heads: spec.q_heads,
                     kv_heads: spec.kv_heads,
                     head_dim: spec.dk,
@@ -151,13 +151,14 @@ pub fn summarize_with(g: &Graph, kv_dtype: Option<DType>) -> Result<DecoderSumma
         }
     }
     // Projection weights of the linear mixers (MatMuls fed by the block input) are counted
-    // through the MatMul arm below; constants such as A_log feed elementwise ops.
+    // through the MatMul arm below; constants such as A_log feed elementwise ops,
+    // and the short-conv kernels of (gated) DeltaNet feed `Expand`.
     for &id in &order {
         if let Ok(n) = g.node(id) {
             if matches!(&n.op, Op::Onnx(o) if o.op_type != "MatMul" && o.op_type != "Gemm") {
                 for o in n.inputs().iter().flatten() {
                     if let Ok(Op::Const(t)) = g.node(o.node).map(|x| &x.op) {
-                        if t.dtype().is_float() && t.numel() > 1 && !weights.contains(&o.node) && g.node(o.node).is_ok_and(|c| c.name.contains(".jet.")) {
+                        if t.dtype().is_float() && t.numel() > 1 && !weights.contains(&o.node) && g.node(o.node).is_ok_and(|c| crate::linearize::is_block_weight(&c.name)) {
                             weights.insert(o.node);
                         }
                     }
@@ -215,6 +216,18 @@ pub fn summarize_with(g: &Graph, kv_dtype: Option<DType>) -> Result<DecoderSumma
         cache_dtype: cache_dtype.unwrap_or(DType::F32),
         kv_cache_bytes_per_token: kv,
     })
+}
+
+/// The convolution (width, channels) producing `o`, looking through a per-head L2 norm.
+fn conv_feeding(g: &Graph, o: jetc_ir::Outlet) -> Option<(usize, i64)> {
+    let mut n = g.node(o.node).ok()?;
+    if matches!(n.op, Op::L2Norm { .. }) {
+        n = g.node(n.input(0).ok()?.node).ok()?;
+    }
+    match &n.op {
+        Op::DynamicConv(c) => Some((c.width, g.fact(n.input(0).ok()?).ok()?.shape.as_ref()?.last()?.as_known()?)),
+        _ => None,
+    }
 }
 
 /// True when `b` ([D, V]) holds the transpose of `a` ([V, D]), judged on the first and last

@@ -113,3 +113,29 @@ pub fn run_ort(py: &Path, model: &Path, inputs: &Path, out: &Path) {
         .expect("run python");
     assert!(o.status.success(), "onnxruntime failed on {}: {}", model.display(), String::from_utf8_lossy(&o.stderr));
 }
+
+/// Replaces the short-convolution kernels of the linear blocks (constants named
+/// `layers.{l}.<block>.{q,k,v}_conv1d.weight`, the identity at init) by deterministic values in
+/// (-1, 1), so that a test sees the convolution caches matter. Returns how many it replaced.
+pub fn perturb_short_convs(g: &mut jetc::ir::Graph, seed: u64) -> usize {
+    let mut state = seed | 1;
+    let mut count = 0;
+    for id in g.node_ids().collect::<Vec<_>>() {
+        let n = g.node_mut(id).expect("node");
+        let jetc::ir::Op::Const(t) = &mut n.op else { continue };
+        if !(n.name.starts_with("layers.") && n.name.ends_with("_conv1d.weight")) {
+            continue;
+        }
+        let v: Vec<f32> = (0..t.numel())
+            .map(|_| {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                (state >> 40) as f32 / (1u64 << 23) as f32 - 1.0
+            })
+            .collect();
+        *t = jetc::ir::Tensor::from_f32(t.shape().to_vec(), &v).expect("tensor");
+        count += 1;
+    }
+    count
+}

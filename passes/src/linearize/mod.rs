@@ -1,28 +1,49 @@
 //! `linearize{block, layers}`: replaces the softmax attention of the chosen layers by a
 //! linear-attention mixer, built as a subgraph of IR ops (projections as `MatMul`, gates as
-//! standard ONNX ops, the recurrence as `LinearAttention`, JetBlock's value convolution as
-//! `DynamicConv`), and gives the layer recurrent caches in place of its KV cache.
+//! standard ONNX ops, the recurrence as `LinearAttention`, convolutions as `DynamicConv`),
+//! and gives the layer recurrent caches in place of its KV cache.
+//!
+//! Blocks (`--block`), all with H heads of sizes d_k / d_v and scale d_k^-0.5:
+//! - `jetblock` (jet-nemotron.md §2): q, k = l2norm(silu(x W)); v through the dynamic
+//!   convolution; gated delta rule; gated output RMSNorm. Weights `layers.{l}.jet.*`.
+//! - `gated-deltanet` (fla `GatedDeltaNet`): q, k, v each through a static causal short
+//!   convolution + SiLU, q and k L2-normalized; gated delta rule; gated output RMSNorm.
+//!   Weights `layers.{l}.gated_deltanet.*`.
+//! - `deltanet` (fla `DeltaNet` with the output gate): the same without the decay (delta
+//!   rule; no `a_proj`, `A_log`, `dt_bias`). Weights `layers.{l}.deltanet.*`.
+//! - `retnet` (fla `MultiScaleRetention` without RoPE): q, k, v plain projections; fixed
+//!   per-head decay log(1 - 2^(-5-h)); gated output RMSNorm. Weights `layers.{l}.retnet.*`.
 //!
 //! Weight mapping from the base attention (layer l, base heads Hq/Hkv of size hd, mixer
 //! heads H of sizes d_k/d_v):
 //! - `Wq`, `Wk`, `Wv` are reused column-block by column-block: mixer head h takes base head
 //!   `h * Hbase / H` (the kv head for k and v, as GQA grouped them), its first min(hd, d)
-//!   columns; columns beyond hd are drawn from N(0, 0.02). Biases are dropped (JetBlock has
-//!   none).
+//!   columns; columns beyond hd are drawn from N(0, 0.02). Biases are dropped (none of the
+//!   blocks has them).
 //! - `Wo` rows are laid out the same way; a base head used by several mixer heads has its
 //!   rows divided among them, rows beyond hd are zero.
 //! - New weights follow the released JetBlock: kernel generator `W1`, `W2` zero with bias
 //!   `b2 ~ N(0, 0.02)` (a static conv at init), `A_log = log U(0,16)`, `dt_bias =
 //!   softplus^-1(dt)` with dt log-uniform in [1e-3, 0.1], `Wa`, `Wb`, `Wg` ~ N(0, 0.02),
-//!   output-norm weight 1. Everything is seeded by (seed, layer, weight name).
+//!   output-norm weight 1. The static short convolutions of (gated) DeltaNet start as the
+//!   identity (last tap 1, others 0: at init the block sees its projections unchanged).
+//!   Everything is seeded by (seed, layer, weight name).
 //!
-//! Caches: a layer that had `past_key_values` inputs gets `past_conv.{l}` [B, Dv, W] and
-//! `past_state.{l}` [B, H, d_k, d_v] inputs and `present_conv.{l}` / `present_state.{l}`
-//! outputs instead.
+//! Caches: a layer that had `past_key_values` inputs gets, instead, inputs `past_{c}.{l}`
+//! and outputs `present_{c}.{l}` (in this order, where its present key/value were), with
+//! c per block:
+//! - `jetblock`: `conv` [B, H*d_v, W] (raw values), `state` [B, H, d_k, d_v];
+//! - `gated-deltanet`, `deltanet`: `conv_q`, `conv_k` [B, H*d_k, W], `conv_v` [B, H*d_v, W]
+//!   (raw projections of the last W tokens), `state` [B, H, d_k, d_v];
+//! - `retnet`: `state` [B, H, d_k, d_v].
+mod deltanet;
 mod init;
 mod jetblock;
+mod parts;
+mod retnet;
 
 pub use jetblock::build as jetblock_build;
+pub use parts::{Built, Cache};
 
 use jetc_ir::{Graph, NodeId, Op};
 
@@ -33,20 +54,86 @@ use crate::manager::Pass;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Block {
     JetBlock,
+    GatedDeltaNet,
+    DeltaNet,
+    RetNet,
 }
 
 impl Block {
+    pub const ALL: [Block; 4] = [Block::JetBlock, Block::GatedDeltaNet, Block::DeltaNet, Block::RetNet];
+
     pub fn parse(name: &str) -> std::result::Result<Block, String> {
         match name {
             "jetblock" => Ok(Block::JetBlock),
-            "gated-deltanet" | "gla" | "retnet" | "mamba2" | "deltanet" | "rwkv7" => {
-                Err(format!("block `{name}` is not built yet (available: jetblock)"))
+            "gated-deltanet" => Ok(Block::GatedDeltaNet),
+            "deltanet" => Ok(Block::DeltaNet),
+            "retnet" => Ok(Block::RetNet),
+            "gla" | "mamba2" | "rwkv7" => {
+                Err(format!("block `{name}` is not built yet (available: jetblock, gated-deltanet, deltanet, retnet)"))
             }
             other => Err(format!(
                 "unknown block `{other}` (jetblock, gated-deltanet, gla, retnet, mamba2, deltanet, rwkv7)"
             )),
         }
     }
+
+    /// The `--block` name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Block::JetBlock => "jetblock",
+            Block::GatedDeltaNet => "gated-deltanet",
+            Block::DeltaNet => "deltanet",
+            Block::RetNet => "retnet",
+        }
+    }
+
+    /// The weights of layer l's block are the constants `layers.{l}.{weight_prefix}.<name>`.
+    pub fn weight_prefix(self) -> &'static str {
+        match self {
+            Block::JetBlock => "jet",
+            Block::GatedDeltaNet => "gated_deltanet",
+            Block::DeltaNet => "deltanet",
+            Block::RetNet => "retnet",
+        }
+    }
+}
+
+/// True for the name of a learned weight of a linear block (`layers.{l}.{prefix}.<name>`),
+/// false for fixed constants (the decay floor, RetNet's decay, shapes like `q_conv1d/kernels/width`).
+pub fn is_block_weight(name: &str) -> bool {
+    let Some((layer, rest)) = name.strip_prefix("layers.").and_then(|r| r.split_once('.')) else { return false };
+    let Some((prefix, weight)) = rest.split_once('.') else { return false };
+    layer.parse::<usize>().is_ok()
+        && Block::ALL.iter().any(|b| b.weight_prefix() == prefix)
+        && !weight.contains('/')
+        && weight != "log_decay_floor"
+        && weight != retnet::DECAY_NAME
+}
+
+/// Builds block `block` of attention node `id` (layer `l`) from the same input, without
+/// rewiring anything. With `with_caches`, a layer that has a KV cache gets the block's cache
+/// inputs (see the module doc).
+pub fn build(
+    block: Block,
+    g: &mut Graph,
+    id: NodeId,
+    l: usize,
+    cfg: &MixerConfig,
+    seed: u64,
+    with_caches: bool,
+) -> std::result::Result<Built, String> {
+    match block {
+        Block::JetBlock => jetblock::build(g, id, l, cfg, seed, with_caches),
+        Block::GatedDeltaNet => deltanet::build(g, id, l, cfg, seed, with_caches, true),
+        Block::DeltaNet => deltanet::build(g, id, l, cfg, seed, with_caches, false),
+        Block::RetNet => retnet::build(g, id, l, cfg, seed, with_caches),
+    }
+}
+
+/// Replaces attention node `id` (layer `l`) by block `block`, caches included.
+pub fn replace(block: Block, g: &mut Graph, id: NodeId, l: usize, cfg: &MixerConfig, seed: u64) -> std::result::Result<(), String> {
+    let b = build(block, g, id, l, cfg, seed, true)?;
+    parts::rewire(g, id, l, b)
 }
 
 /// Mixer hyper-parameters; `None` takes the Jet-Nemotron-2B design relative to the base
@@ -57,7 +144,9 @@ pub struct MixerConfig {
     pub heads: Option<usize>,
     pub dk: Option<usize>,
     pub dv: Option<usize>,
+    /// Convolution width W: JetBlock's dynamic conv, (gated) DeltaNet's short convs.
     pub conv: usize,
+    /// JetBlock's kernel-generator reduction (W1: hidden -> H*d_v / reduction).
     pub reduction: usize,
 }
 
@@ -98,9 +187,7 @@ impl Pass for Linearize {
             let id = *layers.get(l).ok_or_else(|| {
                 fail(format!("layer {l} does not exist (the model has {} attention layers)", layers.len()))
             })?;
-            match self.block {
-                Block::JetBlock => jetblock::replace(g, id, l, &self.config, self.seed).map_err(fail)?,
-            }
+            replace(self.block, g, id, l, &self.config, self.seed).map_err(fail)?;
         }
         g.prune_dead().map_err(ir)?;
         jetc_ir::infer::infer_graph(g).map_err(ir)?;
