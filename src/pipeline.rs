@@ -14,15 +14,27 @@ pub enum LoadError {
     Pass(#[from] jetc_passes::PassError),
     #[error("{0}: {1}")]
     Runtime(String, jetc_runtime::RuntimeError),
-    #[error("{0}: unknown model format (expected a .onnx file)")]
+    #[error("{0}: unknown model format (jetc reads ONNX models; GGUF support is coming)")]
     UnknownFormat(String),
 }
 
-/// Imports without any pass.
+/// Imports without any pass. The format is taken from the extension, else from the file's
+/// first bytes (a GGUF magic is refused for now; anything else is tried as ONNX).
 pub fn import(path: &Path) -> Result<Graph, LoadError> {
     match path.extension().and_then(|e| e.to_str()) {
         Some("onnx") => Ok(jetc_onnx::import_model(path)?),
-        _ => Err(LoadError::UnknownFormat(path.display().to_string())),
+        Some("gguf") => Err(LoadError::UnknownFormat(path.display().to_string())),
+        _ => {
+            let mut magic = [0u8; 4];
+            let gguf = std::fs::File::open(path)
+                .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut magic))
+                .map(|_| &magic == b"GGUF")
+                .unwrap_or(false);
+            if gguf {
+                return Err(LoadError::UnknownFormat(path.display().to_string()));
+            }
+            Ok(jetc_onnx::import_model(path)?)
+        }
     }
 }
 
