@@ -77,3 +77,10 @@ fn supernet_switches() {
         .expect("supernet");
     insta::assert_snapshot!("supernet-attn-swa-jet", print_graph(&g).expect("print"));
 }
+
+#[test]
+fn fused_jetblock() {
+    let mut g = converted();
+    jetc::passes::PassManager::new().add(Box::new(jetc::passes::fuse::Fuse)).run(&mut g).expect("fuse");
+    insta::assert_snapshot!("converted-jet-swa-fused", print_graph(&g).expect("print"));
+}

@@ -76,6 +76,15 @@ pub fn infer_node(op: &Op, node: &str, inputs: &NodeInputs) -> Result<Option<Vec
             let (b, c) = (u[0].clone(), u.last().cloned().unwrap_or(Dim::known(0)));
             vec![Fact::new(dt, u.clone()), Fact::new(dt, vec![b, c, Dim::known(spec.width as i64)])]
         })),
+        Op::JetBlock(spec) => Ok(inputs.shape(0).map(|x| {
+            let dt = inputs.dtype(0).unwrap_or(DType::F32);
+            let k = |v: usize| Dim::known(v as i64);
+            vec![
+                Fact::new(dt, x.clone()),
+                Fact::new(dt, vec![x[0].clone(), k(spec.heads * spec.dv), k(spec.width)]),
+                Fact::new(DType::F32, vec![x[0].clone(), k(spec.heads), k(spec.dk), k(spec.dv)]),
+            ]
+        })),
         Op::L2Norm { .. } | Op::GatedRmsNorm { .. } | Op::Switch { .. } => {
             Ok(inputs.fact(0).map(|f| vec![Fact { value: None, ..f.clone() }]))
         }
@@ -477,7 +486,7 @@ fn infer_onnx(o: &OnnxOp, inp: &NodeInputs) -> std::result::Result<Option<Vec<Fa
             let dt = o.tensor("value").map(|t| t.dtype()).unwrap_or(DType::F32);
             let shape = inp.value(0).cloned();
             let value = match (o.tensor("value"), &shape) {
-                (Some(t), Some(s)) if t.dtype().is_int() && s.len() == 1 && s[0].as_known().is_some_and(|n| n <= MAX_TRACKED as i64) => {
+                (Some(t), Some(s)) if t.dtype().is_int() && s.len() == 1 && s[0].as_known().is_some_and(|n| (0..=MAX_TRACKED as i64).contains(&n)) => {
                     let v = t.to_i64_vec().first().copied().unwrap_or(0);
                     s[0].as_known().map(|n| vec![known(v); n as usize])
                 }
@@ -489,7 +498,7 @@ fn infer_onnx(o: &OnnxOp, inp: &NodeInputs) -> std::result::Result<Option<Vec<Fa
             let len = match (inp.ints(0), inp.ints(1), inp.ints(2)) {
                 (Some(a), Some(b), Some(c)) if c.first().is_some_and(|&c| c != 0) => {
                     let (a, b, c) = (a[0], b[0], c[0]);
-                    known(((b - a) as f64 / c as f64).ceil().max(0.0) as i64)
+                    known(((b as f64 - a as f64) / c as f64).ceil().max(0.0) as i64)
                 }
                 _ => match (inp.ints(0), inp.value(1), inp.ints(2)) {
                     (Some(a), Some(b), Some(c)) if c.first() == Some(&1) && b.len() == 1 => b[0].sub(&known(a[0])),
@@ -701,6 +710,30 @@ mod tests {
         let out = reshape_dims(&input, &target, false).unwrap_or_default();
         assert_eq!(out.len(), 4);
         assert!(!out[3].is_known(), "{}", out[3]);
+    }
+
+    fn infer_one(op: OnnxOp, facts: &[Fact]) -> Result<Option<Vec<Fact>>> {
+        let inputs = NodeInputs { facts: facts.iter().map(Some).collect(), consts: vec![None; facts.len()] };
+        infer_node(&Op::Onnx(op), "n", &inputs)
+    }
+
+    /// Fuzzing regression: a ConstantOfShape to a negative length made a vector of
+    /// `n as usize` elements ("capacity overflow").
+    #[test]
+    fn constant_of_shape_with_a_negative_length_does_not_panic() {
+        let mut op = OnnxOp::new("ConstantOfShape", 20);
+        op.attrs.insert("value".into(), crate::Attr::Tensor(Tensor::scalar_i64(0)));
+        let shape = const_fact(&Tensor::from_i64(vec![1], &[-5]).unwrap_or_else(|_| Tensor::scalar_i64(0)));
+        let out = infer_one(op, &[shape]);
+        assert!(out.is_ok_and(|f| f.is_some_and(|f| f[0].value.is_none())));
+    }
+
+    /// A Range between extreme bounds: `limit - start` overflowed i64.
+    #[test]
+    fn range_with_extreme_bounds_does_not_panic() {
+        let ints = |v: i64| const_fact(&Tensor::scalar_i64(v));
+        let out = infer_one(OnnxOp::new("Range", 20), &[ints(i64::MIN), ints(i64::MAX), ints(1)]);
+        assert!(out.is_ok());
     }
 
     #[test]

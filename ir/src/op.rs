@@ -219,6 +219,33 @@ pub struct DynamicConvSpec {
     pub width: usize,
 }
 
+/// A whole JetBlock (jet-nemotron.md §2) as one op, as `fuse` makes it for kernels that run
+/// the block in one launch. Same numerics as the decomposed subgraph.
+///
+/// Inputs: 0 `x` [B,T,hidden]; 1 `wq`, 2 `wk` [hidden,H*dk]; 3 `wv` [hidden,H*dv];
+/// 4 `w1` [hidden,G], 5 `w2` [G,H*dv*W], 6 `b2` [H*dv*W] (kernel generator); 7 `wa`
+/// [hidden,H], 8 `dt_bias` [H], 9 `a_log` [H]; 10 `wb` [hidden,H]; 11 `wg` [hidden,H*dv];
+/// 12 `o_norm` [dv]; 13 `wo` [H*dv,hidden]; 14 `past_conv` [B,H*dv,W]; 15 `past_state`
+/// [B,H,dk,dv]. Outputs: 0 `y`; 1 `present_conv`; 2 `present_state`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct JetBlockSpec {
+    pub heads: usize,
+    pub dk: usize,
+    pub dv: usize,
+    pub width: usize,
+    pub scale: f32,
+    pub l2_eps: f32,
+    pub norm_eps: f32,
+    pub decay_floor: f32,
+    pub chunk: usize,
+}
+
+impl JetBlockSpec {
+    pub const NUM_INPUTS: usize = 16;
+    pub const PAST_CONV: usize = 14;
+    pub const PAST_STATE: usize = 15;
+}
+
 #[derive(Clone, Debug, PartialEq)]
 pub enum Op {
     /// A graph input; the node's output 0 carries its name and fact.
@@ -245,6 +272,7 @@ pub enum Op {
     /// Supernet switch: one input per alternative mixer of a layer (all computed from the same
     /// layer input); the run picks one by index, and only that alternative is evaluated.
     Switch { choices: Vec<String> },
+    JetBlock(JetBlockSpec),
 }
 
 impl Op {
@@ -263,6 +291,7 @@ impl Op {
             Op::L2Norm { .. } => "L2Norm".into(),
             Op::GatedRmsNorm { .. } => "GatedRmsNorm".into(),
             Op::Switch { .. } => "Switch".into(),
+            Op::JetBlock(_) => "JetBlock".into(),
         }
     }
 

@@ -7,6 +7,7 @@
 pub mod cse;
 pub mod emit;
 pub mod error;
+pub mod fuse;
 pub mod fold;
 pub mod linearize;
 pub mod lower;

@@ -33,6 +33,8 @@ impl Pass for Lower {
     fn run(&self, g: &mut Graph) -> Result<bool> {
         let fail = |msg: String| PassError::Other { pass: "lower".into(), msg };
         let ir = |source| PassError::Ir { pass: "lower".into(), source };
+        // A fused JetBlock has no ONNX form of its own: expand it first.
+        crate::fuse::Unfuse.run(g)?;
         upgrade_reduce_axes(g).map_err(fail)?;
         let mut changed = false;
         for id in g.topo_order().map_err(ir)? {

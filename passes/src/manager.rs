@@ -37,7 +37,7 @@ impl Pass for Dce {
 }
 
 /// Names accepted by `jetc dump --passes`.
-pub const PASS_NAMES: &[&str] = &["infer", "fold", "cse", "dce", "raise", "lower"];
+pub const PASS_NAMES: &[&str] = &["infer", "fold", "cse", "dce", "raise", "fuse", "unfuse", "lower"];
 
 pub fn pass_by_name(name: &str) -> Result<Box<dyn Pass>> {
     Ok(match name {
@@ -47,6 +47,8 @@ pub fn pass_by_name(name: &str) -> Result<Box<dyn Pass>> {
         "cse" => Box::new(crate::cse::Cse),
         "raise" => Box::new(crate::raise::Raise),
         "lower" => Box::new(crate::lower::Lower),
+        "fuse" => Box::new(crate::fuse::Fuse),
+        "unfuse" => Box::new(crate::fuse::Unfuse),
         other => return Err(PassError::Unknown(other.to_string(), PASS_NAMES.join(", "))),
     })
 }

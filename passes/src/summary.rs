@@ -126,6 +126,27 @@ pub fn summarize_with(g: &Graph, kv_dtype: Option<DType>) -> Result<DecoderSumma
                     state_bytes: spec.kv_heads * spec.dk * spec.dv * 4 + conv_bytes,
                 });
             }
+            Op::JetBlock(spec) => {
+                let layer = mixers.len();
+                let act = g.fact(node.input(0).map_err(|e| e.to_string())?).map(|f| f.dtype).unwrap_or(DType::F32);
+                let conv_bytes = spec.heads * spec.dv * spec.width * kv_dtype.unwrap_or(act).size_bytes();
+                mixers.push(MixerInfo {
+                    layer,
+                    kind: "jet",
+                    heads: spec.heads,
+                    kv_heads: spec.heads,
+                    head_dim: spec.dk,
+                    rope: false,
+                    window: None,
+                    dk: Some(spec.dk),
+                    dv: Some(spec.dv),
+                    cache_bytes_per_token: 0,
+                    state_bytes: spec.heads * spec.dk * spec.dv * 4 + conv_bytes,
+                });
+                weights.extend(weight_inputs(1).into_iter().filter(|id| {
+                    matches!(g.node(*id).map(|n| &n.op), Ok(Op::Const(t)) if t.numel() > 1)
+                }));
+            }
             Op::DynamicConv(_) | Op::L2Norm { .. } | Op::GatedRmsNorm { .. } => weights.extend(weight_inputs(1)),
             Op::Embedding => {
                 weights.extend(weight_inputs(0));

@@ -20,6 +20,7 @@ pub fn eval(op: &Op, node: &str, inputs: &[Option<&Value>]) -> Result<Vec<Value>
         Op::GatedRmsNorm { heads, eps } => gated_rms_norm(inputs, *heads, *eps).map_err(err),
         Op::LinearAttention(spec) => crate::mixer_ops::linear_attention(spec, inputs).map_err(err),
         Op::DynamicConv(spec) => crate::mixer_ops::dynamic_conv_op(spec, inputs).map_err(err),
+        Op::JetBlock(spec) => crate::jetblock::jetblock(spec, inputs).map_err(err),
         other => Err(err(format!("no CPU kernel for {}", other.name()))),
     }
 }
@@ -44,6 +45,11 @@ fn contiguous(a: &ArrayD<f32>) -> std::borrow::Cow<'_, [f32]> {
 
 fn out(shape: Vec<usize>, data: Vec<f32>) -> R<Value> {
     ArrayD::from_shape_vec(IxDyn(&shape), data).map(Value::f32).map_err(|e| e.to_string())
+}
+
+/// `x [rows, k] @ w [k, n] (+ bias)`, for the kernels of other raised ops.
+pub(crate) fn linear_f32(x: &[f32], rows: usize, w: &ArrayD<f32>, bias: Option<&ArrayD<f32>>, what: &str) -> R<Vec<f32>> {
+    linear(x, rows, w, bias, what)
 }
 
 /// `x [rows, k] @ w [k, n] (+ bias)`.

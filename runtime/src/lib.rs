@@ -5,6 +5,7 @@
 pub mod decoder_ops;
 pub mod error;
 pub mod exec;
+pub mod jetblock;
 pub mod linear;
 pub mod mixer_ops;
 pub mod npz;
