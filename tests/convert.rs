@@ -167,3 +167,31 @@ fn converted_onnx_runs_in_onnxruntime() {
     }
     std::fs::remove_dir_all(&tmp).ok();
 }
+
+/// A converted model written as ONNX and read back is recognised as the same hybrid: the
+/// same mixers (JetBlock with its conv cache, SWA with its window, attention), parameters and
+/// cache sizes as the in-memory conversion.
+#[test]
+fn converted_onnx_reads_back_with_the_same_summary() {
+    use jetc::passes::summary::summarize;
+    let dir = std::env::temp_dir().join(format!("jetc-readback-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("tmp");
+    for fixture in ["qwen2-dynamo-opset20-sdpa-kv", "llama-legacy-opset17-kv"] {
+        let mut g = load_raised(&fixtures_dir().join(fixture).join("model.onnx")).expect("load");
+        convert(&mut g, &layout(vec![], vec![1], Some(3)), 0).expect("convert");
+        let mut lowered = g.clone();
+        jetc::passes::PassManager::new().add(Box::new(jetc::passes::lower::Lower)).run(&mut lowered).expect("lower");
+        let path = dir.join(format!("{fixture}.onnx"));
+        jetc::onnx::export_model(&lowered, &path, &Default::default()).expect("export");
+        let back = load_raised(&path).expect("read back");
+        let (a, b) = (summarize(&g).expect("summary"), summarize(&back).expect("summary"));
+        assert_eq!(a.mixers, b.mixers, "{fixture}: mixers");
+        assert_eq!((a.layers, a.hidden, a.vocab), (b.layers, b.hidden, b.vocab), "{fixture}");
+        // Reading back folds -exp(A_log) into one unnamed constant, which the parameter count
+        // does not attribute to the block: a few elements per layer.
+        let diff = a.params.abs_diff(b.params) as f64 / a.params as f64;
+        assert!(diff < 1e-3, "{fixture}: params {} vs {}", a.params, b.params);
+        assert_eq!(b.mixers.iter().map(|m| m.kind).collect::<Vec<_>>(), ["jet", "swa"]);
+    }
+    std::fs::remove_dir_all(&dir).ok();
+}

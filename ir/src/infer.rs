@@ -470,6 +470,9 @@ fn infer_onnx(o: &OnnxOp, inp: &NodeInputs) -> std::result::Result<Option<Vec<Fa
                             known(en - st)
                         } else if step == 1 && st < 0 && en >= i64::MAX / 2 {
                             known(-st)
+                        } else if step == 1 && st >= 0 && en < 0 {
+                            // x[st:-k]: dim - st - k, for dims at least st + k long.
+                            s[ax].sub(&known(st)).add(&known(en))
                         } else {
                             Dim::sym(&format!("slice({},{st},{en},{step})", s[ax]))
                         };

@@ -79,6 +79,8 @@ struct Core {
     /// The op's default scale is 1/sqrt(head_dim) (fused ops), or there is none (Softmax).
     default_scale: bool,
     causal: bool,
+    /// Sliding window found in the mask (jetc's own lowering of SWA).
+    window: Option<usize>,
     heads: Option<usize>,
     kv_heads: Option<usize>,
     past: Option<(Outlet, Outlet)>,
@@ -217,6 +219,7 @@ fn core_from_softmax(g: &Graph, sm: NodeId) -> Option<Core> {
         op_scale: None,
         default_scale: false,
         causal,
+        window: None,
         heads: None,
         kv_heads: None,
         past: None,
@@ -242,10 +245,15 @@ fn core_from_attention_op(g: &Graph, id: NodeId) -> Option<Core> {
     if op.float("softcap").unwrap_or(0.0) != 0.0 || node.outputs.len() > 3 && !g.consumers(Outlet::new(id, 3)).is_empty() {
         return fail(line!());
     }
-    let mask = input(node, 3).and_then(|m| {
+    let mut mask = input(node, 3).and_then(|m| {
         let kind = if g.fact(m).ok()?.dtype == DType::Bool { MaskKind::Keep } else { MaskKind::Additive };
         Some((m, kind))
     });
+    // jetc's own lowering of sliding-window attention: And(causal, key > query - W).
+    let window = mask.and_then(|(m, _)| sliding_window_of(g, m));
+    if window.is_some() {
+        mask = None;
+    }
     let past = match (input(node, 4), input(node, 5)) {
         (Some(k), Some(v)) => Some((k, v)),
         _ => None,
@@ -258,7 +266,8 @@ fn core_from_attention_op(g: &Graph, id: NodeId) -> Option<Core> {
         k: input(node, 1),
         v: input(node, 2),
         out: Outlet::new(id, 0),
-        causal: op.int_or("is_causal", 0) != 0,
+        causal: op.int_or("is_causal", 0) != 0 || window.is_some(),
+        window,
         mask,
         path_scale: 1.0,
         op_scale: op.float("scale"),
@@ -305,6 +314,7 @@ fn core_from_gqa(g: &Graph, id: NodeId) -> Option<Core> {
         op_scale: scale,
         default_scale: true,
         causal: true,
+        window: None,
         heads: op.int("num_heads").map(|v| v as usize),
         kv_heads: op.int("kv_num_heads").map(|v| v as usize),
         past,
@@ -312,6 +322,27 @@ fn core_from_gqa(g: &Graph, id: NodeId) -> Option<Core> {
         rope,
         anchor: node.name.clone(),
     })
+}
+
+/// W when `m = And(LessOrEqual(cols, rows), Greater(cols, Sub(rows, W)))` (either order),
+/// the mask `lower` writes for sliding-window attention.
+fn sliding_window_of(g: &Graph, m: Outlet) -> Option<usize> {
+    let (and, _) = onnx_producer(g, m, &["And"])?;
+    let (a, b) = (input(and, 0)?, input(and, 1)?);
+    for (causal, inside) in [(a, b), (b, a)] {
+        let (le, _) = onnx_producer(g, causal, &["LessOrEqual"])?;
+        let Some((gt, _)) = onnx_producer(g, inside, &["Greater"]) else { continue };
+        let (sub, _) = onnx_producer(g, input(gt, 1)?, &["Sub"])?;
+        // Same key and query index vectors on both sides.
+        if input(le, 0)? != input(gt, 0)? || input(le, 1)? != input(sub, 0)? {
+            continue;
+        }
+        let w = const_of(g, input(sub, 1)?)?.to_i64_vec();
+        if let [w] = w.as_slice() {
+            return usize::try_from(*w).ok().filter(|&w| w > 0);
+        }
+    }
+    None
 }
 
 /// `x` when `r = rotate_half(x)` = `Concat(Neg(Slice(x, h..)), Slice(x, ..h), axis=-1)`.
@@ -618,7 +649,7 @@ fn plan(g: &Graph, core: &Core) -> Option<Plan> {
             rope: rope.as_ref().map(|r| r.style),
             rotary_dim,
             causal: core.causal,
-            window: None,
+            window: core.window,
         },
         x,
         weights,

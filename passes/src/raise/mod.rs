@@ -9,6 +9,7 @@
 //! the executor still runs.
 mod attention;
 mod cleanup;
+mod dynamic_conv;
 mod embedding;
 mod linear;
 mod mlp;
@@ -39,6 +40,7 @@ impl Pass for Raise {
         changed |= mlp::raise(g).map_err(ir)?;
         changed |= attention::raise(g).map_err(ir)?;
         changed |= linear::raise(g).map_err(ir)?;
+        changed |= dynamic_conv::raise(g).map_err(ir)?;
         g.prune_dead().map_err(ir)?;
         // Raising can leave twins (each layer's RoPE gather); merge them.
         crate::cse::Cse.run(g)?;

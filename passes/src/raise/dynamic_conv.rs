@@ -1,0 +1,165 @@
+//! JetBlock's dynamic convolution as `lower` writes it in standard ONNX ops, back to
+//! `DynamicConv`, so a converted model read back from ONNX is summarized (conv cache) and
+//! fused like one built in memory. The pattern, for width W:
+//! `full = Concat(Transpose(past, [0,2,1]), u, axis=1)` (or `Pad(u)` with W leading zeros);
+//! tap w: `Slice(full, 1+w, ..) * Squeeze(Slice(Reshape(ker, [0,0,-1,W]), w, w+1, -1))`;
+//! `v = silu(sum of taps)`; `present = Transpose(Slice(full, -W, ..), [0,2,1])`.
+use jetc_ir::{DynamicConvSpec, Graph, Node, NodeId, Op, Outlet, OutputInfo, Patch, PatchOutlet, Result};
+
+use crate::pattern::{const_of, input, onnx_producer};
+
+fn ints(g: &Graph, o: Option<Outlet>) -> Option<Vec<i64>> {
+    Some(const_of(g, o?)?.to_i64_vec())
+}
+
+fn perm_021(n: &Node) -> bool {
+    matches!(&n.op, Op::Onnx(o) if o.op_type == "Transpose" && o.ints("perm") == Some(&[0, 2, 1][..]))
+}
+
+/// `(start, end)` of a Slice on axis `axis` with unit steps.
+fn slice_on(g: &Graph, n: &Node, axis: i64) -> Option<(i64, i64)> {
+    if !n.op.is("Slice") {
+        return None;
+    }
+    let (st, en, ax) = (ints(g, input(n, 1))?, ints(g, input(n, 2))?, ints(g, input(n, 3))?);
+    if input(n, 4).is_some_and(|s| ints(g, Some(s)).is_none_or(|v| v != [1])) {
+        return None;
+    }
+    (st.len() == 1 && en.len() == 1 && ax == [axis]).then_some((st[0], en[0]))
+}
+
+struct Found {
+    u: Outlet,
+    ker: Outlet,
+    past: Option<Outlet>,
+    width: usize,
+    v: Outlet,
+    present: Option<Outlet>,
+}
+
+fn find(g: &Graph, full_id: NodeId) -> Option<Found> {
+    let full = g.node(full_id).ok()?;
+    let (u, past, w) = if full.op.is("Concat") && full.inputs().len() == 2 {
+        let axis_ok = matches!(&full.op, Op::Onnx(o) if o.int("axis") == Some(1));
+        let t = g.node(input(full, 0)?.node).ok()?;
+        if !axis_ok || !perm_021(t) {
+            return None;
+        }
+        let past = input(t, 0)?;
+        let w = g.fact(past).ok()?.shape.as_ref()?.get(2)?.as_known()?;
+        (input(full, 1)?, Some(past), w)
+    } else if full.op.is("Pad") {
+        let pads = ints(g, input(full, 1))?;
+        if pads.len() != 6 || pads.iter().enumerate().any(|(i, &p)| (i == 1) != (p != 0)) {
+            return None;
+        }
+        (input(full, 0)?, None, pads[1])
+    } else {
+        return None;
+    };
+    let w = usize::try_from(w).ok().filter(|&w| w > 0)?;
+    let mut taps: Vec<Option<Outlet>> = vec![None; w];
+    let mut present = None;
+    for (c, _) in g.consumers(Outlet::new(full_id, 0)) {
+        let n = g.node(c).ok()?;
+        let (st, _) = slice_on(g, n, 1)?;
+        if st == -(w as i64) {
+            let outs = g.consumers(Outlet::new(c, 0));
+            let [(t, 0)] = outs.as_slice() else { return None };
+            if !perm_021(g.node(*t).ok()?) {
+                return None;
+            }
+            present = Some(Outlet::new(*t, 0));
+        } else if (1..=w as i64).contains(&st) {
+            taps[(st - 1) as usize] = Some(Outlet::new(c, 0));
+        } else {
+            return None;
+        }
+    }
+    // Each tap times its kernel slice; all kernel slices from one Reshape(ker, [0,0,-1,W]).
+    let mut ker = None;
+    let mut products = Vec::with_capacity(w);
+    for (tap_index, tap) in taps.iter().enumerate() {
+        let tap = (*tap)?;
+        let prods = g.consumers(tap);
+        let [(m, _)] = prods.as_slice() else { return None };
+        let mul = g.node(*m).ok()?;
+        if !mul.op.is("Mul") {
+            return None;
+        }
+        let other = if input(mul, 0) == Some(tap) { input(mul, 1)? } else { input(mul, 0)? };
+        let (sq, _) = onnx_producer(g, other, &["Squeeze"])?;
+        let ks = g.node(input(sq, 0)?.node).ok()?;
+        let (st, en) = slice_on(g, ks, -1)?;
+        if (st, en) != (tap_index as i64, tap_index as i64 + 1) {
+            return None;
+        }
+        let (rs, _) = onnx_producer(g, input(ks, 0)?, &["Reshape"])?;
+        if ints(g, input(rs, 1))? != [0, 0, -1, w as i64] {
+            return None;
+        }
+        let k = input(rs, 0)?;
+        if ker.is_some_and(|prev| prev != k) {
+            return None;
+        }
+        ker = Some(k);
+        products.push(Outlet::new(*m, 0));
+    }
+    // The products summed (any association), then silu.
+    let mut frontier: Vec<Outlet> = products.clone();
+    let mut sum = None;
+    for _ in 0..w {
+        let Some(&o) = frontier.first() else { break };
+        let cs = g.consumers(o);
+        let [(c, _)] = cs.as_slice() else { return None };
+        let n = g.node(*c).ok()?;
+        if n.op.is("Add") {
+            frontier.retain(|x| !n.inputs().contains(&Some(*x)));
+            frontier.insert(0, Outlet::new(*c, 0));
+            sum = Some(Outlet::new(*c, 0));
+            if frontier.len() == 1 {
+                break;
+            }
+        } else {
+            break;
+        }
+    }
+    let acc = if w == 1 { products[0] } else { sum? };
+    // silu(acc) = Mul(acc, Sigmoid(acc))
+    let cs = g.consumers(acc);
+    let sig = cs.iter().find_map(|&(c, _)| g.node(c).ok().filter(|n| n.op.is("Sigmoid")).map(|_| c))?;
+    let v = cs.iter().find_map(|&(c, _)| {
+        let n = g.node(c).ok()?;
+        (n.op.is("Mul") && n.inputs().contains(&Some(acc)) && n.inputs().contains(&Some(Outlet::new(sig, 0)))).then_some(Outlet::new(c, 0))
+    })?;
+    Some(Found { u, ker: ker?, past, width: w, v, present })
+}
+
+pub fn raise(g: &mut Graph) -> Result<bool> {
+    let mut changed = false;
+    for id in g.topo_order()? {
+        if !g.contains(id) {
+            continue;
+        }
+        let Some(f) = find(g, id) else { continue };
+        let v_fact = g.fact(f.v)?.clone();
+        let present_fact = match f.present {
+            Some(p) => g.fact(p)?.clone(),
+            None => jetc_ir::Fact::unknown_rank(v_fact.dtype),
+        };
+        let mut p = Patch::new();
+        let n = p.wire(
+            format!("{}/dynamic_conv", g.node(id)?.name),
+            Op::DynamicConv(DynamicConvSpec { width: f.width }),
+            vec![Some(PatchOutlet::Existing(f.u)), Some(PatchOutlet::Existing(f.ker)), f.past.map(PatchOutlet::Existing)],
+            vec![OutputInfo { name: String::new(), fact: v_fact }, OutputInfo { name: String::new(), fact: present_fact }],
+        );
+        p.shunt(f.v, PatchOutlet::New { index: n, slot: 0 });
+        if let Some(pr) = f.present {
+            p.shunt(pr, PatchOutlet::New { index: n, slot: 1 });
+        }
+        p.apply(g)?;
+        changed = true;
+    }
+    Ok(changed)
+}
