@@ -1,0 +1,53 @@
+//! `jetc convert` end to end through the binary: writes model.onnx, config.json and
+//! model.safetensors, prints the converted summary, and `jetc inspect --json` on the written
+//! ONNX reports the same hybrid; a bad layout writes nothing.
+use std::path::PathBuf;
+use std::process::Command;
+
+fn fixture(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures").join(name).join("model.onnx")
+}
+
+fn jetc(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_jetc")).args(args).output().expect("run jetc")
+}
+
+#[test]
+fn convert_writes_both_formats_and_inspect_reads_them_back() {
+    let out = std::env::temp_dir().join(format!("jetc-cli-convert-{}", std::process::id()));
+    let model = fixture("qwen2-dynamo-opset20-sdpa-kv");
+    let o = jetc(&["convert", model.to_str().unwrap_or_default(), "-o", out.to_str().unwrap_or_default(), "--swa", "1", "--window", "3", "--json"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let summary: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json summary");
+    let kinds: Vec<&str> = summary["mixers"].as_array().expect("mixers").iter().filter_map(|m| m["kind"].as_str()).collect();
+    assert_eq!(kinds, ["jet", "swa"]);
+    for f in ["model.onnx", "config.json", "model.safetensors"] {
+        assert!(out.join(f).exists(), "{f} missing");
+    }
+    let o = jetc(&["inspect", "--json", out.join("model.onnx").to_str().unwrap_or_default()]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let back: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
+    assert_eq!(back["mixers"], summary["mixers"]);
+    assert_eq!(back["cache_bytes_per_sequence"], summary["cache_bytes_per_sequence"]);
+    std::fs::remove_dir_all(&out).ok();
+}
+
+#[test]
+fn a_bad_layout_writes_nothing() {
+    let out = std::env::temp_dir().join(format!("jetc-cli-bad-layout-{}", std::process::id()));
+    let model = fixture("llama-dynamo-opset20-sdpa-kv");
+    for args in [
+        vec!["--full-attn", "9"],
+        vec!["--swa", "1", "--window", "0"],
+        vec!["--block", "transformer-xl"],
+        vec!["--dv", "3"],
+    ] {
+        let mut all = vec!["convert", model.to_str().unwrap_or_default(), "-o", out.to_str().unwrap_or_default()];
+        all.extend(args.iter().copied());
+        let o = jetc(&all);
+        assert!(!o.status.success(), "{args:?} should fail");
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(err.starts_with("error: ") && !err.contains("panicked"), "{args:?}: {err}");
+        assert!(!out.exists(), "{args:?} wrote {}", out.display());
+    }
+}
