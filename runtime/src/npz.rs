@@ -31,8 +31,9 @@ fn read_archive<R: Read + std::io::Seek>(reader: R, path: &Path) -> Result<Vec<(
     for i in 0..zip.len() {
         let mut entry = zip.by_index(i).map_err(|e| npz_err(path, e.to_string()))?;
         let name = entry.name().trim_end_matches(".npy").to_string();
-        // The declared size bounds the read; a lying header cannot make us allocate more.
-        let mut bytes = Vec::with_capacity((entry.size() as usize).min(1 << 30));
+        // The declared size is only a hint: a lying header must not make a tiny file
+        // allocate much up front (the read itself grows the buffer as data arrives).
+        let mut bytes = Vec::with_capacity(usize::try_from(entry.size()).unwrap_or(usize::MAX).min(64 << 20));
         entry.read_to_end(&mut bytes).map_err(|e| npz_err(path, format!("array `{name}`: {e}")))?;
         let v = parse_npy(&bytes).map_err(|m| npz_err(path, format!("array `{name}`: {m}")))?;
         out.push((name, v));
@@ -188,11 +189,15 @@ mod tests {
         write_npz(&path, &arrays).expect("write");
         let back = read_npz(&path).expect("read");
         assert_eq!(back, arrays);
+        let bytes = std::fs::read(&path).expect("read bytes");
+        assert_eq!(read_npz_bytes(&bytes, &path).expect("read from memory"), arrays);
         std::fs::remove_dir_all(&dir).ok();
     }
 
     #[test]
     fn rejects_garbage() {
+        let e = read_npz_bytes(b"PK\x03\x04 not a zip", Path::new("in.npz")).err().map(|e| e.to_string());
+        assert!(e.is_some_and(|m| m.contains("in.npz") && m.contains("not a zip archive")));
         assert!(parse_npy(b"not numpy at all").is_err());
         let mut short = b"\x93NUMPY\x01\x00".to_vec();
         short.extend_from_slice(&200u16.to_le_bytes());
