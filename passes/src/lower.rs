@@ -182,6 +182,12 @@ fn linear_attention(e: &mut Emit, node: &jetc_ir::Node, s: &LinearAttentionSpec)
         ins.pop();
     }
     let outs = e.node("linear_attention", Op::Onnx(op), &ins, 2)?;
+    // `present_state` is not an optional output of the standard op: it must be named even
+    // when nothing reads it (models without caches).
+    let name = format!("{}present_state", e.prefix);
+    if let Ok(n) = e.g.node_mut(outs[1].node) {
+        n.outputs[1].name = name;
+    }
     Ok(vec![Some(outs[0]), Some(outs[1])])
 }
 

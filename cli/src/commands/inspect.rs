@@ -70,7 +70,11 @@ fn sequence_bytes(s: &DecoderSummary, context: usize) -> usize {
 }
 
 fn mb(bytes: usize) -> String {
-    format!("{:.1} MB", bytes as f64 / 1e6)
+    if bytes < 100_000 {
+        format!("{:.1} kB", bytes as f64 / 1e3)
+    } else {
+        format!("{:.1} MB", bytes as f64 / 1e6)
+    }
 }
 
 pub(crate) fn print_table(model: &Path, s: &DecoderSummary) {
