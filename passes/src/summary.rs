@@ -46,6 +46,23 @@ pub struct DecoderSummary {
     pub kv_cache_bytes_per_token: usize,
 }
 
+/// A linear mixer's entry: fixed cache = f32 recurrent state per state head + conv caches.
+fn linear_mixer(layer: usize, kind: &'static str, heads: usize, state_heads: usize, dk: usize, dv: usize, conv_bytes: usize) -> MixerInfo {
+    MixerInfo {
+        layer,
+        kind,
+        heads,
+        kv_heads: state_heads,
+        head_dim: dk,
+        rope: false,
+        window: None,
+        dk: Some(dk),
+        dv: Some(dv),
+        cache_bytes_per_token: 0,
+        state_bytes: state_heads * dk * dv * 4 + conv_bytes,
+    }
+}
+
 /// Fails with a message saying what is missing when the graph is not a recognised decoder.
 /// KV and conv caches are counted at the model's activation dtype, or at `kv_dtype` when
 /// given (deployments keep them in bf16); recurrent state is always f32.
@@ -112,37 +129,14 @@ pub fn summarize_with(g: &Graph, kv_dtype: Option<DType>) -> Result<DecoderSumma
                 let conv_bytes: usize =
                     convs.iter().flatten().map(|&(w, c)| w * c as usize * kv_dtype.unwrap_or(act).size_bytes()).sum();
                 let jet = convs[0].is_none() && convs[2].is_some();
-                mixers.push(MixerInfo {
-                    layer,
-                    kind: if jet { "jet" } else { spec.rule.name() },
-                    heads: spec.q_heads,
-                    kv_heads: spec.kv_heads,
-                    head_dim: spec.dk,
-                    rope: false,
-                    window: None,
-                    dk: Some(spec.dk),
-                    dv: Some(spec.dv),
-                    cache_bytes_per_token: 0,
-                    state_bytes: spec.kv_heads * spec.dk * spec.dv * 4 + conv_bytes,
-                });
+                let kind = if jet { "jet" } else { spec.rule.name() };
+                mixers.push(linear_mixer(layer, kind, spec.q_heads, spec.kv_heads, spec.dk, spec.dv, conv_bytes));
             }
             Op::JetBlock(spec) => {
                 let layer = mixers.len();
                 let act = g.fact(node.input(0).map_err(|e| e.to_string())?).map(|f| f.dtype).unwrap_or(DType::F32);
                 let conv_bytes = spec.heads * spec.dv * spec.width * kv_dtype.unwrap_or(act).size_bytes();
-                mixers.push(MixerInfo {
-                    layer,
-                    kind: "jet",
-                    heads: spec.heads,
-                    kv_heads: spec.heads,
-                    head_dim: spec.dk,
-                    rope: false,
-                    window: None,
-                    dk: Some(spec.dk),
-                    dv: Some(spec.dv),
-                    cache_bytes_per_token: 0,
-                    state_bytes: spec.heads * spec.dk * spec.dv * 4 + conv_bytes,
-                });
+                mixers.push(linear_mixer(layer, "jet", spec.heads, spec.heads, spec.dk, spec.dv, conv_bytes));
                 weights.extend(weight_inputs(1).into_iter().filter(|id| {
                     matches!(g.node(*id).map(|n| &n.op), Ok(Op::Const(t)) if t.numel() > 1)
                 }));
