@@ -127,10 +127,7 @@ fn converted_onnx_runs_in_onnxruntime() {
     });
     let layouts: Vec<(String, Layout)> = layouts.collect();
     // Every fixture (every exporter) with every block, after SWA and after full attention.
-    // Not yet: the onnxruntime-fused fixtures, whose RoPE tables come out of
-    // GroupQueryAttention's caches with shapes inference cannot pin down, so `lower` cannot
-    // export their remaining attention layer (jetc itself runs them).
-    for fixture in fixture_names().into_iter().filter(|f| !f.contains("ortfused")) {
+    for fixture in fixture_names() {
         let fixture = fixture.as_str();
         for (name, lay) in &layouts {
             let mut g = load_raised(&fixtures_dir().join(fixture).join("model.onnx")).expect("load");

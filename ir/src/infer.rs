@@ -482,8 +482,24 @@ fn infer_onnx(o: &OnnxOp, inp: &NodeInputs) -> std::result::Result<Option<Vec<Fa
             dt0.map(|d| vec![Fact { dtype: d, shape: Some(shape), value }])
         }
         "Expand" => {
-            let (Some(s), Some(target)) = (inp.shape(0), inp.value(1)) else { return Ok(same(None)) };
-            same(Some(broadcast(s, target)?))
+            let Some(s) = inp.shape(0) else { return Ok(same(None)) };
+            if let Some(target) = inp.value(1) {
+                return Ok(same(Some(broadcast(s, target)?)));
+            }
+            // Target content unknown but its length known: the rank is known, and so is every
+            // dim where the input is not 1 (broadcasting cannot change it).
+            let Some(n) = inp.shape(1).and_then(|t| t.first()).and_then(|d| d.as_known()) else { return Ok(same(None)) };
+            let rank = (n.max(0) as usize).max(s.len());
+            let dims = (0..rank)
+                .map(|i| {
+                    let from_input = (i + s.len()).checked_sub(rank).map(|j| &s[j]);
+                    match from_input {
+                        Some(d) if d.as_known() != Some(1) => d.clone(),
+                        _ => Dim::sym(&format!("expand({})#{i}", inp.fact(0).map(|f| f.to_string()).unwrap_or_default())),
+                    }
+                })
+                .collect();
+            same(Some(dims))
         }
         "ConstantOfShape" => {
             let dt = o.tensor("value").map(|t| t.dtype()).unwrap_or(DType::F32);
