@@ -161,27 +161,27 @@ pub fn broadcast(a: &[Dim], b: &[Dim]) -> std::result::Result<Vec<Dim>, String> 
     Ok(out)
 }
 
-fn elementwise_value(o: &OnnxOp, a: &[Dim], b: &[Dim]) -> Option<Vec<Dim>> {
+/// Applies `f` element by element to two tracked values (a length-1 value broadcasts).
+fn zip_values(a: &[Dim], b: &[Dim], f: impl Fn(Dim, Dim) -> Option<Dim>) -> Option<Vec<Dim>> {
     let n = a.len().max(b.len());
     if (a.len() != n && a.len() != 1) || (b.len() != n && b.len() != 1) {
         return None;
     }
     let pick = |v: &[Dim], i: usize| if v.len() == 1 { v[0].clone() } else { v[i].clone() };
-    (0..n)
-        .map(|i| {
-            let (x, y) = (pick(a, i), pick(b, i));
-            match o.op_type.as_str() {
-                "Add" => Some(x.add(&y)),
-                "Sub" => Some(x.sub(&y)),
-                "Mul" => Some(x.mul(&y)),
-                "Div" => match (x.as_known(), y.as_known()) {
-                    (Some(p), Some(q)) if q != 0 => Some(known(p / q)),
-                    _ => x.div_exact(&y),
-                },
-                _ => None,
-            }
-        })
-        .collect()
+    (0..n).map(|i| f(pick(a, i), pick(b, i))).collect()
+}
+
+fn elementwise_value(o: &OnnxOp, a: &[Dim], b: &[Dim]) -> Option<Vec<Dim>> {
+    zip_values(a, b, |x, y| match o.op_type.as_str() {
+        "Add" => Some(x.add(&y)),
+        "Sub" => Some(x.sub(&y)),
+        "Mul" => Some(x.mul(&y)),
+        "Div" => match (x.as_known(), y.as_known()) {
+            (Some(p), Some(q)) if q != 0 => Some(known(p / q)),
+            _ => x.div_exact(&y),
+        },
+        _ => None,
+    })
 }
 
 fn infer_onnx(o: &OnnxOp, inp: &NodeInputs) -> std::result::Result<Option<Vec<Fact>>, String> {
@@ -602,24 +602,16 @@ fn infer_onnx(o: &OnnxOp, inp: &NodeInputs) -> std::result::Result<Option<Vec<Fa
 /// Element-wise `Equal` of tracked values (as 0/1). A symbolic dim is never negative, so
 /// comparing it with a negative constant (`-1` in legacy reshape plumbing) is false.
 fn equal_value(a: &[Dim], b: &[Dim]) -> Option<Vec<Dim>> {
-    let n = a.len().max(b.len());
-    if (a.len() != n && a.len() != 1) || (b.len() != n && b.len() != 1) {
-        return None;
-    }
-    let pick = |v: &[Dim], i: usize| if v.len() == 1 { v[0].clone() } else { v[i].clone() };
-    (0..n)
-        .map(|i| {
-            let (x, y) = (pick(a, i), pick(b, i));
-            if x == y {
-                return Some(known(1));
-            }
-            match (x.as_known(), y.as_known()) {
-                (Some(_), Some(_)) => Some(known(0)),
-                (None, Some(k)) | (Some(k), None) if k < 0 => Some(known(0)),
-                _ => None,
-            }
-        })
-        .collect()
+    zip_values(a, b, |x, y| {
+        if x == y {
+            return Some(known(1));
+        }
+        match (x.as_known(), y.as_known()) {
+            (Some(_), Some(_)) => Some(known(0)),
+            (None, Some(k)) | (Some(k), None) if k < 0 => Some(known(0)),
+            _ => None,
+        }
+    })
 }
 
 fn where_value(c: &[Dim], x: &[Dim], y: &[Dim]) -> Option<Vec<Dim>> {

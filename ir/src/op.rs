@@ -165,6 +165,18 @@ pub enum UpdateRule {
 }
 
 impl UpdateRule {
+    /// The rule of an ONNX `LinearAttention` node's `update_rule` attribute (default
+    /// `linear`); `None` for names the standard does not define.
+    pub fn from_onnx(name: &str) -> Option<UpdateRule> {
+        Some(match name {
+            "linear" => UpdateRule::Linear,
+            "gated" => UpdateRule::Gated,
+            "delta" => UpdateRule::Delta,
+            "gated_delta" => UpdateRule::GatedDelta,
+            _ => return None,
+        })
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             UpdateRule::Linear => "linear",

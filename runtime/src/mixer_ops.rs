@@ -104,13 +104,8 @@ pub fn dynamic_conv_op(spec: &DynamicConvSpec, inputs: &[Option<&Value>]) -> R<V
 /// The spec of an ONNX `LinearAttention` node: heads from its attributes, head sizes from
 /// the widths of `q` and `v` (3-D [B, T, H*d] inputs).
 pub fn spec_from_onnx(op: &OnnxOp, inputs: &[Option<&Value>]) -> R<LinearAttentionSpec> {
-    let rule = match op.string("update_rule").unwrap_or("linear") {
-        "linear" => UpdateRule::Linear,
-        "gated" => UpdateRule::Gated,
-        "delta" => UpdateRule::Delta,
-        "gated_delta" => UpdateRule::GatedDelta,
-        other => return Err(format!("unknown update_rule `{other}`")),
-    };
+    let name = op.string("update_rule").unwrap_or("linear");
+    let rule = UpdateRule::from_onnx(name).ok_or_else(|| format!("unknown update_rule `{name}`"))?;
     let (hq, hkv) = (op.int_or("q_num_heads", 0), op.int_or("kv_num_heads", 0));
     if hq <= 0 || hkv <= 0 {
         return Err("q_num_heads and kv_num_heads must be positive".into());

@@ -11,13 +11,7 @@ pub fn raise(g: &mut Graph) -> Result<bool> {
         if op.op_type != "LinearAttention" || !op.domain.is_empty() {
             continue;
         }
-        let rule = match op.string("update_rule").unwrap_or("linear") {
-            "linear" => UpdateRule::Linear,
-            "gated" => UpdateRule::Gated,
-            "delta" => UpdateRule::Delta,
-            "gated_delta" => UpdateRule::GatedDelta,
-            _ => continue,
-        };
+        let Some(rule) = UpdateRule::from_onnx(op.string("update_rule").unwrap_or("linear")) else { continue };
         let width = |slot: usize| -> Option<i64> {
             g.fact(node.inputs().get(slot).copied().flatten()?).ok()?.shape.as_ref()?.get(2)?.as_known()
         };
