@@ -78,7 +78,7 @@ fn jet_hf_layout_has_the_reference_names_and_shapes() {
 /// is refused with the reason, and nothing is written.
 #[test]
 fn jet_hf_refuses_other_linear_blocks() {
-    for block in [Block::GatedDeltaNet, Block::DeltaNet, Block::RetNet] {
+    for block in Block::ALL.into_iter().filter(|&b| b != Block::JetBlock) {
         let mut g = load_raised(&fixtures_dir().join("qwen2-dynamo-opset20-sdpa-kv/model.onnx")).expect("load");
         convert(&mut g, &layout_of(block, vec![], vec![1], Some(3)), 0).expect("convert");
         let dir = std::env::temp_dir().join(format!("jetc-jethf-refused-{}-{}", block.name(), std::process::id()));
@@ -144,7 +144,7 @@ fn converted_onnx_runs_in_onnxruntime() {
                 let mut seed = 1u64;
                 for &id in &g.inputs {
                     let n = g.value_name(jetc::ir::Outlet::new(id, 0)).to_string();
-                    if n.starts_with("past_conv") || n.starts_with("past_state") {
+                    if n.starts_with("past_conv") || n.starts_with("past_state") || n.starts_with("past_shift") {
                         let f = g.fact(jetc::ir::Outlet::new(id, 0)).expect("fact");
                         let dims: Vec<usize> = f.shape.as_ref().expect("shape").iter().map(|d| d.as_known().map_or(b, |v| v as usize)).collect();
                         let count: usize = dims.iter().product();
@@ -172,28 +172,51 @@ fn converted_onnx_runs_in_onnxruntime() {
 
 /// A converted model written as ONNX and read back is recognised as the same hybrid: the
 /// same mixers (JetBlock with its conv cache, SWA with its window, attention), parameters and
-/// cache sizes as the in-memory conversion.
+/// cache sizes as the in-memory conversion; and for every block, jetc runs the written model
+/// (RWKV7's DPLR as jetc's function op included) with the same outputs as the in-memory one.
 #[test]
 fn converted_onnx_reads_back_with_the_same_summary() {
     use jetc::passes::summary::summarize;
+    use jetc::runtime::Session;
     let dir = std::env::temp_dir().join(format!("jetc-readback-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("tmp");
     for fixture in ["qwen2-dynamo-opset20-sdpa-kv", "llama-legacy-opset17-kv"] {
-        let mut g = load_raised(&fixtures_dir().join(fixture).join("model.onnx")).expect("load");
-        convert(&mut g, &layout(vec![], vec![1], Some(3)), 0).expect("convert");
-        let mut lowered = g.clone();
-        jetc::passes::PassManager::new().add(Box::new(jetc::passes::lower::Lower)).run(&mut lowered).expect("lower");
-        let path = dir.join(format!("{fixture}.onnx"));
-        jetc::onnx::export_model(&lowered, &path, &Default::default()).expect("export");
-        let back = load_raised(&path).expect("read back");
-        let (a, b) = (summarize(&g).expect("summary"), summarize(&back).expect("summary"));
-        assert_eq!(a.mixers, b.mixers, "{fixture}: mixers");
-        assert_eq!((a.layers, a.hidden, a.vocab), (b.layers, b.hidden, b.vocab), "{fixture}");
-        // Reading back folds -exp(A_log) into one unnamed constant, which the parameter count
-        // does not attribute to the block: a few elements per layer.
-        let diff = a.params.abs_diff(b.params) as f64 / a.params as f64;
-        assert!(diff < 1e-3, "{fixture}: params {} vs {}", a.params, b.params);
-        assert_eq!(b.mixers.iter().map(|m| m.kind).collect::<Vec<_>>(), ["jet", "swa"]);
+        for block in Block::ALL {
+            let mut g = load_raised(&fixtures_dir().join(fixture).join("model.onnx")).expect("load");
+            convert(&mut g, &layout_of(block, vec![], vec![1], Some(3)), 0).expect("convert");
+            let mut lowered = g.clone();
+            jetc::passes::PassManager::new().add(Box::new(jetc::passes::lower::Lower)).run(&mut lowered).expect("lower");
+            let path = dir.join(format!("{fixture}-{}.onnx", block.name()));
+            jetc::onnx::export_model(&lowered, &path, &Default::default()).expect("export");
+            let back = load_raised(&path).expect("read back");
+            let (a, b) = (summarize(&g).expect("summary"), summarize(&back).expect("summary"));
+            assert_eq!(a.mixers, b.mixers, "{fixture} {block:?}: mixers");
+            assert_eq!((a.layers, a.hidden, a.vocab), (b.layers, b.hidden, b.vocab), "{fixture} {block:?}");
+            // Reading back folds constants such as -exp(A_log) into unnamed ones, which the
+            // parameter count does not attribute to the block: a few elements per layer (RWKV7's
+            // per-channel lerp, norm and bonus vectors: 1.7% of this tiny model).
+            let diff = a.params.abs_diff(b.params) as f64 / a.params as f64;
+            assert!(diff < 2e-2, "{fixture} {block:?}: params {} vs {}", a.params, b.params);
+            if block == Block::JetBlock {
+                assert_eq!(b.mixers.iter().map(|m| m.kind).collect::<Vec<_>>(), ["jet", "swa"]);
+            }
+            let (_, mut inputs, _) = cases(fixture).into_iter().find(|c| c.0 == "past0").expect("past0");
+            let wanted: Vec<String> = g.inputs.iter().map(|&id| g.value_name(jetc::ir::Outlet::new(id, 0)).to_string()).collect();
+            let bsz = inputs["input_ids"].shape()[0];
+            for name in &wanted {
+                if name.starts_with("past_") && !name.contains("key_values") {
+                    let f = g.fact(jetc::ir::Outlet::new(g.input_by_name(name).expect("input"), 0)).expect("fact");
+                    let dims: Vec<usize> = f.shape.as_ref().expect("shape").iter().map(|d| d.as_known().map_or(bsz, |v| v as usize)).collect();
+                    inputs.insert(name.clone(), jetc::runtime::Value::f32(ndarray::ArrayD::zeros(ndarray::IxDyn(&dims))));
+                }
+            }
+            inputs.retain(|k, _| wanted.contains(k));
+            let ours = Session::new(&g).expect("session").run(inputs.clone()).expect("run");
+            let read = Session::new(&back).expect("session").run(inputs).expect("run read back");
+            let read: std::collections::HashMap<_, _> = read.into_iter().collect();
+            let read_vec: Vec<_> = ours.iter().map(|(n, _)| (n.clone(), read[n].clone())).collect();
+            compare_outputs(&format!("{fixture} {block:?} read back"), &read_vec, &ours, 1e-5);
+        }
     }
     std::fs::remove_dir_all(&dir).ok();
 }

@@ -122,6 +122,21 @@ fn retnet_decode_equals_prefill() {
 }
 
 #[test]
+fn gla_decode_equals_prefill() {
+    decode_equals_prefill(Block::Gla, &["state"], &["gated_vector", "Softplus"]);
+}
+
+#[test]
+fn mamba2_decode_equals_prefill() {
+    decode_equals_prefill(Block::Mamba2, &["conv_x", "conv_b", "conv_c", "state"], &["DynamicConv(", "RmsNorm("]);
+}
+
+#[test]
+fn rwkv7_decode_equals_prefill() {
+    decode_equals_prefill(Block::Rwkv7, &["shift", "state"], &["dplr", "LayerNormalization", "L2Norm("]);
+}
+
+#[test]
 fn custom_dims_and_bad_requests() {
     let g = converted("qwen2-dynamo-opset20-eager-nokv", vec![0, 1], MixerConfig { heads: Some(2), dk: Some(8), dv: Some(24), ..Default::default() });
     let session = Session::new(&g).expect("session");
@@ -143,9 +158,6 @@ fn block_names_dims_and_summary() {
     for block in Block::ALL {
         assert_eq!(Block::parse(block.name()), Ok(block));
     }
-    for name in ["gla", "mamba2", "rwkv7"] {
-        assert!(Block::parse(name).is_err_and(|e| e.contains("not built yet") && e.contains("gated-deltanet")), "{name}");
-    }
     // (block, summary kind, conv cache channels per layer): H = 2, d_k = 8, d_v = 24, W = 4.
     let config = MixerConfig { heads: Some(2), dk: Some(8), dv: Some(24), ..Default::default() };
     for (block, kind, conv_channels) in [
@@ -153,6 +165,8 @@ fn block_names_dims_and_summary() {
         (Block::GatedDeltaNet, "gated_delta", 2 * 8 + 2 * 8 + 2 * 24),
         (Block::DeltaNet, "delta", 2 * 8 + 2 * 8 + 2 * 24),
         (Block::RetNet, "gated", 0),
+        (Block::Gla, "gated_vector", 0),
+        (Block::Mamba2, "gated", 2 * 24 + 2 * 8 + 2 * 8),
     ] {
         let g = converted_to("qwen2-dynamo-opset20-eager-nokv", block, vec![0, 1], config);
         let session = Session::new(&g).expect("session");
@@ -178,6 +192,11 @@ fn block_names_dims_and_summary() {
             Block::GatedDeltaNet => 13,
             Block::DeltaNet => 10,
             Block::RetNet => 6,
+            // q, k, v, o, g projections, the norm, the 2-factor low-rank gate and its bias.
+            Block::Gla => 9,
+            // C, B, x, out, z, dt projections, A_log, dt_bias, D, the norm, three conv kernels.
+            Block::Mamba2 => 13,
+            other => unreachable!("{other:?}"),
         };
         assert_eq!(learned.len(), expected, "{block:?}: {learned:?}");
     }

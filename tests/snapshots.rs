@@ -84,3 +84,16 @@ fn fused_jetblock() {
     jetc::passes::PassManager::new().add(Box::new(jetc::passes::fuse::Fuse)).run(&mut g).expect("fuse");
     insta::assert_snapshot!("converted-jet-swa-fused", print_graph(&g).expect("print"));
 }
+
+/// Every linear block as `linearize` builds it (layer 0; layer 1 keeps attention).
+#[test]
+fn linearized_blocks() {
+    use jetc::convert::{convert, Layout};
+    use jetc::passes::linearize::{Block, MixerConfig};
+    for block in Block::ALL.into_iter().filter(|&b| b != Block::JetBlock) {
+        let mut g = load_raised(&fixtures_dir().join("qwen2-dynamo-opset20-sdpa-kv/model.onnx")).expect("load");
+        let layout = Layout { full_attn: vec![1], swa: vec![], window: None, block, config: MixerConfig::default() };
+        convert(&mut g, &layout, 0).expect("convert");
+        insta::assert_snapshot!(format!("linearized-{}", block.name()), print_graph(&g).expect("print"));
+    }
+}

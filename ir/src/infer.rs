@@ -554,7 +554,7 @@ fn infer_onnx(o: &OnnxOp, inp: &NodeInputs) -> std::result::Result<Option<Vec<Fa
             }
             Some(outs)
         }
-        "LinearAttention" if o.domain.is_empty() => {
+        "LinearAttention" if o.domain.is_empty() || o.domain == crate::op::JETC_DOMAIN => {
             let (Some(q), Some(v), Some(dt)) = (inp.shape(0), inp.shape(2), dt0) else { return Ok(None) };
             if q.len() != 3 || v.len() != 3 {
                 return Ok(None);

@@ -209,7 +209,47 @@ pub struct LinearAttentionSpec {
     pub chunk: usize,
 }
 
+/// Domain of jetc's extension of the standard `LinearAttention` op: the same inputs and
+/// attributes plus `update_rule = "dplr"` with inputs 6 `a`, 7 `b` (RWKV7). Exported as an
+/// ONNX function whose body is standard ops, so other runtimes run it too.
+pub const JETC_DOMAIN: &str = "ai.jetc";
+
 impl LinearAttentionSpec {
+    /// The spec of an ONNX `LinearAttention` node (standard, or jetc's extension in
+    /// [`JETC_DOMAIN`]) from its attributes and the widths of its 3-D `query`, `value` and
+    /// `decay` inputs. A `gated` node whose decay has one value per key dimension is GLA
+    /// ([`UpdateRule::GatedVector`]).
+    pub fn from_onnx(op: &OnnxOp, q_width: usize, v_width: usize, decay_width: Option<usize>) -> Result<LinearAttentionSpec, String> {
+        let name = op.string("update_rule").unwrap_or("linear");
+        let rule = match (UpdateRule::from_onnx(name), op.domain.as_str(), name) {
+            (Some(r), _, _) => r,
+            (None, JETC_DOMAIN, "dplr") => UpdateRule::Dplr,
+            _ => return Err(format!("unknown update_rule `{name}`")),
+        };
+        let (hq, hkv) = (op.int_or("q_num_heads", 0), op.int_or("kv_num_heads", 0));
+        if hq <= 0 || hkv <= 0 {
+            return Err("q_num_heads and kv_num_heads must be positive".into());
+        }
+        let (hq, hkv) = (hq as usize, hkv as usize);
+        if q_width % hq != 0 || v_width % hkv != 0 {
+            return Err(format!("query width {q_width} / value width {v_width} do not split into {hq} / {hkv} heads"));
+        }
+        let (dk, dv) = (q_width / hq, v_width / hkv);
+        let rule = match (rule, decay_width) {
+            (UpdateRule::Gated, Some(w)) if dk > 1 && w == hkv * dk => UpdateRule::GatedVector,
+            (r, _) => r,
+        };
+        Ok(LinearAttentionSpec {
+            rule,
+            q_heads: hq,
+            kv_heads: hkv,
+            dk,
+            dv,
+            scale: op.float("scale").filter(|s| *s != 0.0).unwrap_or(1.0 / (dk.max(1) as f32).sqrt()),
+            chunk: op.int_or("chunk_size", 64).max(0) as usize,
+        })
+    }
+
     pub const Q: usize = 0;
     pub const K: usize = 1;
     pub const V: usize = 2;

@@ -187,6 +187,7 @@ pub fn export_model(graph: &Graph, path: &Path, opts: &ExportOptions) -> Result<
             .collect(),
         producer_name: "jetc".into(),
         producer_version: env!("CARGO_PKG_VERSION").into(),
+        functions: crate::functions::definitions_for(gp.node.iter().map(|n| (n.domain.as_str(), n.op_type.as_str()))),
         graph: Some(gp),
         ..Default::default()
     };

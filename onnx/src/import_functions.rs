@@ -24,7 +24,8 @@ fn expand(
     depth: usize,
     out: &mut Vec<NodeProto>,
 ) -> Result<(), String> {
-    let Some(f) = table.get(&(call.domain.as_str(), call.op_type.as_str())) else {
+    let native = crate::functions::is_native(&call.domain, &call.op_type);
+    let Some(f) = table.get(&(call.domain.as_str(), call.op_type.as_str())).filter(|_| !native) else {
         out.push(call);
         return Ok(());
     };

@@ -7,6 +7,7 @@
 
 pub mod error;
 pub mod export;
+pub mod functions;
 pub mod import;
 mod import_functions;
 pub mod proto;

@@ -8,14 +8,17 @@
 //!   boolean or additive mask (causal and window built from Range, combined with the
 //!   model's own mask).
 //! - `LinearAttention` -> the standard `LinearAttention` op (rules linear, gated, delta,
-//!   gated_delta; `GatedVector` and `Dplr` have no standard form and are refused).
+//!   gated_delta; GLA's `GatedVector` is `gated` with a [B, T, H*d_k] decay). RWKV7's `Dplr`
+//!   has no standard op: it becomes `ai.jetc::LinearAttention` (`update_rule = "dplr"`,
+//!   inputs 6 `a`, 7 `b`), which the exporter defines as an ONNX function over standard ops
+//!   (a `Scan` of the per-token update), so onnxruntime runs it and jetc reads it back.
 //! - `DynamicConv` -> Concat of the cached values, one Slice per tap, Mul/Add, SiLU; the new
 //!   cache is the last W raw values.
 //! - `L2Norm`, `GatedRmsNorm` -> per-head Reshape and elementwise ops / `RMSNormalization`.
 //!
 //! Older ops kept from the source model are upgraded to opset 27 where their signature
 //! changed (Reduce* `axes` attribute -> input).
-use jetc_ir::{Attr, AttentionSpec, DType, Graph, LinearAttentionSpec, OnnxOp, Op, Outlet, RopeStyle, Tensor, UpdateRule};
+use jetc_ir::{Attr, AttentionSpec, DType, Graph, LinearAttentionSpec, OnnxOp, Op, Outlet, RopeStyle, Tensor, UpdateRule, JETC_DOMAIN};
 
 use crate::emit::Emit;
 use crate::error::{PassError, Result};
@@ -155,28 +158,42 @@ fn l2_norm(e: &mut Emit, x: Outlet, heads: usize, eps: f32) -> std::result::Resu
 }
 
 fn linear_attention(e: &mut Emit, node: &jetc_ir::Node, s: &LinearAttentionSpec) -> std::result::Result<Outs, String> {
-    let rule = match s.rule {
-        UpdateRule::Linear => "linear",
-        UpdateRule::Gated => "gated",
-        UpdateRule::Delta => "delta",
-        UpdateRule::GatedDelta => "gated_delta",
-        other => return Err(format!("update rule {} has no standard ONNX form", other.name())),
+    // GLA is the standard `gated` rule with a per-key-dimension decay; RWKV7's DPLR rule is
+    // jetc's function op (standard-op body, see jetc_onnx::functions).
+    let (rule, domain, opset) = match s.rule {
+        UpdateRule::Linear => ("linear", "", TARGET_OPSET),
+        UpdateRule::Gated | UpdateRule::GatedVector => ("gated", "", TARGET_OPSET),
+        UpdateRule::Delta => ("delta", "", TARGET_OPSET),
+        UpdateRule::GatedDelta => ("gated_delta", "", TARGET_OPSET),
+        UpdateRule::Dplr => ("dplr", JETC_DOMAIN, 1),
     };
-    let mut op = OnnxOp::new("LinearAttention", TARGET_OPSET)
+    let mut op = OnnxOp::new("LinearAttention", opset)
         .with_attr("q_num_heads", Attr::Int(s.q_heads as i64))
         .with_attr("kv_num_heads", Attr::Int(s.kv_heads as i64))
         .with_attr("update_rule", Attr::String(rule.into()))
         .with_attr("scale", Attr::Float(s.scale));
+    op.domain = domain.into();
     if s.chunk > 0 {
         op = op.with_attr("chunk_size", Attr::Int(s.chunk as i64));
     }
     // Inputs a rule does not use are omitted (trailing) or left empty (middle).
-    let mut ins: Vec<Option<Outlet>> = (0..6).map(|i| input(node, i)).collect();
+    let mut ins: Vec<Option<Outlet>> = (0..8).map(|i| input(node, i)).collect();
     if matches!(s.rule, UpdateRule::Linear | UpdateRule::Delta) {
         ins[LinearAttentionSpec::DECAY] = None;
     }
-    if matches!(s.rule, UpdateRule::Linear | UpdateRule::Gated) {
+    if !matches!(s.rule, UpdateRule::Delta | UpdateRule::GatedDelta) {
         ins[LinearAttentionSpec::BETA] = None;
+    }
+    if s.rule != UpdateRule::Dplr {
+        ins.truncate(6);
+    } else if ins[LinearAttentionSpec::STATE].is_none() {
+        // The function body scans from a state: start from zeros [B, H, d_k, d_v].
+        let q = req(node, LinearAttentionSpec::Q, "q")?;
+        let b = e.onnx("batch", "Shape", &[q], &[("start", Attr::Int(0)), ("end", Attr::Int(1))])?;
+        let rest = e.ints("state_dims", &[s.kv_heads as i64, s.dk as i64, s.dv as i64])?;
+        let shape = e.onnx("state_shape", "Concat", &[b, rest], &[("axis", Attr::Int(0))])?;
+        let zero = e.weight("state_zero", Tensor::from_f32(vec![1], &[0.0]).map_err(|e| e.to_string())?)?;
+        ins[LinearAttentionSpec::STATE] = Some(e.onnx("initial_state", "Expand", &[zero, shape], &[])?);
     }
     while ins.last() == Some(&None) {
         ins.pop();

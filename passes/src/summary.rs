@@ -117,18 +117,22 @@ pub fn summarize_with(g: &Graph, kv_dtype: Option<DType>) -> Result<DecoderSumma
             }
             Op::LinearAttention(spec) => {
                 let layer = mixers.len();
-                // Convolution caches count too: JetBlock's dynamic conv on v; (gated) DeltaNet's
-                // short convs on q, k and v (a q conv is what tells them from JetBlock).
+                // Convolution caches count too (JetBlock's dynamic conv on v; the short convs
+                // of (gated) DeltaNet and Mamba2; RWKV7's one-token shift), found by walking back
+                // from q, k and v. A conv on q is what tells (gated) DeltaNet from JetBlock.
                 let input = |slot: usize| node.inputs().get(slot).copied().flatten();
-                let convs: Vec<Option<(usize, i64)>> =
-                    [jetc_ir::LinearAttentionSpec::Q, jetc_ir::LinearAttentionSpec::K, jetc_ir::LinearAttentionSpec::V]
-                        .iter()
-                        .map(|&slot| input(slot).and_then(|o| conv_feeding(g, o)))
-                        .collect();
                 let act = g.fact(node.input(0).map_err(|e| e.to_string())?).map(|f| f.dtype).unwrap_or(DType::F32);
-                let conv_bytes: usize =
-                    convs.iter().flatten().map(|&(w, c)| w * c as usize * kv_dtype.unwrap_or(act).size_bytes()).sum();
-                let jet = convs[0].is_none() && convs[2].is_some();
+                let slots = [jetc_ir::LinearAttentionSpec::Q, jetc_ir::LinearAttentionSpec::K, jetc_ir::LinearAttentionSpec::V];
+                let found: Vec<Vec<(jetc_ir::NodeId, usize, i64)>> =
+                    slots.iter().map(|&slot| input(slot).map(|o| caches_feeding(g, o)).unwrap_or_default()).collect();
+                let mut seen = std::collections::HashSet::new();
+                let conv_bytes: usize = found
+                    .iter()
+                    .flatten()
+                    .filter(|(id, _, _)| seen.insert(*id))
+                    .map(|&(_, w, c)| w * c as usize * kv_dtype.unwrap_or(act).size_bytes())
+                    .sum();
+                let jet = found[0].is_empty() && !found[2].is_empty() && spec.rule == jetc_ir::UpdateRule::GatedDelta;
                 let kind = if jet { "jet" } else { spec.rule.name() };
                 mixers.push(linear_mixer(layer, kind, spec.q_heads, spec.kv_heads, spec.dk, spec.dv, conv_bytes));
             }
@@ -233,16 +237,49 @@ pub fn summarize_with(g: &Graph, kv_dtype: Option<DType>) -> Result<DecoderSumma
     })
 }
 
-/// The convolution (width, channels) producing `o`, looking through a per-head L2 norm.
-fn conv_feeding(g: &Graph, o: jetc_ir::Outlet) -> Option<(usize, i64)> {
-    let mut n = g.node(o.node).ok()?;
-    if matches!(n.op, Op::L2Norm { .. }) {
-        n = g.node(n.input(0).ok()?.node).ok()?;
+/// The fixed-size caches that `o` is computed from within a few ops (through norms,
+/// activations, reshapes and the data input of projections): each `DynamicConv` as (node,
+/// width, channels) and each token shift (a `Concat` along time of one past token and the
+/// block input) as (node, 1, channels).
+fn caches_feeding(g: &Graph, o: jetc_ir::Outlet) -> Vec<(jetc_ir::NodeId, usize, i64)> {
+    let mut out = Vec::new();
+    let mut stack = vec![(o, 0usize)];
+    let mut visited = std::collections::HashSet::new();
+    while let Some((o, depth)) = stack.pop() {
+        if depth > 8 || !visited.insert(o.node) {
+            continue;
+        }
+        let Ok(n) = g.node(o.node) else { continue };
+        let width = |slot: usize| g.fact(n.input(slot).ok()?).ok()?.shape.as_ref()?.last()?.as_known();
+        match &n.op {
+            Op::DynamicConv(c) => {
+                if let Some(ch) = width(0) {
+                    out.push((o.node, c.width, ch));
+                }
+            }
+            Op::Onnx(x) if x.op_type == "Concat" && x.int_or("axis", 0) == 1 && n.inputs().len() == 2 => {
+                let first_len = n.input(0).ok().and_then(|i| g.fact(i).ok()?.shape.as_ref()?.get(1)?.as_known());
+                if let (Some(1), Some(ch)) = (first_len, width(1)) {
+                    out.push((o.node, 1, ch));
+                }
+            }
+            Op::L2Norm { .. } => stack.push((n.inputs()[0].unwrap_or(o), depth + 1)),
+            Op::Onnx(x) => {
+                let data_inputs = match x.op_type.as_str() {
+                    "MatMul" | "Reshape" | "Unsqueeze" | "Slice" => 1,
+                    "Mul" | "Add" | "Sub" | "Div" | "Sigmoid" | "Neg" => n.inputs().len(),
+                    _ => 0,
+                };
+                for i in n.inputs().iter().take(data_inputs).flatten() {
+                    if !matches!(g.node(i.node).map(|m| &m.op), Ok(Op::Const(_)) | Ok(Op::Input)) {
+                        stack.push((*i, depth + 1));
+                    }
+                }
+            }
+            _ => {}
+        }
     }
-    match &n.op {
-        Op::DynamicConv(c) => Some((c.width, g.fact(n.input(0).ok()?).ok()?.shape.as_ref()?.last()?.as_known()?)),
-        _ => None,
-    }
+    out
 }
 
 /// True when `b` ([D, V]) holds the transpose of `a` ([V, D]), judged on the first and last

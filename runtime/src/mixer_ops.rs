@@ -101,31 +101,16 @@ pub fn dynamic_conv_op(spec: &DynamicConvSpec, inputs: &[Option<&Value>]) -> R<V
     Ok(vec![v, value(&[dims.batch, dims.channels, dims.width], out.cache)?])
 }
 
-/// The spec of an ONNX `LinearAttention` node: heads from its attributes, head sizes from
-/// the widths of `q` and `v` (3-D [B, T, H*d] inputs).
+/// The spec of an ONNX `LinearAttention` node from the widths of its 3-D inputs.
 pub fn spec_from_onnx(op: &OnnxOp, inputs: &[Option<&Value>]) -> R<LinearAttentionSpec> {
-    let name = op.string("update_rule").unwrap_or("linear");
-    let rule = UpdateRule::from_onnx(name).ok_or_else(|| format!("unknown update_rule `{name}`"))?;
-    let (hq, hkv) = (op.int_or("q_num_heads", 0), op.int_or("kv_num_heads", 0));
-    if hq <= 0 || hkv <= 0 {
-        return Err("q_num_heads and kv_num_heads must be positive".into());
-    }
-    let width = |i: usize, what: &str| -> R<usize> {
-        let v = inputs.get(i).copied().flatten().ok_or(format!("input {i} ({what}) is missing"))?;
+    let width = |i: usize| -> R<Option<usize>> {
+        let Some(v) = inputs.get(i).copied().flatten() else { return Ok(None) };
         match v.shape() {
-            [_, _, w] => Ok(*w),
-            s => Err(format!("{what} must be 3-D [B, T, H*d], got {s:?}")),
+            [_, _, w] => Ok(Some(*w)),
+            s => Err(format!("input {i} must be 3-D [B, T, H*d], got {s:?}")),
         }
     };
-    let (dk, dv) = (width(0, "query")? / hq as usize, width(2, "value")? / hkv as usize);
-    let scale = op.float("scale").filter(|s| *s != 0.0).unwrap_or(1.0 / (dk.max(1) as f32).sqrt());
-    Ok(LinearAttentionSpec {
-        rule,
-        q_heads: hq as usize,
-        kv_heads: hkv as usize,
-        dk,
-        dv,
-        scale,
-        chunk: op.int_or("chunk_size", 64).max(0) as usize,
-    })
+    let q = width(LinearAttentionSpec::Q)?.ok_or("input 0 (query) is missing")?;
+    let v = width(LinearAttentionSpec::V)?.ok_or("input 2 (value) is missing")?;
+    LinearAttentionSpec::from_onnx(op, q, v, width(LinearAttentionSpec::DECAY)?)
 }

@@ -1,2 +1,24 @@
-//! Text around a model: the tokenizer (built from GGUF metadata or a `tokenizer.json`) and
-//! the chat template. Being built (issue 5).
+//! Text around a model: the tokenizer and the chat template.
+//!
+//! * [`Tokenizer`] turns text into token ids and back. It is built from a GGUF file's
+//!   `tokenizer.ggml.*` metadata ([`Tokenizer::from_gguf`]: byte-level BPE with the
+//!   pre-tokenizer named by `tokenizer.ggml.pre`, or SentencePiece-style BPE) or loaded from
+//!   a Hugging Face `tokenizer.json` ([`Tokenizer::from_file`]); the BPE is Hugging Face's
+//!   `tokenizers` crate, so ids match transformers'. It knows BOS and every id that ends
+//!   generation ([`Tokenizer::eos_ids`]); [`StreamDecoder`] decodes generated ids as they
+//!   come.
+//! * [`ChatTemplate`] renders a conversation ([`Message`]s) with the model's Jinja chat
+//!   template (GGUF `tokenizer.chat_template` or `tokenizer_config.json`), as transformers'
+//!   `apply_chat_template` does.
+//!
+//! Errors ([`TextError`]) name the file and the metadata key concerned.
+
+pub mod chat;
+pub mod error;
+pub mod gguf_vocab;
+pub mod pretok;
+pub mod tokenizer;
+
+pub use chat::{ChatTemplate, Message};
+pub use error::{Result, TextError};
+pub use tokenizer::{StreamDecoder, Tokenizer};

@@ -11,8 +11,15 @@
 //!   Weights `layers.{l}.gated_deltanet.*`.
 //! - `deltanet` (fla `DeltaNet` with the output gate): the same without the decay (delta
 //!   rule; no `a_proj`, `A_log`, `dt_bias`). Weights `layers.{l}.deltanet.*`.
+//! - `gla` (fla `GatedLinearAttention`): plain q, k, v; per-key-dimension decay from a
+//!   low-rank gate; gated output RMSNorm. Weights `layers.{l}.gla.*`.
 //! - `retnet` (fla `MultiScaleRetention` without RoPE): q, k, v plain projections; fixed
 //!   per-head decay log(1 - 2^(-5-h)); gated output RMSNorm. Weights `layers.{l}.retnet.*`.
+//! - `mamba2` (Mamba2 SSD, one B/C group per head): short convs on x, B, C; scalar decay
+//!   A dt per head; D skip; gate-then-norm output. Weights `layers.{l}.mamba2.*`.
+//! - `rwkv7` (fla `RWKV7Attention` without the value residual): token shift with lerps,
+//!   LoRA decay / in-context rate / gate, the DPLR rule, group norm and bonus term.
+//!   Weights `layers.{l}.rwkv7.*`.
 //!
 //! Weight mapping from the base attention (layer l, base heads Hq/Hkv of size hd, mixer
 //! heads H of sizes d_k/d_v):
@@ -35,12 +42,17 @@
 //! - `jetblock`: `conv` [B, H*d_v, W] (raw values), `state` [B, H, d_k, d_v];
 //! - `gated-deltanet`, `deltanet`: `conv_q`, `conv_k` [B, H*d_k, W], `conv_v` [B, H*d_v, W]
 //!   (raw projections of the last W tokens), `state` [B, H, d_k, d_v];
-//! - `retnet`: `state` [B, H, d_k, d_v].
+//! - `gla`, `retnet`: `state` [B, H, d_k, d_v];
+//! - `mamba2`: `conv_x` [B, H*d_v, W], `conv_b`, `conv_c` [B, H*d_k, W], `state`;
+//! - `rwkv7`: `shift` [B, 1, hidden] (the last token's block input), `state`.
 mod deltanet;
+mod gla;
 mod init;
 mod jetblock;
+mod mamba2;
 mod parts;
 mod retnet;
+mod rwkv7;
 
 pub use jetblock::build as jetblock_build;
 pub use parts::{Built, Cache};
@@ -56,21 +68,25 @@ pub enum Block {
     JetBlock,
     GatedDeltaNet,
     DeltaNet,
+    Gla,
     RetNet,
+    Mamba2,
+    Rwkv7,
 }
 
 impl Block {
-    pub const ALL: [Block; 4] = [Block::JetBlock, Block::GatedDeltaNet, Block::DeltaNet, Block::RetNet];
+    pub const ALL: [Block; 7] =
+        [Block::JetBlock, Block::GatedDeltaNet, Block::DeltaNet, Block::Gla, Block::RetNet, Block::Mamba2, Block::Rwkv7];
 
     pub fn parse(name: &str) -> std::result::Result<Block, String> {
         match name {
             "jetblock" => Ok(Block::JetBlock),
             "gated-deltanet" => Ok(Block::GatedDeltaNet),
             "deltanet" => Ok(Block::DeltaNet),
+            "gla" => Ok(Block::Gla),
             "retnet" => Ok(Block::RetNet),
-            "gla" | "mamba2" | "rwkv7" => {
-                Err(format!("block `{name}` is not built yet (available: jetblock, gated-deltanet, deltanet, retnet)"))
-            }
+            "mamba2" => Ok(Block::Mamba2),
+            "rwkv7" => Ok(Block::Rwkv7),
             other => Err(format!(
                 "unknown block `{other}` (jetblock, gated-deltanet, gla, retnet, mamba2, deltanet, rwkv7)"
             )),
@@ -83,7 +99,10 @@ impl Block {
             Block::JetBlock => "jetblock",
             Block::GatedDeltaNet => "gated-deltanet",
             Block::DeltaNet => "deltanet",
+            Block::Gla => "gla",
             Block::RetNet => "retnet",
+            Block::Mamba2 => "mamba2",
+            Block::Rwkv7 => "rwkv7",
         }
     }
 
@@ -93,7 +112,10 @@ impl Block {
             Block::JetBlock => "jet",
             Block::GatedDeltaNet => "gated_deltanet",
             Block::DeltaNet => "deltanet",
+            Block::Gla => "gla",
             Block::RetNet => "retnet",
+            Block::Mamba2 => "mamba2",
+            Block::Rwkv7 => "rwkv7",
         }
     }
 }
@@ -126,7 +148,10 @@ pub fn build(
         Block::JetBlock => jetblock::build(g, id, l, cfg, seed, with_caches),
         Block::GatedDeltaNet => deltanet::build(g, id, l, cfg, seed, with_caches, true),
         Block::DeltaNet => deltanet::build(g, id, l, cfg, seed, with_caches, false),
+        Block::Gla => gla::build(g, id, l, cfg, seed, with_caches),
         Block::RetNet => retnet::build(g, id, l, cfg, seed, with_caches),
+        Block::Mamba2 => mamba2::build(g, id, l, cfg, seed, with_caches),
+        Block::Rwkv7 => rwkv7::build(g, id, l, cfg, seed, with_caches),
     }
 }
 

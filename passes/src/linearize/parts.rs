@@ -299,10 +299,35 @@ impl Mixer<'_> {
         decay: Option<Outlet>,
         beta: Option<Outlet>,
     ) -> Result<(Outlet, Outlet), String> {
+        let scale = 1.0 / (self.d.dk as f32).sqrt();
+        self.recurrence_with(name, rule, scale, &[Some(q), Some(k), Some(v), state, decay, beta])
+    }
+
+    /// The recurrence with an explicit scale and the op's inputs by slot
+    /// ([`LinearAttentionSpec`]: q, k, v, state, decay, beta, a, b).
+    pub fn recurrence_with(&mut self, name: &str, rule: UpdateRule, scale: f32, inputs: &[Option<Outlet>]) -> Result<(Outlet, Outlet), String> {
         let (h, dk, dv) = (self.d.heads, self.d.dk, self.d.dv);
-        let spec = LinearAttentionSpec { rule, q_heads: h, kv_heads: h, dk, dv, scale: 1.0 / (dk as f32).sqrt(), chunk: 64 };
-        let la = self.e.node(name, Op::LinearAttention(spec), &[Some(q), Some(k), Some(v), state, decay, beta], 2)?;
+        let spec = LinearAttentionSpec { rule, q_heads: h, kv_heads: h, dk, dv, scale, chunk: 64 };
+        let la = self.e.node(name, Op::LinearAttention(spec), inputs, 2)?;
         Ok((la[0], la[1]))
+    }
+
+    /// [B, T, H*d] -> [B, T, H, d].
+    pub fn split_heads(&mut self, name: &str, x: Outlet) -> Result<Outlet, String> {
+        let shape = self.e.ints(&format!("{name}/head_shape"), &[0, 0, self.d.heads as i64, -1])?;
+        self.e.onnx(name, "Reshape", &[x, shape], &[])
+    }
+
+    /// [B, T, H, d] -> [B, T, H*d].
+    pub fn merge_heads(&mut self, name: &str, x: Outlet) -> Result<Outlet, String> {
+        let shape = self.e.ints(&format!("{name}/merged_shape"), &[0, 0, -1])?;
+        self.e.onnx(name, "Reshape", &[x, shape], &[])
+    }
+
+    /// A weight from explicit values.
+    pub fn values(&mut self, name: &str, shape: Vec<usize>, v: &[f32]) -> Result<Outlet, String> {
+        let t = Tensor::from_f32(shape, v).map_err(|e| e.to_string())?;
+        self.e.weight(name, t)
     }
 
     /// y = (rmsnorm_per_head(o) * w_onorm * silu(x Wg)) Wo.

@@ -1,35 +1,22 @@
 //! The standard `LinearAttention` op (opset 27, as jetc exports converted models) ->
 //! `Op::LinearAttention`, so a converted model read back is summarized and run like one
 //! jetc built itself.
-use jetc_ir::{Graph, LinearAttentionSpec, Op, Outlet, Patch, PatchOutlet, Result, UpdateRule};
+use jetc_ir::{Graph, LinearAttentionSpec, Op, Outlet, Patch, PatchOutlet, Result, JETC_DOMAIN};
 
 pub fn raise(g: &mut Graph) -> Result<bool> {
     let mut changed = false;
     for id in g.topo_order()? {
         let Ok(node) = g.node(id) else { continue };
         let Op::Onnx(op) = &node.op else { continue };
-        if op.op_type != "LinearAttention" || !op.domain.is_empty() {
+        if op.op_type != "LinearAttention" || !(op.domain.is_empty() || op.domain == JETC_DOMAIN) {
             continue;
         }
-        let Some(rule) = UpdateRule::from_onnx(op.string("update_rule").unwrap_or("linear")) else { continue };
-        let width = |slot: usize| -> Option<i64> {
-            g.fact(node.inputs().get(slot).copied().flatten()?).ok()?.shape.as_ref()?.get(2)?.as_known()
+        let width = |slot: usize| -> Option<usize> {
+            let w = g.fact(node.inputs().get(slot).copied().flatten()?).ok()?.shape.as_ref()?.get(2)?.as_known()?;
+            usize::try_from(w).ok()
         };
-        let (hq, hkv) = (op.int_or("q_num_heads", 0), op.int_or("kv_num_heads", 0));
-        let (Some(qw), Some(vw)) = (width(0), width(2)) else { continue };
-        if hq <= 0 || hkv <= 0 || qw % hq != 0 || vw % hkv != 0 {
-            continue;
-        }
-        let dk = (qw / hq) as usize;
-        let spec = LinearAttentionSpec {
-            rule,
-            q_heads: hq as usize,
-            kv_heads: hkv as usize,
-            dk,
-            dv: (vw / hkv) as usize,
-            scale: op.float("scale").filter(|s| *s != 0.0).unwrap_or(1.0 / (dk as f32).sqrt()),
-            chunk: op.int_or("chunk_size", 64).max(0) as usize,
-        };
+        let (Some(qw), Some(vw)) = (width(LinearAttentionSpec::Q), width(LinearAttentionSpec::V)) else { continue };
+        let Ok(spec) = LinearAttentionSpec::from_onnx(op, qw, vw, width(LinearAttentionSpec::DECAY)) else { continue };
         let mut p = Patch::new();
         let inputs = node.inputs().iter().map(|i| i.map(PatchOutlet::Existing)).collect();
         let outputs = node.outputs.iter().map(|o| jetc_ir::OutputInfo { name: String::new(), fact: o.fact.clone() }).collect();

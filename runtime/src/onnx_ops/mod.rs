@@ -57,6 +57,7 @@ fn lookup(op: &OnnxOp) -> Option<Kernel> {
     match op.domain.as_str() {
         "" | "ai.onnx" => default_domain(&op.op_type),
         "com.microsoft" => contrib(&op.op_type),
+        jetc_ir::JETC_DOMAIN if op.op_type == "LinearAttention" => Some(linear_attention_onnx),
         _ => None,
     }
 }
@@ -217,7 +218,8 @@ mod tests {
     }
 }
 
-/// The ONNX opset-27 `LinearAttention` op (3-D inputs [B, T, H*d]) through jetc's own kernel.
+/// The ONNX opset-27 `LinearAttention` op (3-D inputs [B, T, H*d]), and jetc's extension of it
+/// (`ai.jetc`, rule `dplr`), through jetc's own kernel.
 fn linear_attention_onnx(ctx: &Ctx) -> OpResult {
     let spec = crate::mixer_ops::spec_from_onnx(ctx.op, ctx.inputs)?;
     crate::mixer_ops::linear_attention(&spec, ctx.inputs)
