@@ -68,11 +68,11 @@ fn lowered_to_onnx_ops() {
 
 #[test]
 fn supernet_switches() {
-    use jetc::passes::linearize::MixerConfig;
+    use jetc::passes::linearize::{Block, MixerConfig};
     use jetc::passes::supernet::Supernet;
     let mut g = load_raised(&fixtures_dir().join("qwen2-dynamo-opset20-eager-nokv/model.onnx")).expect("load");
     jetc::passes::PassManager::new()
-        .add(Box::new(Supernet { window: Some(2), jet: Some(MixerConfig::default()), seed: 0 }))
+        .add(Box::new(Supernet { window: Some(2), linear: vec![Block::JetBlock], config: MixerConfig::default(), seed: 0 }))
         .run(&mut g)
         .expect("supernet");
     insta::assert_snapshot!("supernet-attn-swa-jet", print_graph(&g).expect("print"));

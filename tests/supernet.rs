@@ -3,7 +3,7 @@
 mod common;
 
 use common::*;
-use jetc::passes::linearize::MixerConfig;
+use jetc::passes::linearize::{Block, MixerConfig};
 use jetc::passes::supernet::{Place, Supernet};
 use jetc::passes::PassManager;
 use jetc::pipeline::load_raised;
@@ -16,16 +16,19 @@ fn switch_choices_equal_placed_models() {
     let base = load_raised(&fixtures_dir().join(FIXTURE).join("model.onnx")).expect("load");
     let mut sup = base.clone();
     PassManager::new()
-        .add(Box::new(Supernet { window: Some(2), jet: Some(MixerConfig::default()), seed: 3 }))
+        .add(Box::new(Supernet { window: Some(2), linear: Block::ALL.to_vec(), config: MixerConfig::default(), seed: 3 }))
         .run(&mut sup)
         .expect("supernet");
     let text = jetc::ir::print::print_graph(&sup).expect("print");
     assert_eq!(text.matches("Switch(").count(), 2, "one switch per layer");
     let session = Session::new(&sup).expect("session");
     let (_, inputs, want) = cases(FIXTURE).remove(0);
-    let names = ["attn", "swa", "jet"];
+    let mut names = vec!["attn", "swa"];
+    names.extend(Block::ALL.iter().map(|&b| jetc::passes::supernet::choice_name(b)));
     let mut distinct = Vec::new();
-    for (a, b) in [(0, 0), (0, 1), (1, 2), (2, 0), (2, 2), (1, 1)] {
+    // Every choice on each layer at least once, mixed with the others.
+    let n = names.len();
+    for (a, b) in (0..n).map(|i| (i, (i + 1) % n)).chain([(0, 0), (1, 1), (2, 2)]) {
         let from_supernet = session.run_with_choices(inputs.clone(), &[a, b]).expect("supernet run");
         let mut placed = sup.clone();
         PassManager::new()
@@ -47,7 +50,7 @@ fn switch_choices_equal_placed_models() {
 #[test]
 fn bad_placements_are_refused() {
     let mut sup = load_raised(&fixtures_dir().join(FIXTURE).join("model.onnx")).expect("load");
-    PassManager::new().add(Box::new(Supernet { window: None, jet: Some(MixerConfig::default()), seed: 0 })).run(&mut sup).expect("supernet");
+    PassManager::new().add(Box::new(Supernet { window: None, linear: vec![Block::JetBlock], config: MixerConfig::default(), seed: 0 })).run(&mut sup).expect("supernet");
     let r = PassManager::new().add(Box::new(Place { layout: vec!["jet".into()] })).run(&mut sup.clone());
     assert!(r.is_err_and(|e| e.to_string().contains("names 1 layers")));
     let r = PassManager::new().add(Box::new(Place { layout: vec!["swa".into(), "jet".into()] })).run(&mut sup);

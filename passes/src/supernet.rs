@@ -2,7 +2,8 @@
 //!
 //! `Supernet` gives every attention layer a `Switch` whose alternatives share the layer's
 //! input: the original full attention (`attn`), a sliding-window copy with the same weights
-//! (`swa`, when a window is given), and linear candidates built by `linearize` (`jet`). One
+//! (`swa`, when a window is given), and linear candidates built by `linearize` (`jet` for
+//! JetBlock, the `--block` name for the others: `gated-deltanet`, `gla`, `mamba2`, ...). One
 //! executor pass runs any sub-network (`Session::run_with_choices`), which is what supernet
 //! distillation and the placement search need. The supernet is a prefill graph: the SWA and
 //! linear alternatives start from empty caches and their caches are not outputs.
@@ -11,15 +12,24 @@
 use jetc_ir::{AttentionSpec, Graph, Op, Outlet, OutputInfo};
 
 use crate::error::{PassError, Result};
-use crate::linearize::{attention_layers, jetblock_build, MixerConfig};
+use crate::linearize::{attention_layers, Block, MixerConfig};
 use crate::manager::Pass;
 
 pub struct Supernet {
     /// SWA alternative window (None: no SWA alternative).
     pub window: Option<usize>,
-    /// Add a JetBlock alternative.
-    pub jet: Option<MixerConfig>,
+    /// Linear candidates, in switch order, all with the same hyper-parameters `config`.
+    pub linear: Vec<Block>,
+    pub config: MixerConfig,
     pub seed: u64,
+}
+
+/// The switch choice name of a linear block: `jet` for JetBlock, else its `--block` name.
+pub fn choice_name(block: Block) -> &'static str {
+    match block {
+        Block::JetBlock => "jet",
+        other => other.name(),
+    }
 }
 
 impl Pass for Supernet {
@@ -59,9 +69,9 @@ impl Pass for Supernet {
                 names.push("swa".into());
                 alternatives.push(Outlet::new(sid, 0));
             }
-            if let Some(cfg) = &self.jet {
-                let built = jetblock_build(g, id, l, cfg, self.seed, false).map_err(fail)?;
-                names.push("jet".into());
+            for &block in &self.linear {
+                let built = crate::linearize::build(block, g, id, l, &self.config, self.seed, false).map_err(fail)?;
+                names.push(choice_name(block).into());
                 alternatives.push(built.y);
             }
             let consumers = g.consumers(y);
@@ -84,7 +94,7 @@ impl Pass for Supernet {
 }
 
 pub struct Place {
-    /// One choice name per layer (`attn`, `swa`, `jet`).
+    /// One choice name per layer (`attn`, `swa`, `jet`, or a linear block's name).
     pub layout: Vec<String>,
 }
 
