@@ -45,6 +45,9 @@ struct Match {
     conv_present: Outlet,
     state_present: Outlet,
     name: String,
+    /// `A_log` recovered from a folded `-exp(A_log)` constant (a model read back from ONNX),
+    /// added as a constant for slot 9 when the fused op is built.
+    a_log_from_folded: Option<jetc_ir::Tensor>,
 }
 
 fn node_of(g: &Graph, o: Outlet) -> Option<&Node> {
@@ -105,10 +108,23 @@ fn match_jetblock(g: &Graph, id: NodeId) -> Option<Match> {
     let floor = scalar_of(g, input(max, 1)?)?;
     let (mul, _) = onnx_producer(g, input(max, 0)?, &["Mul"])?;
     let (sp, _) = onnx_producer(g, input(mul, 0)?, &["Softplus"])?;
-    let (neg, _) = onnx_producer(g, input(mul, 1)?, &["Neg"])?;
-    let (exp, _) = onnx_producer(g, input(neg, 0)?, &["Exp"])?;
-    let a_log = input(exp, 0)?;
-    const_of(g, a_log)?;
+    // -exp(A_log) as ops, or folded into one constant (then A_log = ln(-c)).
+    let (a_log, a_log_from_folded) = match onnx_producer(g, input(mul, 1)?, &["Neg"]) {
+        Some((neg, _)) => {
+            let (exp, _) = onnx_producer(g, input(neg, 0)?, &["Exp"])?;
+            let a_log = input(exp, 0)?;
+            const_of(g, a_log)?;
+            (Some(a_log), None)
+        }
+        None => {
+            let minus_a = const_of(g, input(mul, 1)?)?;
+            let v: Vec<f32> = minus_a.to_f32_vec().iter().map(|&c| (-c).ln()).collect();
+            if minus_a.shape() != [h] || v.iter().any(|x| !x.is_finite()) {
+                return None;
+            }
+            (None, Some(jetc_ir::Tensor::from_f32(vec![h], &v).ok()?))
+        }
+    };
     let (aadd, _) = onnx_producer(g, input(sp, 0)?, &["Add"])?;
     let dt_bias = input(aadd, 1)?;
     const_of(g, dt_bias)?;
@@ -144,7 +160,7 @@ fn match_jetblock(g: &Graph, id: NodeId) -> Option<Match> {
         chunk: ls.chunk,
     };
     let mut inputs = vec![
-        Some(x), Some(wq), Some(wk), Some(wv), Some(w1), Some(w2), Some(b2), Some(wa), Some(dt_bias), Some(a_log),
+        Some(x), Some(wq), Some(wk), Some(wv), Some(w1), Some(w2), Some(b2), Some(wa), Some(dt_bias), a_log,
         Some(wb), Some(wg), Some(onorm), Some(wo), input(conv, 2), input(la, LinearAttentionSpec::STATE),
     ];
     while inputs.last() == Some(&None) {
@@ -157,10 +173,14 @@ fn match_jetblock(g: &Graph, id: NodeId) -> Option<Match> {
         conv_present: Outlet::new(conv_out.node, 1),
         state_present: Outlet::new(id, 1),
         name: la.name.replace("gated_delta_rule", "jetblock"),
+        a_log_from_folded,
     })
 }
 
-fn apply(g: &mut Graph, m: Match) -> std::result::Result<(), String> {
+fn apply(g: &mut Graph, mut m: Match) -> std::result::Result<(), String> {
+    if let Some(t) = m.a_log_from_folded.take() {
+        m.inputs[9] = Some(g.add_const(&format!("{}/A_log", m.name), t).map_err(|e| e.to_string())?);
+    }
     let facts = [m.y, m.conv_present, m.state_present]
         .iter()
         .map(|&o| g.fact(o).map(|f| OutputInfo { name: String::new(), fact: f.clone() }))

@@ -10,6 +10,7 @@
 mod attention;
 mod cleanup;
 mod dynamic_conv;
+mod head_norms;
 mod embedding;
 mod linear;
 mod mlp;
@@ -41,6 +42,7 @@ impl Pass for Raise {
         changed |= attention::raise(g).map_err(ir)?;
         changed |= linear::raise(g).map_err(ir)?;
         changed |= dynamic_conv::raise(g).map_err(ir)?;
+        changed |= head_norms::raise(g).map_err(ir)?;
         g.prune_dead().map_err(ir)?;
         // Raising can leave twins (each layer's RoPE gather); merge them.
         crate::cse::Cse.run(g)?;
