@@ -65,6 +65,22 @@ fn fused_jetblock_equals_decomposed() {
     let text = jetc::ir::print::print_graph(&fused).expect("print");
     assert_eq!(text.matches("JetBlock(").count(), 2, "both layers fused");
     assert!(!text.contains("LinearAttention(") && !text.contains("DynamicConv("));
+    // The seven projections of the block input are one packed weight (one GEMM).
+    assert_eq!(text.matches(", packed}").count(), 2, "projections merged");
+    assert!(text.contains("jet.in_proj.weight") && !text.contains("jet.q_proj.weight"));
+    // Unfusing splits it back into the original weights, byte for byte, under their names.
+    let mut unfused = fused.clone();
+    PassManager::new().add(Box::new(jetc::passes::fuse::Unfuse)).run(&mut unfused).expect("unfuse");
+    let consts = |g: &jetc::ir::Graph| -> std::collections::BTreeMap<String, Vec<u8>> {
+        g.node_ids()
+            .filter_map(|id| g.node(id).ok())
+            .filter_map(|n| match &n.op {
+                jetc::ir::Op::Const(t) if n.name.contains(".jet.") && n.name.ends_with(".weight") => Some((n.name.clone(), t.bytes().to_vec())),
+                _ => None,
+            })
+            .collect()
+    };
+    assert_eq!(consts(&unfused), consts(&g), "unfuse restores the projection weights");
     let (a, b) = (summarize(&g).expect("summary"), summarize(&fused).expect("summary"));
     assert_eq!((a.params, &a.mixers), (b.params, &b.mixers), "same summary fused or not");
     let (s1, s2) = (Session::new(&g).expect("session"), Session::new(&fused).expect("session"));

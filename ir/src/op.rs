@@ -279,6 +279,10 @@ pub struct DynamicConvSpec {
 /// [hidden,H], 8 `dt_bias` [H], 9 `a_log` [H]; 10 `wb` [hidden,H]; 11 `wg` [hidden,H*dv];
 /// 12 `o_norm` [dv]; 13 `wo` [H*dv,hidden]; 14 `past_conv` [B,H*dv,W]; 15 `past_state`
 /// [B,H,dk,dv]. Outputs: 0 `y`; 1 `present_conv`; 2 `present_state`.
+///
+/// With `packed`, the seven projections of the block input are one weight in slot 1,
+/// `w_in` = [wq | wk | wv | w1 | wa | wb | wg] by columns ([`JetBlockSpec::packed_widths`]),
+/// so the block reads x once in one GEMM; slots 2, 3, 4, 7, 10, 11 are empty.
 #[derive(Clone, Debug, PartialEq)]
 pub struct JetBlockSpec {
     pub heads: usize,
@@ -290,9 +294,20 @@ pub struct JetBlockSpec {
     pub norm_eps: f32,
     pub decay_floor: f32,
     pub chunk: usize,
+    /// The input projections are packed into slot 1 (see the type's doc).
+    pub packed: bool,
 }
 
 impl JetBlockSpec {
+    /// Slots of the projections that `packed` merges, in packing order.
+    pub const PACKED_SLOTS: [usize; 7] = [1, 2, 3, 4, 7, 10, 11];
+
+    /// Column widths of q, k, v, w1, a, b, g in the packed weight, for a generator width G.
+    pub fn packed_widths(&self, generator: usize) -> [usize; 7] {
+        let (h, dk, dv) = (self.heads, self.dk, self.dv);
+        [h * dk, h * dk, h * dv, generator, h, h, h * dv]
+    }
+
     pub const NUM_INPUTS: usize = 16;
     pub const PAST_CONV: usize = 14;
     pub const PAST_STATE: usize = 15;

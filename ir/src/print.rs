@@ -72,8 +72,9 @@ pub fn print_graph(g: &Graph) -> Result<String> {
             Op::L2Norm { heads, eps } => format!("{} = L2Norm({}) {{heads={heads}, eps={eps:?}}}", results.join(", "), args.join(", ")),
             Op::GatedRmsNorm { heads, eps } => format!("{} = GatedRmsNorm({}) {{heads={heads}, eps={eps:?}}}", results.join(", "), args.join(", ")),
             Op::JetBlock(s) => format!(
-                "{} = JetBlock({}) {{heads={}, dk={}, dv={}, width={}, scale={:?}, chunk={}}}",
-                results.join(", "), args.join(", "), s.heads, s.dk, s.dv, s.width, s.scale, s.chunk
+                "{} = JetBlock({}) {{heads={}, dk={}, dv={}, width={}, scale={:?}, chunk={}{}}}",
+                results.join(", "), args.join(", "), s.heads, s.dk, s.dv, s.width, s.scale, s.chunk,
+                if s.packed { ", packed" } else { "" }
             ),
             Op::Switch { choices } => format!("{} = Switch({}) {{choices=[{}]}}", results.join(", "), args.join(", "), choices.join(",")),
             other => format!("{} = {}({})", results.join(", "), other.name(), args.join(", ")),

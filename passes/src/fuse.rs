@@ -158,6 +158,7 @@ fn match_jetblock(g: &Graph, id: NodeId) -> Option<Match> {
         norm_eps,
         decay_floor: floor,
         chunk: ls.chunk,
+        packed: false,
     };
     let mut inputs = vec![
         Some(x), Some(wq), Some(wk), Some(wv), Some(w1), Some(w2), Some(b2), Some(wa), Some(dt_bias), a_log,
@@ -181,6 +182,7 @@ fn apply(g: &mut Graph, mut m: Match) -> std::result::Result<(), String> {
     if let Some(t) = m.a_log_from_folded.take() {
         m.inputs[9] = Some(g.add_const(&format!("{}/A_log", m.name), t).map_err(|e| e.to_string())?);
     }
+    pack_projections(g, &mut m)?;
     let facts = [m.y, m.conv_present, m.state_present]
         .iter()
         .map(|&o| g.fact(o).map(|f| OutputInfo { name: String::new(), fact: f.clone() }))
@@ -191,6 +193,75 @@ fn apply(g: &mut Graph, mut m: Match) -> std::result::Result<(), String> {
         g.replace_uses(old, Outlet::new(id, slot)).map_err(|e| e.to_string())?;
     }
     Ok(())
+}
+
+/// Merges the seven projections of the block input (q, k, v, w1, a, b, g) into one weight
+/// `w_in` by columns, when all are 2-D constants of one dtype with the same rows. The packed
+/// weight is named after q's (`...q_proj.weight` -> `...in_proj.weight`); unfuse splits it
+/// back under the original names.
+fn pack_projections(g: &mut Graph, m: &mut Match) -> std::result::Result<(), String> {
+    let mut parts = Vec::with_capacity(7);
+    for slot in JetBlockSpec::PACKED_SLOTS {
+        let Some(o) = m.inputs.get(slot).copied().flatten() else { return Ok(()) };
+        let Some(t) = const_of(g, o) else { return Ok(()) };
+        parts.push((g.node(o.node).map_err(|e| e.to_string())?.name.clone(), t.clone()));
+    }
+    let (dtype, rows) = (parts[0].1.dtype(), parts[0].1.shape()[0]);
+    if parts.iter().any(|(_, t)| t.shape().len() != 2 || t.shape()[0] != rows || t.dtype() != dtype) {
+        return Ok(());
+    }
+    let Some(prefix) = parts[0].0.strip_suffix("q_proj.weight") else { return Ok(()) };
+    let name = format!("{prefix}in_proj.weight");
+    let width: usize = parts.iter().map(|(_, t)| t.shape()[1]).sum();
+    let size = dtype.size_bytes();
+    let mut bytes = Vec::with_capacity(rows * width * size);
+    for r in 0..rows {
+        for (_, t) in &parts {
+            let n = t.shape()[1] * size;
+            bytes.extend_from_slice(&t.bytes()[r * n..(r + 1) * n]);
+        }
+    }
+    let packed = jetc_ir::Tensor::from_bytes(dtype, vec![rows, width], bytes).map_err(|e| e.to_string())?;
+    let w_in = g.add_const(&name, packed).map_err(|e| e.to_string())?;
+    for slot in JetBlockSpec::PACKED_SLOTS {
+        m.inputs[slot] = None;
+    }
+    m.inputs[1] = Some(w_in);
+    m.spec.packed = true;
+    Ok(())
+}
+
+/// The separate projection weights of a packed JetBlock, split from its constant `w_in`
+/// under the names they had before packing (slot -> outlet).
+fn unpack_projections(g: &mut Graph, node: &Node, s: &JetBlockSpec) -> std::result::Result<Vec<(usize, Outlet)>, String> {
+    let w_in = input(node, 1).ok_or("packed JetBlock without w_in")?;
+    let t = const_of(g, w_in).ok_or("packed JetBlock: w_in is not a constant")?.clone();
+    let w2 = input(node, 5).and_then(|o| const_of(g, o)).ok_or("packed JetBlock: w2 is not a constant")?;
+    let widths = s.packed_widths(w2.shape()[0]);
+    let (rows, width) = match t.shape() {
+        [r, w] => (*r, *w),
+        other => return Err(format!("packed w_in must be 2-D, got {other:?}")),
+    };
+    if widths.iter().sum::<usize>() != width {
+        return Err(format!("packed w_in has {width} columns, the block needs {}", widths.iter().sum::<usize>()));
+    }
+    let name = g.node(w_in.node).map_err(|e| e.to_string())?.name.clone();
+    let prefix = name.strip_suffix("in_proj.weight").unwrap_or(&name).to_string();
+    let names = ["q_proj", "k_proj", "v_proj", "dynamic_conv1d.kernel_generator.w1", "a_proj", "b_proj", "g_proj"];
+    let size = t.dtype().size_bytes();
+    let mut out = Vec::with_capacity(7);
+    let mut start = 0;
+    for ((slot, n), w) in JetBlockSpec::PACKED_SLOTS.into_iter().zip(names).zip(widths) {
+        let mut bytes = Vec::with_capacity(rows * w * size);
+        for r in 0..rows {
+            let row = (r * width + start) * size;
+            bytes.extend_from_slice(&t.bytes()[row..row + w * size]);
+        }
+        let part = jetc_ir::Tensor::from_bytes(t.dtype(), vec![rows, w], bytes).map_err(|e| e.to_string())?;
+        out.push((slot, g.add_const(&format!("{prefix}{n}.weight"), part).map_err(|e| e.to_string())?));
+        start += w;
+    }
+    Ok(out)
 }
 
 /// `unfuse`: every `JetBlock` op back to the decomposed subgraph (for lowering to ONNX).
@@ -221,7 +292,14 @@ impl Pass for Unfuse {
 }
 
 fn decompose(g: &mut Graph, node: &Node, s: &JetBlockSpec) -> std::result::Result<Vec<Outlet>, String> {
-    let inp = |i: usize| input(node, i).ok_or_else(|| format!("JetBlock input {i} is missing"));
+    let mut ins: Vec<Option<Outlet>> = node.inputs().to_vec();
+    ins.resize(JetBlockSpec::NUM_INPUTS, None);
+    if s.packed {
+        for (slot, o) in unpack_projections(g, node, s)? {
+            ins[slot] = Some(o);
+        }
+    }
+    let inp = |i: usize| ins[i].ok_or_else(|| format!("JetBlock input {i} is missing"));
     let opset = crate::pattern::default_opset(g);
     let mut e = Emit { g, prefix: format!("{}/", node.name), opset };
     let x = inp(0)?;
@@ -240,7 +318,7 @@ fn decompose(g: &mut Graph, node: &Node, s: &JetBlockSpec) -> std::result::Resul
     let conv = e.node(
         "dynamic_conv",
         Op::DynamicConv(DynamicConvSpec { width: s.width }),
-        &[Some(u), Some(ker), input(node, JetBlockSpec::PAST_CONV)],
+        &[Some(u), Some(ker), ins[JetBlockSpec::PAST_CONV]],
         2,
     )?;
     let bp = mm(&mut e, "b_proj", inp(10)?)?;
@@ -265,7 +343,7 @@ fn decompose(g: &mut Graph, node: &Node, s: &JetBlockSpec) -> std::result::Resul
     let la = e.node(
         "gated_delta_rule",
         Op::LinearAttention(spec),
-        &[Some(q), Some(k), Some(conv[0]), input(node, JetBlockSpec::PAST_STATE), Some(gate), Some(beta)],
+        &[Some(q), Some(k), Some(conv[0]), ins[JetBlockSpec::PAST_STATE], Some(gate), Some(beta)],
         2,
     )?;
     let gp = mm(&mut e, "g_proj", inp(11)?)?;

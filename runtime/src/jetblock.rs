@@ -51,31 +51,53 @@ pub fn jetblock(s: &JetBlockSpec, inputs: &[Option<&Value>]) -> R<Vec<Value>> {
     let (h, dk, dv, w) = (s.heads, s.dk, s.dv, s.width);
     let x = flat(xa);
     let w_ = |i: usize, what: &str| arg(inputs, i, what);
-    let mut q = linear(&x, rows, w_(1, "wq")?, None, "q")?;
+    // The seven projections of x: one GEMM over the packed weight, or one each.
+    let [mut q, mut k, u, mut hg, a_proj, b_proj, gate] = if s.packed {
+        let generator = w_(5, "w2")?.shape().first().copied().unwrap_or(0);
+        let widths = s.packed_widths(generator);
+        let all = linear(&x, rows, w_(1, "w_in")?, None, "in_proj")?;
+        let total: usize = widths.iter().sum();
+        if all.len() != rows * total {
+            return Err(format!("packed w_in gives {} columns, the block needs {total}", all.len() / rows.max(1)));
+        }
+        let mut parts: [Vec<f32>; 7] = widths.map(|w| Vec::with_capacity(rows * w));
+        for row in all.chunks(total) {
+            let mut start = 0;
+            for (part, w) in parts.iter_mut().zip(widths) {
+                part.extend_from_slice(&row[start..start + w]);
+                start += w;
+            }
+        }
+        parts
+    } else {
+        let names = [(1, "wq"), (2, "wk"), (3, "wv"), (4, "w1"), (7, "wa"), (10, "wb"), (11, "wg")];
+        let mut parts: [Vec<f32>; 7] = Default::default();
+        for (part, (slot, what)) in parts.iter_mut().zip(names) {
+            *part = linear(&x, rows, w_(slot, what)?, None, what)?;
+        }
+        parts
+    };
     q.par_iter_mut().for_each(|v| *v = silu(*v));
     l2norm(&mut q, dk, s.l2_eps);
-    let mut k = linear(&x, rows, w_(2, "wk")?, None, "k")?;
     k.par_iter_mut().for_each(|v| *v = silu(*v));
     l2norm(&mut k, dk, s.l2_eps);
-    let u = linear(&x, rows, w_(3, "wv")?, None, "v")?;
-    let mut hg = linear(&x, rows, w_(4, "w1")?, None, "w1")?;
     hg.par_iter_mut().for_each(|v| *v = silu(*v));
     let b2 = w_(6, "b2")?;
     let ker = linear(&hg, rows, w_(5, "w2")?, Some(b2), "w2")?;
     let past_conv = inputs.get(JetBlockSpec::PAST_CONV).copied().flatten().and_then(|v| v.as_f32()).map(flat);
     let conv = dynamic_conv(&ConvDims { batch: b, seq: t, channels: h * dv, width: w }, &u, &ker, past_conv.as_deref())
         .map_err(|e| e.to_string())?;
-    let mut beta = linear(&x, rows, w_(10, "wb")?, None, "b")?;
+    let mut beta = b_proj;
     beta.par_iter_mut().for_each(|v| *v = 1.0 / (1.0 + (-*v).exp()));
-    let dt_bias = w_(8, "dt_bias")?;
+    let dt_bias = flat(w_(8, "dt_bias")?);
     let a = flat(w_(9, "a_log")?).iter().map(|v| -v.exp()).collect::<Vec<f32>>();
-    let mut g = linear(&x, rows, w_(7, "wa")?, Some(dt_bias), "a")?;
-    if a.len() != h {
-        return Err(format!("a_log has {} entries for {h} heads", a.len()));
+    if a.len() != h || dt_bias.len() != h {
+        return Err(format!("a_log has {} and dt_bias {} entries for {h} heads", a.len(), dt_bias.len()));
     }
+    let mut g = a_proj;
     g.par_chunks_mut(h).for_each(|row| {
-        for (v, ah) in row.iter_mut().zip(&a) {
-            *v = (softplus(*v) * ah).max(s.decay_floor);
+        for ((v, ah), db) in row.iter_mut().zip(&a).zip(dt_bias.iter()) {
+            *v = (softplus(*v + db) * ah).max(s.decay_floor);
         }
     });
     let past_state = inputs.get(JetBlockSpec::PAST_STATE).copied().flatten().and_then(|v| v.as_f32()).map(flat);
@@ -83,7 +105,6 @@ pub fn jetblock(s: &JetBlockSpec, inputs: &[Option<&Value>]) -> R<Vec<Value>> {
     let gi = GatedDeltaInputs { q: &q, k: &k, v: &conv.v, g: &g, beta: &beta, scale: s.scale, initial_state: past_state.as_deref() };
     let lin = if s.chunk == 0 { gated_delta_recurrent(&dims, &gi) } else { gated_delta_chunked(&dims, &gi, s.chunk) }
         .map_err(|e| e.to_string())?;
-    let gate = linear(&x, rows, w_(11, "wg")?, None, "g")?;
     let onorm = flat(w_(12, "o_norm")?);
     let mut o = lin.o;
     o.par_chunks_mut(dv).zip(gate.par_chunks(dv)).for_each(|(head, gh)| {
