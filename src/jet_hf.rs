@@ -17,6 +17,8 @@ use jetc_ir::{AttentionSpec, Graph, NodeId, Op, Outlet, Tensor};
 use jetc_passes::summary::summarize;
 use serde_json::json;
 
+use crate::safetensors_out::Entry;
+
 #[derive(Debug, thiserror::Error)]
 #[error("jet-hf export: {0}")]
 pub struct JetHfError(pub String);
@@ -50,42 +52,25 @@ fn konst(g: &Graph, o: Outlet) -> Option<&Tensor> {
     }
 }
 
-/// f32 [in, out] -> [out, in].
-fn transposed(t: &Tensor) -> R<Tensor> {
-    let s = t.shape();
-    if s.len() != 2 {
-        return Err(err(format!("expected a 2-D weight, got {s:?}")));
-    }
-    let (r, c) = (s[0], s[1]);
-    let v = t.to_f32_vec();
-    let mut out = vec![0f32; r * c];
-    for i in 0..r {
-        for j in 0..c {
-            out[j * r + i] = v[i * c + j];
-        }
-    }
-    Tensor::from_f32(vec![c, r], &out).map_err(|e| err(e.to_string()))
-}
-
-fn f32_tensor(t: &Tensor) -> R<Tensor> {
-    Tensor::from_f32(t.shape().to_vec(), &t.to_f32_vec()).map_err(|e| err(e.to_string()))
-}
-
-struct Params(BTreeMap<String, Tensor>);
+/// The safetensors entries, by reference name: weights are written (as f32, linear ones
+/// transposed to [out, in]) only when the file is streamed out.
+struct Params(BTreeMap<String, Entry>);
 
 impl Params {
-    fn put(&mut self, name: String, t: Tensor) {
-        self.0.insert(name, t);
+    fn put(&mut self, name: String, t: &Tensor, transpose: bool) -> R<()> {
+        if transpose && t.shape().len() != 2 {
+            return Err(err(format!("{name}: expected a 2-D weight, got {:?}", t.shape())));
+        }
+        self.0.insert(name, Entry { source: t.clone(), transpose });
+        Ok(())
     }
     fn linear(&mut self, name: String, g: &Graph, o: Option<Outlet>) -> R<()> {
         let t = o.and_then(|o| konst(g, o)).ok_or_else(|| err(format!("{name}: weight is not a constant")))?;
-        self.put(name, transposed(t)?);
-        Ok(())
+        self.put(name, t, true)
     }
     fn vector(&mut self, name: String, g: &Graph, o: Option<Outlet>) -> R<()> {
         let t = o.and_then(|o| konst(g, o)).ok_or_else(|| err(format!("{name}: not a constant")))?;
-        self.put(name, f32_tensor(t)?);
-        Ok(())
+        self.put(name, t, false)
     }
 }
 
@@ -210,14 +195,14 @@ pub fn export_jet_hf(g: &Graph, dir: &Path, opts: &HfOptions) -> R<()> {
                     }
                     let name = format!("{pre}self_attn.{rest}");
                     let is_linear = t.shape().len() == 2 && rest.ends_with(".weight");
-                    p.put(name, if is_linear { transposed(t)? } else { f32_tensor(t)? });
+                    p.put(name, t, is_linear)?;
                     found += 1;
                 }
                 if found < 13 {
                     return Err(err(format!("layer {l}: JetBlock weights incomplete ({found} of 13 found)")));
                 }
                 let w = conv_width(g, node).unwrap_or(4);
-                let gen = p.0.get(&format!("{pre}self_attn.dynamic_conv1d.kernel_generator.w1.weight")).map(|t| t.shape()[0]).unwrap_or(1);
+                let gen = p.0.get(&format!("{pre}self_attn.dynamic_conv1d.kernel_generator.w1.weight")).map(|e| e.source.shape()[1]).unwrap_or(1);
                 jet_cfg.get_or_insert(json!({
                     "num_heads": spec.q_heads,
                     "head_dim": spec.dk,
@@ -280,17 +265,7 @@ pub fn export_jet_hf(g: &Graph, dir: &Path, opts: &HfOptions) -> R<()> {
     std::fs::create_dir_all(dir).map_err(|e| err(format!("{}: {e}", dir.display())))?;
     let text = serde_json::to_string_pretty(&config).map_err(|e| err(e.to_string()))?;
     std::fs::write(dir.join("config.json"), text).map_err(|e| err(format!("{}: {e}", dir.display())))?;
-    let views: Vec<(String, safetensors::tensor::TensorView<'_>)> = p
-        .0
-        .iter()
-        .map(|(name, t)| {
-            safetensors::tensor::TensorView::new(safetensors::Dtype::F32, t.shape().to_vec(), t.bytes())
-                .map(|v| (name.clone(), v))
-                .map_err(|e| err(format!("{name}: {e}")))
-        })
-        .collect::<R<_>>()?;
-    safetensors::serialize_to_file(views, None, &dir.join("model.safetensors"))
-        .map_err(|e| err(format!("{}: {e}", dir.join("model.safetensors").display())))?;
+    crate::safetensors_out::write(&dir.join("model.safetensors"), &p.0).map_err(err)?;
     Ok(())
 }
 

@@ -6,6 +6,9 @@ pub use jetc_passes as passes;
 pub use jetc_runtime as runtime;
 
 pub mod convert;
+pub mod generate;
+pub mod gguf_model;
 pub mod jet_hf;
 pub mod pipeline;
+pub mod safetensors_out;
 pub mod synth;

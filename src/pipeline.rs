@@ -1,4 +1,5 @@
-//! Loading a model file into IR: import by file type, then the standard passes (inference,
+//! Loading a model file into IR: import by file type (ONNX, or a GGUF model built into the
+//! same dynamo-style graph by [`crate::gguf_model`]), then the standard passes (inference,
 //! constant folding, CSE, pruning) and optionally raising, each verified.
 use std::path::Path;
 
@@ -14,16 +15,16 @@ pub enum LoadError {
     Pass(#[from] jetc_passes::PassError),
     #[error("{0}: {1}")]
     Runtime(String, jetc_runtime::RuntimeError),
-    #[error("{0}: unknown model format (jetc reads ONNX models; GGUF support is coming)")]
-    UnknownFormat(String),
+    #[error(transparent)]
+    Gguf(#[from] crate::gguf_model::GgufModelError),
 }
 
 /// Imports without any pass. The format is taken from the extension, else from the file's
-/// first bytes (a GGUF magic is refused for now; anything else is tried as ONNX).
+/// first bytes (the GGUF magic; anything else is tried as ONNX).
 pub fn import(path: &Path) -> Result<Graph, LoadError> {
     match path.extension().and_then(|e| e.to_str()) {
         Some("onnx") => Ok(jetc_onnx::import_model(path)?),
-        Some("gguf") => Err(LoadError::UnknownFormat(path.display().to_string())),
+        Some("gguf") => Ok(crate::gguf_model::import(path)?),
         _ => {
             let mut magic = [0u8; 4];
             let gguf = std::fs::File::open(path)
@@ -31,7 +32,7 @@ pub fn import(path: &Path) -> Result<Graph, LoadError> {
                 .map(|_| &magic == b"GGUF")
                 .unwrap_or(false);
             if gguf {
-                return Err(LoadError::UnknownFormat(path.display().to_string()));
+                return Ok(crate::gguf_model::import(path)?);
             }
             Ok(jetc_onnx::import_model(path)?)
         }

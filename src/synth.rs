@@ -68,8 +68,6 @@ const OPSET: i64 = 20;
 
 struct Builder {
     g: Graph,
-    seed: u64,
-    dtype: DType,
     consts: HashMap<String, Outlet>,
 }
 
@@ -110,32 +108,55 @@ impl Builder {
         Ok(o)
     }
 
-    /// A weight with values uniform in `center ± spread`, deterministic per seed and name.
-    fn weight(&mut self, name: &str, shape: Vec<usize>, center: f32, spread: f32) -> jetc_ir::Result<Outlet> {
-        let n: usize = shape.iter().product();
-        let seed = fnv(self.seed, name);
-        let mut data = vec![0f32; n];
-        data.par_chunks_mut(1 << 16).enumerate().for_each(|(chunk, out)| {
-            let mut s = seed ^ (chunk as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-            for v in out {
-                s ^= s << 13;
-                s ^= s >> 7;
-                s ^= s << 17;
-                let u = (s >> 40) as f32 / (1u64 << 24) as f32; // [0, 1)
-                *v = center + spread * (2.0 * u - 1.0);
-            }
-        });
-        let t = match self.dtype {
-            DType::F32 => Tensor::from_f32(shape, &data)?,
-            DType::F16 => Tensor::from_bytes(DType::F16, shape, data.iter().flat_map(|&v| half::f16::from_f32(v).to_le_bytes()).collect())?,
-            _ => Tensor::from_bytes(DType::BF16, shape, data.iter().flat_map(|&v| half::bf16::from_f32(v).to_le_bytes()).collect())?,
-        };
+    /// Adds a weight supplied by the provider, checking its shape; a weight stored at a
+    /// narrower float type is cast to f32 (computation stays in f32, as exported fp16
+    /// checkpoints upcast at load).
+    fn weight<E: From<jetc_ir::IrError>>(&mut self, weights: &mut WeightFn<'_, E>, name: &str, shape: Vec<usize>) -> Result<Outlet, E> {
+        let t = weights(name, &shape)?;
+        if t.shape() != shape.as_slice() {
+            return Err(jetc_ir::IrError::Other(format!(
+                "weight `{name}`: shape {:?} was supplied where {shape:?} is needed",
+                t.shape()
+            ))
+            .into());
+        }
+        let dtype = t.dtype();
         let o = self.g.add_const(name, t)?;
-        if self.dtype != DType::F32 {
-            // Computation stays in f32, as exported fp16 checkpoints upcast at load.
-            return self.op(&format!("{name}/cast"), "Cast", &[o], &[("to", Attr::Int(1))]);
+        if dtype != DType::F32 {
+            return Ok(self.op(&format!("{name}/cast"), "Cast", &[o], &[("to", Attr::Int(1))])?);
         }
         Ok(o)
+    }
+}
+
+/// Supplies one weight of the graph: called with its Hugging Face name
+/// (`model.layers.3.self_attn.q_proj.weight`, ...) and the shape the graph stores it at, which
+/// for projection matrices is `[in, out]` (the right operand of `MatMul`, the transpose of
+/// PyTorch's `[out, in]`). Float tensors of any width are accepted (non-f32 ones are cast).
+pub type WeightFn<'a, E> = dyn FnMut(&str, &[usize]) -> Result<Tensor, E> + 'a;
+
+/// A random weight with values uniform in `center ± spread` (norm weights around 1, the rest
+/// around 0 with the std of a 0.02 normal), deterministic per seed and name.
+fn random_weight(seed: u64, dtype: DType, name: &str, shape: &[usize]) -> jetc_ir::Result<Tensor> {
+    let (center, spread) = if name.ends_with("norm.weight") { (1.0, 0.1) } else { (0.0, 0.02 * 3f32.sqrt()) };
+    let n: usize = shape.iter().product();
+    let seed = fnv(seed, name);
+    let mut data = vec![0f32; n];
+    data.par_chunks_mut(1 << 16).enumerate().for_each(|(chunk, out)| {
+        let mut s = seed ^ (chunk as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+        for v in out {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            let u = (s >> 40) as f32 / (1u64 << 24) as f32; // [0, 1)
+            *v = center + spread * (2.0 * u - 1.0);
+        }
+    });
+    let shape = shape.to_vec();
+    match dtype {
+        DType::F32 => Tensor::from_f32(shape, &data),
+        DType::F16 => Tensor::from_bytes(DType::F16, shape, data.iter().flat_map(|&v| half::f16::from_f32(v).to_le_bytes()).collect()),
+        _ => Tensor::from_bytes(DType::BF16, shape, data.iter().flat_map(|&v| half::bf16::from_f32(v).to_le_bytes()).collect()),
     }
 }
 
@@ -150,7 +171,16 @@ fn fnv(seed: u64, name: &str) -> u64 {
 
 /// Builds the decoder graph of `cfg` with random weights (`dtype` f32, f16 or bf16 storage).
 pub fn build(cfg: &ArchConfig, seed: u64, dtype: DType) -> jetc_ir::Result<Graph> {
-    let mut b = Builder { g: Graph::new(), seed, dtype, consts: HashMap::new() };
+    build_with(cfg, &mut |name: &str, shape: &[usize]| random_weight(seed, dtype, name, shape))
+}
+
+/// Builds the decoder graph of `cfg` with the weights `weights` supplies (see [`WeightFn`]),
+/// asked for in graph order: the embedding, then per layer the input norm, q/k/v (and their
+/// biases), o, the post-attention norm, gate/up/down, then the final norm and, unless the
+/// embeddings are tied, `lm_head.weight` ([hidden, vocab]). A tied head is the embedding
+/// table transposed.
+pub fn build_with<E: From<jetc_ir::IrError>>(cfg: &ArchConfig, weights: &mut WeightFn<'_, E>) -> Result<Graph, E> {
+    let mut b = Builder { g: Graph::new(), consts: HashMap::new() };
     b.g.meta.insert("opset.ai.onnx".into(), OPSET.to_string());
     b.g.meta.insert("ir_version".into(), "10".into());
     let (h, kv, hd, d) = (cfg.heads, cfg.kv_heads, cfg.head_dim, cfg.hidden);
@@ -166,8 +196,7 @@ pub fn build(cfg: &ArchConfig, seed: u64, dtype: DType) -> jetc_ir::Result<Graph
         let v = b.g.add_input(&format!("past_key_values.{l}.value"), f)?;
         pasts.push((Outlet::new(k, 0), Outlet::new(v, 0)));
     }
-    let std = 0.02 * 3f32.sqrt();
-    let embed = b.weight("model.embed_tokens.weight", vec![cfg.vocab, d], 0.0, std)?;
+    let embed = b.weight(weights, "model.embed_tokens.weight", vec![cfg.vocab, d])?;
     let mut x = b.op("embed", "Gather", &[embed, ids], &[("axis", Attr::Int(0))])?;
 
     // RoPE tables [B, 1, T, hd] from position ids.
@@ -216,15 +245,15 @@ pub fn build(cfg: &ArchConfig, seed: u64, dtype: DType) -> jetc_ir::Result<Graph
     let scale = b.scalar(1.0 / (hd as f32).sqrt())?;
     let mut presents = Vec::new();
 
-    let rms = |b: &mut Builder, name: &str, x: Outlet| -> jetc_ir::Result<Outlet> {
-        let w = b.weight(&format!("{name}.weight"), vec![d], 1.0, 0.1)?;
+    let rms = |b: &mut Builder, weights: &mut WeightFn<'_, E>, name: &str, x: Outlet| -> Result<Outlet, E> {
+        let w = b.weight(weights, &format!("{name}.weight"), vec![d])?;
         let sq = b.op(&format!("{name}/pow"), "Pow", &[x, two], &[])?;
         let m = b.op(&format!("{name}/mean"), "ReduceMean", &[sq, axes_last], &[])?;
         let a = b.op(&format!("{name}/add"), "Add", &[m, eps], &[])?;
         let s = b.op(&format!("{name}/sqrt"), "Sqrt", &[a], &[])?;
         let r = b.op(&format!("{name}/rcp"), "Reciprocal", &[s], &[])?;
         let n = b.op(&format!("{name}/mul"), "Mul", &[x, r], &[])?;
-        b.op(&format!("{name}/scale"), "Mul", &[w, n], &[])
+        Ok(b.op(&format!("{name}/scale"), "Mul", &[w, n], &[])?)
     };
     let rope = |b: &mut Builder, name: &str, x: Outlet| -> jetc_ir::Result<Outlet> {
         let one_axis = b.ints(&[-1])?;
@@ -239,20 +268,20 @@ pub fn build(cfg: &ArchConfig, seed: u64, dtype: DType) -> jetc_ir::Result<Graph
     let perm = Attr::Ints(vec![0, 2, 1, 3]);
     for l in 0..cfg.layers {
         let pre = format!("model.layers.{l}");
-        let xn = rms(&mut b, &format!("{pre}.input_layernorm"), x)?;
-        let proj = |b: &mut Builder, which: &str, out: usize, shape: Outlet| -> jetc_ir::Result<Outlet> {
-            let w = b.weight(&format!("{pre}.self_attn.{which}_proj.weight"), vec![d, out], 0.0, std)?;
+        let xn = rms(&mut b, weights, &format!("{pre}.input_layernorm"), x)?;
+        let proj = |b: &mut Builder, weights: &mut WeightFn<'_, E>, which: &str, out: usize, shape: Outlet| -> Result<Outlet, E> {
+            let w = b.weight(weights, &format!("{pre}.self_attn.{which}_proj.weight"), vec![d, out])?;
             let mut y = b.op(&format!("{pre}/attn/{which}"), "MatMul", &[xn, w], &[])?;
             if cfg.qkv_bias {
-                let bias = b.weight(&format!("{pre}.self_attn.{which}_proj.bias"), vec![out], 0.0, std)?;
+                let bias = b.weight(weights, &format!("{pre}.self_attn.{which}_proj.bias"), vec![out])?;
                 y = b.op(&format!("{pre}/attn/{which}_bias"), "Add", &[y, bias], &[])?;
             }
             let y = b.op(&format!("{pre}/attn/{which}_heads"), "Reshape", &[y, shape], &[])?;
-            b.op(&format!("{pre}/attn/{which}_t"), "Transpose", &[y], &[("perm", perm.clone())])
+            Ok(b.op(&format!("{pre}/attn/{which}_t"), "Transpose", &[y], &[("perm", perm.clone())])?)
         };
-        let q = proj(&mut b, "q", h * hd, heads_shape)?;
-        let k = proj(&mut b, "k", kv * hd, kv_shape)?;
-        let v = proj(&mut b, "v", kv * hd, kv_shape)?;
+        let q = proj(&mut b, weights, "q", h * hd, heads_shape)?;
+        let k = proj(&mut b, weights, "k", kv * hd, kv_shape)?;
+        let v = proj(&mut b, weights, "v", kv * hd, kv_shape)?;
         let q = rope(&mut b, &format!("{pre}/attn/q_rope"), q)?;
         let k = rope(&mut b, &format!("{pre}/attn/k_rope"), k)?;
         let k = b.op(&format!("{pre}/attn/k_cache"), "Concat", &[pasts[l].0, k], &[("axis", Attr::Int(2))])?;
@@ -273,14 +302,14 @@ pub fn build(cfg: &ArchConfig, seed: u64, dtype: DType) -> jetc_ir::Result<Graph
         let o = b.op(&format!("{pre}/attn/context"), "MatMul", &[pr, vr], &[])?;
         let o = b.op(&format!("{pre}/attn/context_t"), "Transpose", &[o], &[("perm", perm.clone())])?;
         let o = b.op(&format!("{pre}/attn/merge"), "Reshape", &[o, merged_shape], &[])?;
-        let wo = b.weight(&format!("{pre}.self_attn.o_proj.weight"), vec![h * hd, d], 0.0, std)?;
+        let wo = b.weight(weights, &format!("{pre}.self_attn.o_proj.weight"), vec![h * hd, d])?;
         let o = b.op(&format!("{pre}/attn/o"), "MatMul", &[o, wo], &[])?;
         x = b.op(&format!("{pre}/attn/residual"), "Add", &[x, o], &[])?;
-        let xn = rms(&mut b, &format!("{pre}.post_attention_layernorm"), x)?;
+        let xn = rms(&mut b, weights, &format!("{pre}.post_attention_layernorm"), x)?;
         let f = cfg.intermediate;
-        let wg = b.weight(&format!("{pre}.mlp.gate_proj.weight"), vec![d, f], 0.0, std)?;
-        let wu = b.weight(&format!("{pre}.mlp.up_proj.weight"), vec![d, f], 0.0, std)?;
-        let wd = b.weight(&format!("{pre}.mlp.down_proj.weight"), vec![f, d], 0.0, std)?;
+        let wg = b.weight(weights, &format!("{pre}.mlp.gate_proj.weight"), vec![d, f])?;
+        let wu = b.weight(weights, &format!("{pre}.mlp.up_proj.weight"), vec![d, f])?;
+        let wd = b.weight(weights, &format!("{pre}.mlp.down_proj.weight"), vec![f, d])?;
         let gate = b.op(&format!("{pre}/mlp/gate"), "MatMul", &[xn, wg], &[])?;
         let sg = b.op(&format!("{pre}/mlp/sigmoid"), "Sigmoid", &[gate], &[])?;
         let act = b.op(&format!("{pre}/mlp/silu"), "Mul", &[gate, sg], &[])?;
@@ -289,11 +318,16 @@ pub fn build(cfg: &ArchConfig, seed: u64, dtype: DType) -> jetc_ir::Result<Graph
         let down = b.op(&format!("{pre}/mlp/down"), "MatMul", &[hmid, wd], &[])?;
         x = b.op(&format!("{pre}/mlp/residual"), "Add", &[x, down], &[])?;
     }
-    let xn = rms(&mut b, "model.norm", x)?;
+    let xn = rms(&mut b, weights, "model.norm", x)?;
     let head = if cfg.tied {
-        // Tied: the head is the embedding table, stored transposed as exporters fold it.
-        let Op::Const(t) = &b.g.node(embed.node)?.op else {
-            return Err(jetc_ir::IrError::Other("embedding is not a constant".into()));
+        // Tied: the head is the embedding table, stored transposed as exporters fold it
+        // (a narrower float table is stored as such behind its Cast).
+        let table = match &b.g.node(embed.node)?.op {
+            Op::Const(_) => embed.node,
+            _ => b.g.node(embed.node)?.input(0)?.node,
+        };
+        let Op::Const(t) = &b.g.node(table)?.op else {
+            return Err(jetc_ir::IrError::Other("embedding is not a constant".into()).into());
         };
         let (rows, cols) = (cfg.vocab, d);
         let width = t.dtype().size_bytes();
@@ -305,11 +339,12 @@ pub fn build(cfg: &ArchConfig, seed: u64, dtype: DType) -> jetc_ir::Result<Graph
                 dst[r * width..(r + 1) * width].copy_from_slice(&src[s..s + width]);
             }
         });
-        let head = Tensor::from_bytes(t.dtype(), vec![d, cfg.vocab], out)?;
+        let dtype = t.dtype();
+        let head = Tensor::from_bytes(dtype, vec![d, cfg.vocab], out)?;
         let o = b.g.add_const("lm_head.weight", head)?;
         if dtype != DType::F32 { b.op("lm_head/cast", "Cast", &[o], &[("to", Attr::Int(1))])? } else { o }
     } else {
-        b.weight("lm_head.weight", vec![d, cfg.vocab], 0.0, std)?
+        b.weight(weights, "lm_head.weight", vec![d, cfg.vocab])?
     };
     let logits = b.op("lm_head", "MatMul", &[xn, head], &[])?;
     b.g.add_output("logits", logits)?;

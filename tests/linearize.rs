@@ -38,7 +38,14 @@ fn zeros_for(g: &jetc::ir::Graph, name: &str, batch: usize) -> Value {
 /// back equals one prefill pass, final recurrent state included. Short-conv kernels are
 /// randomized first (the identity at init would hide a wrong conv cache).
 fn decode_equals_prefill(block: Block, caches: &[&str], ops: &[&str]) {
-    for fixture in ["qwen2-dynamo-opset20-sdpa-kv", "llama-legacy-opset17-kv"] {
+    // Every fixture with a KV cache (every exporter family).
+    let fixtures: Vec<String> = fixture_names()
+        .into_iter()
+        .filter(|f| cases(f).iter().any(|c| c.0 == "past0" && c.1.keys().any(|k| k.contains("past"))))
+        .collect();
+    assert!(fixtures.len() >= 15, "{fixtures:?}");
+    for fixture in &fixtures {
+        let fixture = fixture.as_str();
         let mut g = converted_to(fixture, block, vec![0], MixerConfig::default());
         let convs = perturb_short_convs(&mut g, 7);
         assert_eq!(convs, caches.iter().filter(|c| c.starts_with("conv_")).count(), "{block:?}: short convs");
@@ -64,28 +71,34 @@ fn decode_equals_prefill(block: Block, caches: &[&str], ops: &[&str]) {
         for name in &inputs_named {
             inputs.insert(name.clone(), zeros_for(&g, name, b));
         }
-        inputs.remove("past_key_values.0.key");
-        inputs.remove("past_key_values.0.value");
+        let graph_inputs: Vec<String> = g.inputs.iter().map(|&id| g.value_name(jetc::ir::Outlet::new(id, 0)).to_string()).collect();
+        inputs.retain(|k, _| graph_inputs.contains(k));
+        let kv = kv_pairs(&g);
         let full: HashMap<String, Value> = session.run(inputs.clone()).expect("prefill").into_iter().collect();
         let logits = full["logits"].as_f32().expect("logits").clone();
         let t = logits.shape()[1];
         let mut caches: HashMap<String, Value> =
-            inputs.iter().filter(|(k, _)| k.starts_with("past")).map(|(k, v)| (k.clone(), v.clone())).collect();
+            inputs.iter().filter(|(k, _)| !["input_ids", "position_ids", "attention_mask"].contains(&k.as_str())).map(|(k, v)| (k.clone(), v.clone())).collect();
         for step in 0..t {
             let mut feed = caches.clone();
             for name in ["input_ids", "position_ids"] {
-                let a = inputs[name].as_i64().expect("ids").slice(s![.., step..step + 1]).to_owned().into_dyn();
-                feed.insert(name.into(), Value::i64(a));
+                if let Some(v) = inputs.get(name) {
+                    let a = v.as_i64().expect("ids").slice(s![.., step..step + 1]).to_owned().into_dyn();
+                    feed.insert(name.into(), Value::i64(a));
+                }
             }
-            feed.insert("attention_mask".into(), Value::i64(ArrayD::ones(IxDyn(&[b, step + 1]))));
+            if graph_inputs.iter().any(|n| n == "attention_mask") {
+                feed.insert("attention_mask".into(), Value::i64(ArrayD::ones(IxDyn(&[b, step + 1]))));
+            }
             let out: HashMap<String, Value> = session.run(feed).expect("decode").into_iter().collect();
             let want = logits.index_axis(Axis(1), step).to_owned().insert_axis(Axis(1)).into_dyn();
             let e = rel_err(&format!("{block:?} {fixture} step {step}"), &out["logits"], &Value::f32(want));
             assert!(e < 1e-4, "{block:?} {fixture} step {step}: rel err {e}");
             for (k, v) in out {
-                if let Some(rest) = k.strip_prefix("present") {
-                    let past = if rest.starts_with('.') { format!("past_key_values{rest}") } else { format!("past{rest}") };
-                    caches.insert(past, v);
+                if let Some(past) = kv.get(&k) {
+                    caches.insert(past.clone(), v);
+                } else if let Some(rest) = k.strip_prefix("present_") {
+                    caches.insert(format!("past_{rest}"), v);
                 }
             }
         }
@@ -95,6 +108,26 @@ fn decode_equals_prefill(block: Block, caches: &[&str], ops: &[&str]) {
             assert!(e < 1e-4, "{block:?} {fixture}: {c} rel err {e}");
         }
     }
+}
+
+/// Present KV output name -> past KV input name, for every attention layer (exporters name
+/// them differently).
+fn kv_pairs(g: &jetc::ir::Graph) -> HashMap<String, String> {
+    let mut out = HashMap::new();
+    for id in g.node_ids() {
+        let Ok(n) = g.node(id) else { continue };
+        if !matches!(n.op, jetc::ir::Op::Attention(_)) {
+            continue;
+        }
+        for (slot, past_slot) in [(1, jetc::ir::AttentionSpec::PAST_K), (2, jetc::ir::AttentionSpec::PAST_V)] {
+            let Some(past) = n.inputs().get(past_slot).copied().flatten() else { continue };
+            let present = jetc::ir::Outlet::new(id, slot);
+            if let Some(o) = g.outputs.iter().find(|o| o.outlet == present) {
+                out.insert(o.name.clone(), g.value_name(past).to_string());
+            }
+        }
+    }
+    out
 }
 
 fn caches_of(inputs: &[String]) -> Vec<String> {
@@ -204,4 +237,58 @@ fn block_names_dims_and_summary() {
     let config = MixerConfig { dv: Some(3), reduction: 8, ..Default::default() };
     let g = converted_to("qwen2-dynamo-opset20-eager-nokv", Block::GatedDeltaNet, vec![0], config);
     assert!(Session::new(&g).is_ok());
+}
+
+/// SWA next to full attention (the Jet-Nemotron layout's mix) decodes past the window
+/// exactly as it prefills, on every fixture with a KV cache: the SWA caches hold only the
+/// window (their own length symbol), the full-attention cache the whole past.
+#[test]
+fn swa_beside_full_attention_decodes_past_the_window() {
+    use jetc::convert::{convert, Layout};
+    let window = 2;
+    for fixture in fixture_names() {
+        let fixture = fixture.as_str();
+        let Some((_, mut inputs, _)) = cases(fixture).into_iter().find(|c| c.0 == "past0" && c.1.keys().any(|k| k.contains("past"))) else {
+            continue;
+        };
+        let mut g = load_raised(&fixtures_dir().join(fixture).join("model.onnx")).expect("load");
+        let layout = Layout { full_attn: vec![1], swa: vec![0], window: Some(window), block: Block::JetBlock, config: MixerConfig::default() };
+        convert(&mut g, &layout, 0).expect("convert");
+        let session = Session::new(&g).expect("session");
+        let graph_inputs: Vec<String> = g.inputs.iter().map(|&id| g.value_name(jetc::ir::Outlet::new(id, 0)).to_string()).collect();
+        inputs.retain(|k, _| graph_inputs.contains(k));
+        let b = inputs["input_ids"].shape()[0];
+        let full: HashMap<String, Value> = session.run(inputs.clone()).expect("prefill").into_iter().collect();
+        let logits = full["logits"].as_f32().expect("logits").clone();
+        let t = logits.shape()[1];
+        if t <= window {
+            continue;
+        }
+        let kv = kv_pairs(&g);
+        let mut caches: HashMap<String, Value> = inputs
+            .iter()
+            .filter(|(k, _)| !["input_ids", "position_ids", "attention_mask"].contains(&k.as_str()))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        for step in 0..t {
+            let mut feed = caches.clone();
+            for name in ["input_ids", "position_ids"] {
+                if let Some(v) = inputs.get(name) {
+                    feed.insert(name.into(), Value::i64(v.as_i64().expect("ids").slice(s![.., step..step + 1]).to_owned().into_dyn()));
+                }
+            }
+            if graph_inputs.iter().any(|n| n == "attention_mask") {
+                feed.insert("attention_mask".into(), Value::i64(ArrayD::ones(IxDyn(&[b, step + 1]))));
+            }
+            let out: HashMap<String, Value> = session.run(feed).unwrap_or_else(|e| panic!("{fixture} step {step}: {e}")).into_iter().collect();
+            let want = logits.index_axis(Axis(1), step).to_owned().insert_axis(Axis(1)).into_dyn();
+            let e = rel_err(&format!("{fixture} step {step}"), &out["logits"], &Value::f32(want));
+            assert!(e < 1e-4, "{fixture} step {step}: rel err {e}");
+            for (k, v) in out {
+                if let Some(past) = kv.get(&k) {
+                    caches.insert(past.clone(), v);
+                }
+            }
+        }
+    }
 }

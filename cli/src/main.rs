@@ -75,7 +75,7 @@ enum Command {
         /// SWA window in tokens (each query sees itself and the previous window-1 keys).
         #[arg(long)]
         window: Option<usize>,
-        /// Linear mixer for the remaining layers: jetblock, gated-deltanet, deltanet or retnet.
+        /// Linear mixer for the remaining layers: jetblock, gated-deltanet, deltanet, gla, retnet, mamba2 or rwkv7.
         #[arg(long, default_value = "jetblock")]
         block: String,
         /// Mixer heads (default: the base model's).
@@ -104,6 +104,98 @@ enum Command {
         #[arg(long)]
         cache_dtype: Option<String>,
     },
+    /// Generate text: prefill the prompt, then decode token by token (greedy by default).
+    /// MODEL is a .gguf, or an .onnx with tokenizer.json (and tokenizer_config.json) beside it.
+    Generate {
+        model: PathBuf,
+        /// Raw prompt text (the tokenizer adds BOS if the model wants it).
+        #[arg(long, conflicts_with = "chat")]
+        prompt: Option<String>,
+        /// A user message, rendered with the model's chat template.
+        #[arg(long)]
+        chat: Option<String>,
+        /// A system message before the --chat message.
+        #[arg(long, requires = "chat")]
+        system: Option<String>,
+        /// At most this many new tokens.
+        #[arg(long, default_value_t = 128)]
+        max_tokens: usize,
+        /// Sample at this temperature instead of greedy decoding (0 is greedy).
+        #[arg(long)]
+        temperature: Option<f32>,
+        /// Nucleus sampling: keep the most likely tokens up to this probability mass.
+        #[arg(long, requires = "temperature")]
+        top_p: Option<f32>,
+        /// Seed of the sampling RNG.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Print one JSON object (ids, text, timings) instead of streaming text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Render and compile (NVRTC, no GPU needed) every CUDA kernel a converted model needs:
+    /// .cu, .ptx, .cubin and manifest.json. MODEL: a converted .onnx or a preset
+    /// (jet-nemotron-2b, jet-nemotron-4b).
+    Codegen {
+        model: String,
+        /// Target GPU architecture.
+        #[arg(long, default_value = "sm_90")]
+        arch: String,
+        #[arg(short, long)]
+        output: PathBuf,
+        /// Activation dtype: bf16, f16 or f32 (the recurrent state is always f32).
+        #[arg(long, default_value = "bf16")]
+        dtype: String,
+        /// Write the CUDA sources only (no NVRTC needed).
+        #[arg(long)]
+        render_only: bool,
+        /// Cross-check every instance with the external ptxas (-v).
+        #[arg(long)]
+        ptxas: bool,
+        /// Do not fail when a kernel spills registers.
+        #[arg(long)]
+        allow_spills: bool,
+    },
+    /// Autotune the kernels of MODEL (or one --kernel at --shape) on the local GPU into the
+    /// tuning database; a second run is served from it. Needs a GPU.
+    Tune {
+        model: Option<String>,
+        /// One kernel family instead of a model: jet_decode, gdn_chunk_prep, gdn_chunk_state, ...
+        #[arg(long)]
+        kernel: Option<String>,
+        /// Sizes of --kernel, e.g. heads=12,dk=96,dv=256,width=4.
+        #[arg(long, value_delimiter = ';')]
+        shape: Vec<String>,
+        #[arg(long, default_value = "bf16")]
+        dtype: String,
+        /// Batch sizes to tune for (default: 1,8,64,256 for decode, 1,8 for prefill).
+        #[arg(long, value_delimiter = ',')]
+        batch: Vec<usize>,
+        /// Prompt lengths for prefill kernels (default 4096).
+        #[arg(long, value_delimiter = ',')]
+        seq: Vec<usize>,
+        /// Tuning database (default: JETC_TUNING_DB or ~/.cache/jetc/tuning.json).
+        #[arg(long)]
+        db: Option<PathBuf>,
+    },
+    /// Run every kernel of MODEL on the GPU against the CPU reference and time it.
+    GpuBench {
+        model: String,
+        #[arg(long, default_value = "bf16")]
+        dtype: String,
+        /// Decode batch sizes (default 1,8,64,256).
+        #[arg(long, value_delimiter = ',')]
+        batch: Vec<usize>,
+        /// Prefill batch sizes (default 1,8).
+        #[arg(long, value_delimiter = ',')]
+        prefill_batch: Vec<usize>,
+        /// Prefill lengths (default 4096).
+        #[arg(long, value_delimiter = ',')]
+        seq: Vec<usize>,
+        /// Also write the results as JSON here.
+        #[arg(long)]
+        json: Option<PathBuf>,
+    },
     /// Write a decoder with random weights at real shapes.
     Synth {
         /// Architecture: qwen2.5-0.5b, qwen2.5-1.5b, qwen2.5-3b, llama-tiny.
@@ -130,6 +222,20 @@ fn main() -> ExitCode {
             commands::convert::run(&commands::convert::ConvertArgs {
                 model, output, full_attn, swa, window, block, heads, dk, dv, format, layout, seed, json, cache_dtype,
             })
+        }
+        Command::Generate { model, prompt, chat, system, max_tokens, temperature, top_p, seed, json } => {
+            commands::generate::run(&commands::generate::GenerateArgs {
+                model, prompt, chat, system, max_tokens, temperature, top_p, seed, json,
+            })
+        }
+        Command::Codegen { model, arch, output, dtype, render_only, ptxas, allow_spills } => {
+            commands::codegen::run(&commands::codegen::CodegenArgs { model, arch, output, dtype, render_only, ptxas, allow_spills })
+        }
+        Command::Tune { model, kernel, shape, dtype, batch, seq, db } => {
+            commands::tune::run(&commands::tune::TuneArgs { model, kernel, shape, dtype, batch, seq, db })
+        }
+        Command::GpuBench { model, dtype, batch, prefill_batch, seq, json } => {
+            commands::tune::gpu_bench(&commands::tune::GpuBenchArgs { model, dtype, batch, prefill_batch, seq, json })
         }
         Command::Synth { arch, output, seed, dtype } => commands::synth::run(&arch, &output, seed, &dtype),
     };

@@ -1,7 +1,10 @@
 //! One module per `jetc` subcommand.
+pub mod codegen;
 pub mod convert;
 pub mod dump;
 pub mod export;
+pub mod generate;
 pub mod inspect;
 pub mod run;
 pub mod synth;
+pub mod tune;

@@ -56,6 +56,7 @@ mod rwkv7;
 
 pub use jetblock::build as jetblock_build;
 pub use parts::{Built, Cache};
+pub(crate) use parts::redirect_shape_reads;
 
 use jetc_ir::{Graph, NodeId, Op};
 

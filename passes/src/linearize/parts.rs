@@ -380,18 +380,38 @@ pub fn rewire(g: &mut Graph, id: NodeId, l: usize, b: Built) -> Result<(), Strin
 }
 
 /// The removed KV-cache input may still be read for its shape (the causal mask of the other
-/// layers needs the past length): point those `Shape` reads at another input with the same
-/// shape, so the converted model does not ask for a cache it no longer has.
-fn redirect_shape_reads(g: &mut Graph, old: Outlet) -> Result<(), String> {
+/// layers needs the past length): point those `Shape` reads at the KV input of a layer that
+/// keeps full attention (its cache holds the whole past, whatever its symbolic name), with the
+/// same dtype, rank and sizes except the length axis, so the converted model does not ask for
+/// a cache it no longer has. With no full-attention layer left the input stays.
+pub(crate) fn redirect_shape_reads(g: &mut Graph, old: Outlet) -> Result<(), String> {
     let fact = g.fact(old).map_err(|e| e.to_string())?.clone();
-    let Some(other) = g
-        .inputs
-        .iter()
-        .map(|&i| Outlet::new(i, 0))
-        .find(|&o| o != old && g.fact(o).is_ok_and(|f| *f == fact) && g.value_name(o).starts_with("past_key_values"))
-    else {
-        return Ok(());
+    let same_layout = |f: &Fact| {
+        f.dtype == fact.dtype
+            && match (&f.shape, &fact.shape) {
+                (Some(a), Some(b)) => {
+                    a.len() == b.len()
+                        && a.iter().zip(b).enumerate().all(|(i, (x, y))| i == 2 || x.as_known().is_none() || y.as_known().is_none() || x == y)
+                }
+                _ => false,
+            }
     };
+    let mut other = None;
+    for id in g.node_ids() {
+        let Ok(n) = g.node(id) else { continue };
+        let Op::Attention(spec) = &n.op else { continue };
+        if spec.window.is_some() {
+            continue;
+        }
+        for slot in [AttentionSpec::PAST_K, AttentionSpec::PAST_V] {
+            let Some(o) = n.inputs().get(slot).copied().flatten() else { continue };
+            let is_input = matches!(g.node(o.node).map(|m| &m.op), Ok(Op::Input));
+            if o != old && is_input && g.fact(o).is_ok_and(&same_layout) {
+                other = other.or(Some(o));
+            }
+        }
+    }
+    let Some(other) = other else { return Ok(()) };
     for (consumer, slot) in g.consumers(old) {
         if g.node(consumer).is_ok_and(|n| n.op.is("Shape")) {
             g.set_input(consumer, slot, Some(other)).map_err(|e| e.to_string())?;

@@ -1,0 +1,226 @@
+//! `jetc generate`: text generation on the CPU executor. The model is a GGUF file (tokenizer
+//! and chat template from its metadata) or an ONNX decoder with a Hugging Face
+//! `tokenizer.json` beside it (and, for `--chat`, a chat template in `tokenizer_config.json`
+//! or `chat_template.jinja`). The text streams to stdout as tokens come; the throughput goes
+//! to stderr; `--json` prints one JSON object instead.
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use jetc::generate::{GenerateOptions, Generator, Sampling, StopReason};
+use jetc_text::{ChatTemplate, Message, Tokenizer};
+use serde_json::json;
+
+use crate::error::{CliError, Result};
+use crate::load;
+
+pub struct GenerateArgs {
+    pub model: PathBuf,
+    pub prompt: Option<String>,
+    pub chat: Option<String>,
+    pub system: Option<String>,
+    pub max_tokens: usize,
+    pub temperature: Option<f32>,
+    pub top_p: Option<f32>,
+    pub seed: u64,
+    pub json: bool,
+}
+
+fn msg(e: impl std::fmt::Display) -> CliError {
+    CliError::Msg(e.to_string())
+}
+
+/// Whether `path` is a GGUF file: by extension, else by its magic.
+fn is_gguf(path: &Path) -> bool {
+    if path.extension().and_then(|e| e.to_str()) == Some("gguf") {
+        return true;
+    }
+    let mut magic = [0u8; 4];
+    std::fs::File::open(path)
+        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut magic))
+        .is_ok_and(|_| &magic == b"GGUF")
+}
+
+/// The tokenizer and (if any) chat template of `model`.
+fn text_of(model: &Path) -> Result<(Tokenizer, Option<ChatTemplate>)> {
+    if is_gguf(model) {
+        let file = jetc_gguf::GgufFile::open(model).map_err(msg)?;
+        // A model jetc cannot build is named as such before its tokenizer is read.
+        jetc::gguf_model::arch_of(&file).map_err(msg)?;
+        let tok = Tokenizer::from_gguf(&file).map_err(msg)?;
+        let template = ChatTemplate::from_gguf(&file, &tok).map_err(msg)?;
+        return Ok((tok, template));
+    }
+    if model.extension().and_then(|e| e.to_str()) != Some("onnx") {
+        return Err(msg(format!(
+            "{}: jetc generate reads a .gguf model, or an .onnx model with tokenizer.json beside it",
+            model.display()
+        )));
+    }
+    let dir = model.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let tokenizer = dir.join("tokenizer.json");
+    if !tokenizer.is_file() {
+        return Err(msg(format!(
+            "{}: no tokenizer: jetc generate needs a Hugging Face tokenizer.json beside an ONNX model ({} does not exist)",
+            model.display(),
+            tokenizer.display()
+        )));
+    }
+    let tok = Tokenizer::from_file(&tokenizer).map_err(msg)?;
+    let config = dir.join("tokenizer_config.json");
+    let template = if config.is_file() || dir.join("chat_template.jinja").is_file() {
+        ChatTemplate::from_tokenizer_config(&config).map_err(msg)?
+    } else {
+        None
+    };
+    Ok((tok, template))
+}
+
+/// The prompt's token ids: raw text (with the tokenizer's BOS), or a rendered chat.
+fn prompt_ids(args: &GenerateArgs, tok: &Tokenizer, template: Option<&ChatTemplate>) -> Result<Vec<u32>> {
+    match (&args.prompt, &args.chat) {
+        (Some(_), Some(_)) => Err(msg("give either --prompt or --chat, not both")),
+        (None, None) => Err(msg("nothing to generate from: give --prompt TEXT or --chat TEXT")),
+        (Some(p), None) => {
+            if args.system.is_some() {
+                return Err(msg("--system goes with --chat (a raw --prompt has no roles)"));
+            }
+            tok.encode(p, true).map_err(msg)
+        }
+        (None, Some(c)) => {
+            let template = template.ok_or_else(|| {
+                msg(format!("{}: the model has no chat template; use --prompt", args.model.display()))
+            })?;
+            let mut messages = Vec::new();
+            if let Some(s) = &args.system {
+                messages.push(Message::new("system", s.as_str()));
+            }
+            messages.push(Message::new("user", c.as_str()));
+            let text = template.render(&messages, true).map_err(msg)?;
+            // The template writes its own special tokens (BOS, turn markers), as
+            // transformers' apply_chat_template tokenizes it.
+            tok.encode(&text, false).map_err(msg)
+        }
+    }
+}
+
+/// What to print when the generated text so far decodes to `text` and `printed` is on
+/// screen: the new suffix, or nothing yet when the text ends in an incomplete character
+/// (U+FFFD: the rest of its bytes are in the next token) or no longer extends what was
+/// printed (a decoder that rewrites earlier text is waited out).
+fn new_piece<'a>(printed: &str, text: &'a str) -> Option<&'a str> {
+    if text.ends_with('\u{FFFD}') {
+        return None;
+    }
+    text.strip_prefix(printed)
+}
+
+fn sampling(args: &GenerateArgs) -> Result<Sampling> {
+    match (args.temperature, args.top_p) {
+        (None, None) => Ok(Sampling::Greedy),
+        (None, Some(_)) => Err(msg("--top-p needs --temperature")),
+        (Some(temperature), top_p) => Ok(Sampling::TopP { temperature, top_p: top_p.unwrap_or(1.0), seed: args.seed }),
+    }
+}
+
+pub fn run(args: &GenerateArgs) -> Result<()> {
+    let started = Instant::now();
+    let (tok, template) = text_of(&args.model)?;
+    let ids = prompt_ids(args, &tok, template.as_ref())?;
+    let sampling = sampling(args)?;
+    let g = load::load_raised(&args.model)?;
+    let mut generator = Generator::new(&g).map_err(msg)?;
+    // Weights are converted for the executor once, here, so that prefill times the prompt.
+    generator.warm_up().map_err(msg)?;
+    let load_s = started.elapsed().as_secs_f64();
+    let opts = GenerateOptions { max_tokens: args.max_tokens, sampling, stop_ids: tok.eos_ids() };
+
+    // Streaming: decode everything generated so far and print what is new, so that a
+    // character spread over several tokens is printed whole.
+    let mut generated: Vec<u32> = Vec::new();
+    let mut printed = String::new();
+    let mut failure: Option<CliError> = None;
+    let stream = !args.json;
+    let mut on_token = |id: u32| -> bool {
+        generated.push(id);
+        if !stream {
+            return true;
+        }
+        match tok.decode(&generated, true) {
+            Ok(text) => {
+                if let Some(new) = new_piece(&printed, &text) {
+                    let mut out = std::io::stdout().lock();
+                    if out.write_all(new.as_bytes()).and_then(|_| out.flush()).is_err() {
+                        return false; // stdout closed (e.g. piped into head)
+                    }
+                    printed = text;
+                }
+                true
+            }
+            Err(e) => {
+                failure = Some(msg(e));
+                false
+            }
+        }
+    };
+    let result = generator.generate(&ids, &opts, &mut on_token).map_err(msg)?;
+    if let Some(e) = failure {
+        return Err(e);
+    }
+    let text = tok.decode(&result.ids, true).map_err(msg)?;
+    let stop = match result.stop {
+        StopReason::Eos(_) => "eos",
+        StopReason::MaxTokens => "max_tokens",
+        StopReason::Callback => "stopped",
+    };
+    if args.json {
+        let j = json!({
+            "model": args.model.display().to_string(),
+            "prompt_tokens": result.prompt_tokens,
+            "prompt_ids": ids,
+            "text": text,
+            "ids": result.ids,
+            "generated_tokens": result.ids.len(),
+            "stop": stop,
+            "load_s": load_s,
+            "prefill_s": result.prefill.as_secs_f64(),
+            "decode_s": result.decode.as_secs_f64(),
+            "decode_steps": result.decode_steps,
+            "prefill_tokens_per_s": result.prefill_tokens_per_s(),
+            "decode_tokens_per_s": result.decode_tokens_per_s(),
+        });
+        println!("{}", serde_json::to_string_pretty(&j).map_err(msg)?);
+    } else {
+        // What the last decode left unprinted (a trailing incomplete character).
+        if let Some(rest) = text.strip_prefix(printed.as_str()) {
+            print!("{rest}");
+        }
+        println!();
+        eprintln!(
+            "[{} prompt tokens: prefill {:.1} tok/s ({:.0} ms); {} generated ({stop}): decode {:.1} tok/s; load {:.2} s]",
+            result.prompt_tokens,
+            result.prefill_tokens_per_s(),
+            result.prefill.as_secs_f64() * 1e3,
+            result.ids.len(),
+            result.decode_tokens_per_s(),
+            load_s
+        );
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::new_piece;
+
+    #[test]
+    fn streaming_prints_whole_characters_only() {
+        assert_eq!(new_piece("", "Hello"), Some("Hello"));
+        assert_eq!(new_piece("Hello", "Hello, wor"), Some(", wor"));
+        // The first byte of "é" alone decodes to the replacement character: wait.
+        assert_eq!(new_piece("caf", "caf\u{FFFD}"), None);
+        assert_eq!(new_piece("caf", "café"), Some("é"));
+        // Text that no longer extends what is printed.
+        assert_eq!(new_piece("Hello ", "Hello"), None);
+    }
+}
