@@ -292,3 +292,32 @@ fn swa_beside_full_attention_decodes_past_the_window() {
         }
     }
 }
+
+/// RetNet's RoPE uses the base model's positions: shifting every position by the same amount
+/// leaves the outputs unchanged (retention sees only relative positions), while other
+/// positions change them (so RoPE is really applied).
+#[test]
+fn retnet_rope_is_relative() {
+    let fixture = "qwen2-dynamo-opset20-sdpa-kv";
+    let g = converted_to(fixture, Block::RetNet, vec![0, 1], MixerConfig::default());
+    assert!(g.node_ids().filter_map(|id| g.node(id).ok()).any(|n| n.name.contains("retnet.q_rope")), "no RoPE in the RetNet block");
+    let session = Session::new(&g).expect("session");
+    let (_, mut inputs, _) = cases(fixture).into_iter().find(|c| c.0 == "past0").expect("past0");
+    let b = inputs["input_ids"].shape()[0];
+    let names: Vec<String> = g.inputs.iter().map(|&id| g.value_name(jetc::ir::Outlet::new(id, 0)).to_string()).collect();
+    for n in names.iter().filter(|n| n.starts_with("past_state")) {
+        inputs.insert(n.clone(), zeros_for(&g, n, b));
+    }
+    inputs.retain(|k, _| names.contains(k));
+    let run = |shift: i64, reverse: bool| -> Value {
+        let mut feed = inputs.clone();
+        let mut pos = inputs["position_ids"].as_i64().expect("positions").clone();
+        let t = pos.shape()[1] as i64;
+        pos.mapv_inplace(|p| if reverse { t - 1 - p } else { p + shift });
+        feed.insert("position_ids".into(), Value::i64(pos));
+        session.run(feed).expect("run").into_iter().find(|(n, _)| n == "logits").expect("logits").1
+    };
+    let base = run(0, false);
+    assert!(rel_err("shifted", &run(7, false), &base) < 1e-4, "a global position shift changed the outputs");
+    assert!(rel_err("reversed", &run(0, true), &base) > 1e-3, "positions have no effect");
+}

@@ -103,7 +103,11 @@ impl Base {
         let wk = e.weight("k_proj.weight", k_w)?;
         let wv = e.weight("v_proj.weight", v_w)?;
         let wo = e.weight("o_proj.weight", o_w)?;
-        Ok(Mixer { e, l, x, d, wq, wk, wv, wo, layer_seed, kv, batch, caches: Vec::new(), bt: None })
+        let rope = match (self.spec.rope, input(AttentionSpec::COS), input(AttentionSpec::SIN)) {
+            (Some(_), Some(cos), Some(sin)) => Some((cos, sin, self.spec.rotary_dim)),
+            _ => None,
+        };
+        Ok(Mixer { e, l, x, d, wq, wk, wv, wo, layer_seed, kv, batch, caches: Vec::new(), bt: None, rope })
     }
 }
 
@@ -143,6 +147,9 @@ pub struct Mixer<'g> {
     caches: Vec<(String, Outlet)>,
     /// `Shape(x)[0..2]`, built on first use.
     bt: Option<Outlet>,
+    /// The base attention's RoPE tables (cos, sin) [B, T, R] or [B, T, R/2] and its rotary
+    /// width R, when it has RoPE.
+    rope: Option<(Outlet, Outlet, usize)>,
 }
 
 /// One recurrent cache of a built mixer: graph input `past_{name}.{l}`, output
@@ -310,6 +317,53 @@ impl Mixer<'_> {
         let spec = LinearAttentionSpec { rule, q_heads: h, kv_heads: h, dk, dv, scale, chunk: 64 };
         let la = self.e.node(name, Op::LinearAttention(spec), inputs, 2)?;
         Ok((la[0], la[1]))
+    }
+
+    /// RoPE on each head of `x` [B, T, H*d] (q or k of the mixer), with the base attention's
+    /// position tables: the first r = 2 min(R/2, d/2) dims of each head are rotated
+    /// `rotate_half` style with the base's first r/2 frequencies, the rest pass through.
+    /// `x` unchanged when the base attention has no RoPE.
+    pub fn rope(&mut self, name: &str, x: Outlet, d: usize) -> Result<Outlet, String> {
+        let Some((cos, sin, rotary)) = self.rope else { return Ok(x) };
+        // Either table form starts with the R/2 distinct frequencies.
+        let half = (rotary / 2).min(d / 2);
+        if half == 0 {
+            return Ok(x);
+        }
+        let r = 2 * half;
+        let last = self.e.ints(&format!("{name}/axis"), &[-1])?;
+        let zero = self.e.ints(&format!("{name}/zero"), &[0])?;
+        let h_end = self.e.ints(&format!("{name}/half"), &[half as i64])?;
+        // Tables come as [B, 1, T, R] (head axis 1), [B, T, R] or [T, R]: put a unit head
+        // axis just before the last so they broadcast over [B, T, H, d].
+        let rank = self.e.g.fact(cos).ok().and_then(|f| f.shape.as_ref().map(|s| s.len())).ok_or("RoPE table of unknown rank")?;
+        let unsq = self.e.ints(&format!("{name}/head_axis"), &[-2])?;
+        let mut tables = Vec::new();
+        for (which, t) in [("cos", cos), ("sin", sin)] {
+            let t = self.e.onnx(&format!("{name}/{which}_freqs"), "Slice", &[t, zero, h_end, last], &[])?;
+            let t = self.e.onnx(&format!("{name}/{which}_full"), "Concat", &[t, t], &[("axis", Attr::Int(-1))])?;
+            tables.push(match rank {
+                4 => self.e.onnx(&format!("{name}/{which}_heads"), "Transpose", &[t], &[("perm", Attr::Ints(vec![0, 2, 1, 3]))])?,
+                2 | 3 => self.e.onnx(&format!("{name}/{which}_heads"), "Unsqueeze", &[t, unsq], &[])?,
+                r => return Err(format!("RoPE table of rank {r}")),
+            });
+        }
+        let xh = self.split_heads(&format!("{name}/heads"), x)?;
+        let r_end = self.e.ints(&format!("{name}/rot_end"), &[r as i64])?;
+        let max = self.e.ints(&format!("{name}/max"), &[i64::MAX])?;
+        let rot_part = self.e.onnx(&format!("{name}/rotated_part"), "Slice", &[xh, zero, r_end, last], &[])?;
+        let lo = self.e.onnx(&format!("{name}/lo"), "Slice", &[rot_part, zero, h_end, last], &[])?;
+        let hi = self.e.onnx(&format!("{name}/hi"), "Slice", &[rot_part, h_end, max, last], &[])?;
+        let neg = self.e.onnx(&format!("{name}/neg"), "Neg", &[hi], &[])?;
+        let turned = self.e.onnx(&format!("{name}/rotate_half"), "Concat", &[neg, lo], &[("axis", Attr::Int(-1))])?;
+        let a = self.e.onnx(&format!("{name}/times_cos"), "Mul", &[rot_part, tables[0]], &[])?;
+        let b = self.e.onnx(&format!("{name}/times_sin"), "Mul", &[turned, tables[1]], &[])?;
+        let mut y = self.e.onnx(&format!("{name}/rotated"), "Add", &[a, b], &[])?;
+        if r < d {
+            let pass = self.e.onnx(&format!("{name}/pass"), "Slice", &[xh, r_end, max, last], &[])?;
+            y = self.e.onnx(&format!("{name}/joined"), "Concat", &[y, pass], &[("axis", Attr::Int(-1))])?;
+        }
+        self.merge_heads(&format!("{name}/merged"), y)
     }
 
     /// [B, T, H*d] -> [B, T, H, d].

@@ -1,12 +1,12 @@
 //! RetNet (fla's `MultiScaleRetention`), built from a base attention layer:
 //! ```text
-//! q = x Wq   k = x Wk   v = x Wv
+//! q = rope(x Wq)   k = rope(x Wk)   v = x Wv
 //! o = simple_gla(q, k, v, g_h = log(1 - 2^(-5-h)))     fixed per-head decay, no beta
 //! y = (rmsnorm_per_head(o) * w_onorm * silu(x Wg)) Wo
 //! ```
-//! fla's RetNet also applies RoPE to q and k; it is left out here (the block reuses no
-//! position input), so this is RetNet without relative positions. Nor are q and k
-//! activated or normalized (fla's default `feature_map=None`).
+//! RoPE on q and k as fla's RetNet (`rotate_half`), with the base attention's position tables
+//! and frequencies (the first min(R, d_k) dims of each head; none when the base has no RoPE).
+//! q and k are not activated or normalized (fla's default `feature_map=None`).
 //! The decay is a constant `retention_log_decay` [H] broadcast over [B, T], not a weight.
 use jetc_ir::{Graph, NodeId, Tensor, UpdateRule};
 
@@ -30,7 +30,9 @@ pub fn build(g: &mut Graph, id: NodeId, l: usize, cfg: &MixerConfig, seed: u64, 
 
     let (wq, wk, wv) = (m.wq, m.wk, m.wv);
     let q = m.proj("q_proj", wq)?;
+    let q = m.rope("q_rope", q, dk)?;
     let k = m.proj("k_proj", wk)?;
+    let k = m.rope("k_rope", k, dk)?;
     let v = m.proj("v_proj", wv)?;
     let decay = m.broadcast_bt("log_decay", gamma, h)?;
     let (o, state) = m.recurrence("retention", UpdateRule::Gated, q, k, v, past[0], Some(decay), None)?;
