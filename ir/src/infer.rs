@@ -469,7 +469,15 @@ fn infer_onnx(o: &OnnxOp, inp: &NodeInputs) -> std::result::Result<Option<Vec<Fa
                             // holds for the head-dim slices this appears in.
                             known(en - st)
                         } else if step == 1 && st < 0 && en >= i64::MAX / 2 {
-                            known(-st)
+                            // The last k of a symbolic dim: min(dim, k) (an SWA cache's last W
+                            // tokens hold fewer while the sequence is short).
+                            let rest = s[ax].sub(&known(-st));
+                            // dim - k has only non-negative terms (symbols are sizes): dim >= k.
+                            if rest.terms().iter().all(|(_, c)| *c >= 0) {
+                                known(-st)
+                            } else {
+                                Dim::sym(&format!("min({},{})", s[ax], -st))
+                            }
                         } else if step == 1 && st >= 0 && en < 0 {
                             // x[st:-k]: dim - st - k, for dims at least st + k long.
                             s[ax].sub(&known(st)).add(&known(en))

@@ -83,7 +83,8 @@ pub fn build(g: &mut Graph, id: NodeId, l: usize, cfg: &MixerConfig, seed: u64, 
     let (s0, s_end, ax1) = (m.e.ints("shift/start", &[0])?, m.e.ints("shift/end", &[-1])?, m.e.ints("shift/axis", &[1])?);
     let shifted = m.e.onnx("shift", "Slice", &[cat, s0, s_end, ax1], &[])?;
     let (last, max) = (m.e.ints("shift/last", &[-1])?, m.e.ints("shift/max", &[i64::MAX])?);
-    let present_shift = m.e.onnx("shift/present", "Slice", &[x, last, max, ax1], &[])?;
+    // The last token of [past, x] (one token long whatever T is).
+    let present_shift = m.e.onnx("shift/present", "Slice", &[cat, last, max, ax1], &[])?;
     let delta = m.e.onnx("shift/delta", "Sub", &[shifted, x], &[])?;
     let mut xc = Vec::new();
     for (c, mu) in ["r", "w", "k", "v", "a", "g"].iter().zip(&lerp) {
