@@ -86,3 +86,29 @@ fn codegen_of_a_missing_model_names_it() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("/no/such/model.onnx"));
 }
+
+/// A model converted by `jetc convert` and written as ONNX is read back, fused, and planned
+/// into the same fused JetBlock kernels as a preset (decode step at the model's dims).
+#[test]
+fn codegen_of_a_converted_onnx_model_plans_the_fused_jetblock() {
+    let dir = tempdir("converted");
+    std::fs::create_dir_all(&dir).expect("tmp");
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/qwen2-dynamo-opset20-sdpa-kv/model.onnx");
+    let model = dir.join("hybrid.onnx");
+    let out = jetc()
+        .args(["convert"])
+        .arg(&fixture)
+        .args(["-o"])
+        .arg(&model)
+        .args(["--swa", "1", "--window", "3", "--format", "onnx"])
+        .output()
+        .expect("run jetc convert");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let kernels = dir.join("kernels");
+    let out = jetc().args(["codegen"]).arg(&model).args(["--render-only", "-o"]).arg(&kernels).output().expect("run jetc codegen");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let m: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(kernels.join("manifest.json")).expect("manifest")).expect("json");
+    let families: Vec<&str> = m["kernels"].as_array().expect("kernels").iter().filter_map(|k| k["family"].as_str()).collect();
+    assert!(families.contains(&"jet_decode"), "no fused decode kernel: {families:?}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
