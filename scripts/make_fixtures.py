@@ -95,6 +95,12 @@ def make_config(family: str, attn: str | None):
         cfg = transformers.LlamaConfig(rope_theta=10000.0, tie_word_embeddings=False, **common)
     elif family == "qwen2":
         cfg = transformers.Qwen2Config(rope_theta=1e6, tie_word_embeddings=True, use_sliding_window=False, **common)
+    elif family == "qwen3":
+        # per-head q/k RMSNorm before RoPE
+        cfg = transformers.Qwen3Config(rope_theta=1e6, tie_word_embeddings=True, use_sliding_window=False, **common)
+    elif family == "olmo2":
+        # q/k RMSNorm over the whole projection, norms after attention and MLP (post-norm)
+        cfg = transformers.Olmo2Config(rope_theta=10000.0, tie_word_embeddings=False, **common)
     else:
         raise ValueError(family)
     if attn is not None:
@@ -110,7 +116,12 @@ def make_model(family: str, attn: str = "sdpa"):
 
     torch.manual_seed(SEED)
     cfg = make_config(family, attn)
-    cls = transformers.LlamaForCausalLM if family == "llama" else transformers.Qwen2ForCausalLM
+    cls = {
+        "llama": transformers.LlamaForCausalLM,
+        "qwen2": transformers.Qwen2ForCausalLM,
+        "qwen3": transformers.Qwen3ForCausalLM,
+        "olmo2": transformers.Olmo2ForCausalLM,
+    }[family]
     model = cls(cfg)
     gen = torch.Generator().manual_seed(SEED + 1)
     with torch.no_grad():
@@ -123,7 +134,7 @@ def make_model(family: str, attn: str = "sdpa"):
     model.set_attn_implementation(attn)
     model.eval()
     assert model.config._attn_implementation == attn, model.config._attn_implementation
-    if family == "qwen2":
+    if family in TIED:
         assert model.lm_head.weight.data_ptr() == model.model.embed_tokens.weight.data_ptr()
     return model
 
@@ -151,7 +162,7 @@ def save_hf_dir(family: str, path: Path):
 
 def case_tensors(family: str, batch: int, seq: int, past: int):
     """Deterministic case data (same for every variant of a family)."""
-    fam_off = {"llama": 0, "qwen2": 100}[family]
+    fam_off = {"llama": 0, "qwen2": 100, "qwen3": 200, "olmo2": 300}[family]
     rng = np.random.default_rng(SEED + fam_off + 7 * past + seq)
     ids = rng.integers(0, DIMS["vocab"], size=(batch, seq), dtype=np.int64)
     mask = np.ones((batch, past + seq), dtype=np.int64)
@@ -626,7 +637,13 @@ def variants():
     return v
 
 
-FAMILIES = ["llama", "qwen2"]
+FAMILIES = ["llama", "qwen2", "qwen3", "olmo2"]
+TIED = ("qwen2", "qwen3")
+ROPE_THETA = {"llama": 10000.0, "qwen2": 1e6, "qwen3": 1e6, "olmo2": 10000.0}
+# Families with qk-norm get three torch dynamo variants (decomposed sdpa with a cache, no
+# cache, and the opset-23 Attention op); the other exporters' support for them varies by version.
+QK_NORM_FAMILIES = ("qwen3", "olmo2")
+QK_NORM_VARIANTS = ("dynamo-opset20-sdpa-kv", "dynamo-opset20-eager-nokv", "dynamo-opset23-sdpa-kv")
 
 
 # --------------------------------------------------------------------------------------
@@ -708,8 +725,8 @@ def run_variant(family, vname, builder, external, out_root: Path, ctx):
         "opset": opset,
         "opset_imports": {o.domain or "ai.onnx": o.version for o in m.opset_import},
         **DIMS,
-        "tied": family == "qwen2",
-        "rope_theta": 10000.0 if family == "llama" else 1e6,
+        "tied": family in TIED,
+        "rope_theta": ROPE_THETA[family],
         "rms_norm_eps": 1e-6,
         "attn_implementation": info["attn"],
         "external_data": external,
@@ -770,6 +787,8 @@ def main():
             if args.only and not any(o in (fam, vname, full) for o in args.only):
                 continue
             if vname == "optimum" and not args.optimum_python:
+                continue
+            if fam in QK_NORM_FAMILIES and vname not in QK_NORM_VARIANTS:
                 continue
             selected.append((fam, vname, builder, external))
     if not selected:

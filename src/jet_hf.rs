@@ -163,6 +163,12 @@ pub fn export_jet_hf(g: &Graph, dir: &Path, opts: &HfOptions) -> R<()> {
         }
         match &node.op {
             Op::Attention(spec) => {
+                if spec.qk_norm_eps.is_some() {
+                    return Err(err(format!(
+                        "layer {l}: attention with q/k norms (Qwen3/OLMo2 style) has no place in the Jet-Nemotron \
+                         layout (Qwen2.5's); export ONNX (--format onnx)"
+                    )));
+                }
                 layer_types.push(if spec.window.is_some() { "swa" } else { "attn" });
                 if let Some(w) = spec.window {
                     swa_window.get_or_insert(w);

@@ -88,8 +88,9 @@ enum Command {
         #[arg(long)]
         dv: Option<usize>,
         /// Output format: onnx (opset 27, LinearAttention), jet-hf (config.json +
-        /// model.safetensors in the reference's names) or both.
-        #[arg(long, default_value = "both")]
+        /// model.safetensors in the reference's names), both, or auto (the default: both when
+        /// the hybrid fits the Jet-Nemotron layout, else ONNX only, with a note saying why).
+        #[arg(long, default_value = "auto")]
         format: String,
         /// A JSON layout file instead of the flags above.
         #[arg(long)]

@@ -51,3 +51,32 @@ fn a_bad_layout_writes_nothing() {
         assert!(!out.exists(), "{args:?} wrote {}", out.display());
     }
 }
+
+/// The default format writes the Jet-Nemotron layout only where the hybrid fits it: a Qwen3
+/// model (q/k norms) or another linear block gets ONNX only, with a note saying why; asking for
+/// jet-hf explicitly is an error that names the reason, and writes nothing.
+#[test]
+fn auto_format_falls_back_to_onnx_with_a_reason() {
+    for (fixture_name, extra, reason) in [
+        ("qwen3-dynamo-opset20-sdpa-kv", vec!["--swa", "1", "--window", "3"], "q/k norms"),
+        ("qwen2-dynamo-opset20-sdpa-kv", vec!["--block", "gla"], "not a JetBlock"),
+    ] {
+        let out = std::env::temp_dir().join(format!("jetc-cli-auto-{fixture_name}-{}", std::process::id()));
+        let model = fixture(fixture_name);
+        let mut args = vec!["convert", model.to_str().unwrap_or_default(), "-o", out.to_str().unwrap_or_default()];
+        args.extend(extra.iter().copied());
+        let o = jetc(&args);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(o.status.success(), "{fixture_name}: {err}");
+        assert!(err.contains("note:") && err.contains(reason), "{fixture_name}: {err}");
+        assert!(out.join("model.onnx").exists() && !out.join("config.json").exists(), "{fixture_name}");
+        std::fs::remove_dir_all(&out).ok();
+
+        args.extend(["--format", "jet-hf"]);
+        let o = jetc(&args);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success() && err.contains(reason), "{fixture_name}: {err}");
+        assert!(!out.join("config.json").exists(), "{fixture_name}: wrote a jet-hf config");
+        std::fs::remove_dir_all(&out).ok();
+    }
+}

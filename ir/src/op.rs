@@ -110,6 +110,9 @@ pub enum RopeStyle {
 /// 11 `past_key` [B,KV,P,D]; 12 `past_value`; 13 `mask`, numpy-broadcastable to [B,H,T,P+T]:
 /// boolean (or integer) true keeps a key, float is added to the scores. `causal` and `window`
 /// apply on top of the mask; a query that sees no key outputs zeros.
+/// 14 `q_norm`, 15 `k_norm` [G]: RMSNorm (eps `qk_norm_eps`) of the projected q / k (after
+/// the bias, before RoPE) over groups of G consecutive elements: G = D normalizes each head
+/// (Qwen3, Gemma3), G = the projection width all heads together (OLMo2).
 /// Outputs: 0 `y` [B,T,hidden]; 1 `present_key` [B,KV,P+T,D]; 2 `present_value`.
 /// Weights are stored [in, out] as ONNX MatMul takes them.
 #[derive(Clone, Debug, PartialEq)]
@@ -124,6 +127,8 @@ pub struct AttentionSpec {
     pub causal: bool,
     /// Sliding window: each query sees itself and the previous `window - 1` keys.
     pub window: Option<usize>,
+    /// eps of the q/k RMSNorms (inputs 14, 15), when the model has them.
+    pub qk_norm_eps: Option<f32>,
 }
 
 impl AttentionSpec {
@@ -141,7 +146,9 @@ impl AttentionSpec {
     pub const PAST_K: usize = 11;
     pub const PAST_V: usize = 12;
     pub const MASK: usize = 13;
-    pub const NUM_INPUTS: usize = 14;
+    pub const Q_NORM: usize = 14;
+    pub const K_NORM: usize = 15;
+    pub const NUM_INPUTS: usize = 16;
 }
 
 /// State update rules of [`LinearAttentionSpec`]; the first four are the ONNX opset-27

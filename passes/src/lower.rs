@@ -292,6 +292,20 @@ fn attention(e: &mut Emit, node: &jetc_ir::Node, s: &AttentionSpec) -> std::resu
         if let Some(bias) = input(node, b) {
             y = e.onnx(&format!("{name}_bias"), "Add", &[y, bias], &[])?;
         }
+        // qk-norm: RMSNormalization over groups of the weight's length.
+        let norm_slot = match w {
+            AttentionSpec::WQ => Some(AttentionSpec::Q_NORM),
+            AttentionSpec::WK => Some(AttentionSpec::K_NORM),
+            _ => None,
+        };
+        if let (Some(eps), Some(nw)) = (s.qk_norm_eps, norm_slot.and_then(|slot| input(node, slot))) {
+            let group = e.g.fact(nw).ok().and_then(|f| f.shape.as_ref()?.last()?.as_known()).ok_or("qk-norm weight of unknown size")?;
+            let groups = e.ints(&format!("{name}_norm_groups"), &[0, 0, -1, group])?;
+            let flat = e.ints(&format!("{name}_norm_flat"), &[0, 0, -1])?;
+            let yg = e.onnx(&format!("{name}_norm_in"), "Reshape", &[y, groups], &[])?;
+            let yn = e.onnx(&format!("{name}_norm"), "RMSNormalization", &[yg, nw], &[("epsilon", Attr::Float(eps)), ("axis", Attr::Int(-1))])?;
+            y = e.onnx(&format!("{name}_norm_out"), "Reshape", &[yn, flat], &[])?;
+        }
         let shape = e.ints(&format!("{name}_shape"), &[0, 0, heads, d as i64])?;
         let y = e.onnx(&format!("{name}_heads"), "Reshape", &[y, shape], &[])?;
         e.onnx(&format!("{name}_bhtd"), "Transpose", &[y], &[("perm", Attr::Ints(vec![0, 2, 1, 3]))])

@@ -280,6 +280,21 @@ fn masked_softmax(row: &mut [f32], visible: impl Fn(usize) -> Option<f32>) {
     }
 }
 
+/// RMSNorm of every group of `w.len()` consecutive elements of `x`, times `w`.
+fn group_rms_norm(x: &mut [f32], w: &[f32], eps: f32, what: &str) -> R<()> {
+    let g = w.len();
+    if g == 0 || x.len() % g != 0 {
+        return Err(format!("{what} weight of {g} elements does not divide the projection"));
+    }
+    x.par_chunks_mut(g).for_each(|chunk| {
+        let inv = 1.0 / (chunk.iter().map(|v| v * v).sum::<f32>() / g as f32 + eps).sqrt();
+        for (v, wi) in chunk.iter_mut().zip(w) {
+            *v = *v * inv * wi;
+        }
+    });
+    Ok(())
+}
+
 fn attention(spec: &AttentionSpec, inputs: &[Option<&Value>]) -> R<Vec<Value>> {
     let (h, kvh, d) = (spec.heads, spec.kv_heads, spec.head_dim);
     if kvh == 0 || h % kvh != 0 || d == 0 {
@@ -300,6 +315,13 @@ fn attention(spec: &AttentionSpec, inputs: &[Option<&Value>]) -> R<Vec<Value>> {
     let v = linear(&xd, rows, floats(arg(inputs, AttentionSpec::WV, "wv")?, "wv")?, fl(AttentionSpec::BV, "bv")?, "v")?;
     if q.len() != rows * h * d || k.len() != rows * kvh * d || v.len() != rows * kvh * d {
         return Err("projection widths do not match heads x head_dim".into());
+    }
+    if let Some(eps) = spec.qk_norm_eps {
+        for (buf, slot, what) in [(&mut q, AttentionSpec::Q_NORM, "q_norm"), (&mut k, AttentionSpec::K_NORM, "k_norm")] {
+            if let Some(w) = fl(slot, what)? {
+                group_rms_norm(buf, &contiguous(w), eps, what)?;
+            }
+        }
     }
     // RoPE on q and k ([B, T, heads, D] layout).
     if let Some(style) = spec.rope {
@@ -509,7 +531,7 @@ mod tests {
         let pk = rand_vec(b * kvh * p * d, &mut seed);
         let pv = rand_vec(b * kvh * p * d, &mut seed);
         for window in [None, Some(1), Some(3), Some(100)] {
-            let spec = AttentionSpec { heads: h, kv_heads: kvh, head_dim: d, scale: 0.7, rope: None, rotary_dim: d, causal: true, window };
+            let spec = AttentionSpec { heads: h, kv_heads: kvh, head_dim: d, scale: 0.7, rope: None, rotary_dim: d, causal: true, window, qk_norm_eps: None };
             let vals = [
                 arr(&[b, t, hid], x.clone()), arr(&[hid, h * d], wq.clone()), arr(&[hid, kvh * d], wk.clone()),
                 arr(&[hid, kvh * d], wv.clone()), arr(&[h * d, hid], wo.clone()), arr(&[b, kvh, p, d], pk.clone()),

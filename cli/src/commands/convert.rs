@@ -44,9 +44,10 @@ pub fn run(a: &ConvertArgs) -> Result<()> {
     let (onnx, hf) = match a.format.as_str() {
         "jet-hf" => (false, true),
         "onnx" => (true, false),
-        "both" => (true, true),
-        other => return Err(CliError::Msg(format!("unknown format `{other}` (onnx, jet-hf or both)"))),
+        "both" | "auto" => (true, true),
+        other => return Err(CliError::Msg(format!("unknown format `{other}` (onnx, jet-hf, both or auto)"))),
     };
+    let auto = a.format == "auto";
     let kv_dtype = super::inspect::parse_cache_dtype(a.cache_dtype.as_deref())?;
     let mut g = load::load_raised(&a.model)?;
     convert(&mut g, &layout, a.seed).map_err(|m| CliError::Msg(format!("{}: {m}", a.model.display())))?;
@@ -60,8 +61,18 @@ pub fn run(a: &ConvertArgs) -> Result<()> {
         None
     };
     let onnx_path = if hf { a.output.join("model.onnx") } else { a.output.clone() };
+    let mut wrote_hf = hf;
     if hf {
-        write_jet_hf(&g, &a.output)?;
+        match write_jet_hf(&g, &a.output) {
+            Ok(()) => {}
+            // The Jet-Nemotron layout has no place for this hybrid (another linear block, q/k
+            // norms, ...): refused before anything is written; ONNX carries it.
+            Err(e) if auto => {
+                eprintln!("note: no Jet-Nemotron (jet-hf) export: {e}; writing ONNX only");
+                wrote_hf = false;
+            }
+            Err(e) => return Err(e),
+        }
     }
     if let Some(l) = lowered {
         if let Some(parent) = onnx_path.parent().filter(|p| !p.as_os_str().is_empty()) {
@@ -78,7 +89,7 @@ pub fn run(a: &ConvertArgs) -> Result<()> {
     } else {
         super::inspect::print_table(&a.output, &summary);
     }
-    match (onnx, hf) {
+    match (onnx, wrote_hf) {
         (true, false) => eprintln!("wrote {} (ONNX opset 27)", onnx_path.display()),
         (false, true) => eprintln!("wrote {} (config.json, model.safetensors)", a.output.display()),
         _ => eprintln!("wrote {} (model.onnx, config.json, model.safetensors)", a.output.display()),

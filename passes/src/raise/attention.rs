@@ -101,6 +101,8 @@ struct Proj {
 
 struct Trace {
     proj: Proj,
+    /// An RMSNorm of the projection (qk-norm): its weight and eps.
+    norm: Option<(Outlet, f32)>,
     rope: Option<Rope>,
     past: Option<Outlet>,
     present: Option<Outlet>,
@@ -386,6 +388,7 @@ fn trace(g: &Graph, start: Outlet) -> Option<Trace> {
     let mut cur = start;
     let mut t = Trace {
         proj: Proj { x: start, w: start, bias: None, cols: None, out_dim: 0 },
+        norm: None,
         rope: None,
         past: None,
         present: None,
@@ -404,12 +407,29 @@ fn trace(g: &Graph, start: Outlet) -> Option<Trace> {
             }
             return Some(t);
         }
+        // qk-norm: an RMSNorm between the projection (and its bias) and RoPE / the cache.
+        if let Ok(n) = g.node(cur.node) {
+            if let Op::RmsNorm(s) = &n.op {
+                if t.norm.is_some() || t.proj.bias.is_some() || slice.is_some() {
+                    return fail(line!());
+                }
+                let w = input(n, 1)?;
+                const_of(g, w)?;
+                t.norm = Some((w, s.eps));
+                cur = input(n, 0)?;
+                continue;
+            }
+        }
         let (n, op) = onnx(g, cur)?;
         match op.op_type.as_str() {
             "Transpose" | "Reshape" | "Unsqueeze" | "Squeeze" | "Expand" | "Cast" | "Identity" | "Tile" => {
                 cur = input(n, 0)?
             }
             "Mul" | "Div" => {
+                if t.norm.is_some() {
+                    // A scale before the norm is normalized away: not the scores' scale.
+                    return fail(line!());
+                }
                 let (a, b) = (input(n, 0)?, input(n, 1)?);
                 if let Some(s) = scalar_of(g, b) {
                     t.scale *= if op.op_type == "Mul" { s } else { 1.0 / s };
@@ -443,7 +463,7 @@ fn trace(g: &Graph, start: Outlet) -> Option<Trace> {
                 cur = main;
             }
             "Concat" => {
-                if n.inputs().len() != 2 || t.past.is_some() {
+                if n.inputs().len() != 2 || t.past.is_some() || t.norm.is_some() {
                     return fail(line!());
                 }
                 let (a, b) = (input(n, 0)?, input(n, 1)?);
@@ -510,6 +530,8 @@ struct Plan {
     wo: Outlet,
     bo: Option<Outlet>,
     rope: Option<Rope>,
+    /// q-norm and k-norm weights (qk-norm models).
+    qk_norm: [Option<Outlet>; 2],
     past: Option<(Outlet, Outlet)>,
     present: Option<(Outlet, Outlet)>,
     mask: Option<(Outlet, MaskKind)>,
@@ -581,6 +603,9 @@ fn plan(g: &Graph, core: &Core) -> Option<Plan> {
                 return fail(line!());
             }
             let ranges = [(0, qd), (qd, qd + kd), (qd + kd, qd + 2 * kd)];
+            if tq.norm.is_some() {
+                return fail(line!());
+            }
             let w = ranges.map(|r| (tq.proj.w, Some(r)));
             let b = ranges.map(|r| tq.proj.bias.map(|(b, _)| (b, Some(r))));
             (w, b, kv, core.rope.clone(), core.past, core.present, 1.0)
@@ -639,6 +664,15 @@ fn plan(g: &Graph, core: &Core) -> Option<Plan> {
         }
     }
     let rotary_dim = rope.as_ref().and_then(|r| r.rotary_dim).unwrap_or(head_dim);
+    let (qn, kn) = (tq.norm, tk.as_ref().and_then(|t| t.norm));
+    let qk_norm_eps = match (qn, kn) {
+        (Some((_, a)), Some((_, b))) if a != b => return fail(line!()),
+        (Some((_, e)), _) | (None, Some((_, e))) => Some(e),
+        (None, None) => None,
+    };
+    if tv.as_ref().is_some_and(|t| t.norm.is_some()) {
+        return fail(line!());
+    }
     Some(Plan {
         name: format!("{}/attention", core.anchor),
         spec: AttentionSpec {
@@ -650,6 +684,7 @@ fn plan(g: &Graph, core: &Core) -> Option<Plan> {
             rotary_dim,
             causal: core.causal,
             window: core.window,
+            qk_norm_eps,
         },
         x,
         weights,
@@ -657,6 +692,7 @@ fn plan(g: &Graph, core: &Core) -> Option<Plan> {
         wo,
         bo,
         rope,
+        qk_norm: [qn.map(|n| n.0), kn.map(|n| n.0)],
         past,
         present,
         mask: core.mask,
@@ -750,6 +786,8 @@ fn build(g: &mut Graph, plan: Plan) -> Result<()> {
         inputs[AttentionSpec::PAST_V] = Some(PatchOutlet::Existing(pv));
     }
     inputs[AttentionSpec::MASK] = mask;
+    inputs[AttentionSpec::Q_NORM] = plan.qk_norm[0].map(PatchOutlet::Existing);
+    inputs[AttentionSpec::K_NORM] = plan.qk_norm[1].map(PatchOutlet::Existing);
     while inputs.last() == Some(&None) {
         inputs.pop();
     }
