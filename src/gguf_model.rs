@@ -5,8 +5,8 @@
 //! SwiGlu / Embedding ops) and runs, converts and exports through the same code.
 //!
 //! What is read:
-//! - `general.architecture`: `llama` (Llama, Mistral, SmolLM, ...) or `qwen2`; anything else
-//!   is refused, naming the architecture.
+//! - `general.architecture`: `llama` (Llama, Mistral, SmolLM, ...), `qwen2` or `qwen3` (per-head
+//!   q/k RMSNorm, `attn_{q,k}_norm`); anything else is refused, naming the architecture.
 //! - `{arch}.block_count`, `.embedding_length`, `.feed_forward_length`,
 //!   `.attention.head_count`, `.attention.head_count_kv` (default: head_count),
 //!   `.attention.key_length` (default: embedding_length / head_count),
@@ -38,7 +38,7 @@ use thiserror::Error;
 use crate::synth::{build_with, ArchConfig};
 
 /// The architectures [`import`] builds.
-pub const ARCHITECTURES: &[&str] = &["llama", "qwen2"];
+pub const ARCHITECTURES: &[&str] = &["llama", "qwen2", "qwen3"];
 
 #[derive(Debug, Error)]
 pub enum GgufModelError {
@@ -86,6 +86,7 @@ pub fn arch_of(file: &GgufFile) -> Result<GgufArch, GgufModelError> {
     let name: &'static str = match arch.as_str() {
         "llama" => "llama",
         "qwen2" => "qwen2",
+        "qwen3" => "qwen3",
         _ => return Err(GgufModelError::Architecture { file: file.path.clone(), arch }),
     };
     let model = |msg: String| GgufModelError::Model { file: file.path.clone(), msg };
@@ -168,6 +169,7 @@ pub fn arch_of(file: &GgufFile) -> Result<GgufArch, GgufModelError> {
         tied: file.tensor("output.weight").is_none(),
         rope_theta: opt_f32("rope.freq_base", 10000.0)?,
         rms_eps: opt_f32("attention.layer_norm_rms_epsilon", 1e-5)?,
+        qk_norm: file.tensor("blk.0.attn_q_norm.weight").is_some(),
     };
     Ok(GgufArch { architecture: arch, config, context_length })
 }
@@ -292,6 +294,8 @@ fn gguf_name(hf: &str) -> Option<(String, Kind)> {
                 "self_attn.q_proj.bias" => ("attn_q.bias", Kind::Plain),
                 "self_attn.k_proj.bias" => ("attn_k.bias", Kind::Plain),
                 "self_attn.v_proj.bias" => ("attn_v.bias", Kind::Plain),
+                "self_attn.q_norm.weight" => ("attn_q_norm.weight", Kind::Plain),
+                "self_attn.k_norm.weight" => ("attn_k_norm.weight", Kind::Plain),
                 "mlp.gate_proj.weight" => ("ffn_gate.weight", Kind::Matrix),
                 "mlp.up_proj.weight" => ("ffn_up.weight", Kind::Matrix),
                 "mlp.down_proj.weight" => ("ffn_down.weight", Kind::Matrix),

@@ -22,6 +22,9 @@ pub struct ArchConfig {
     pub tied: bool,
     pub rope_theta: f32,
     pub rms_eps: f32,
+    /// Per-head RMSNorm of q and k before RoPE (Qwen3): weights `self_attn.{q,k}_norm.weight`
+    /// [head_dim].
+    pub qk_norm: bool,
 }
 
 /// The architectures `jetc synth --arch` knows (public configs of the Hugging Face models).
@@ -39,11 +42,13 @@ pub fn arch(name: &str) -> Option<ArchConfig> {
         tied: true,
         rope_theta: 1e6,
         rms_eps: 1e-6,
+        qk_norm: false,
     };
     Some(match name {
         "qwen2.5-0.5b" => qwen("qwen2.5-0.5b", 24, 896, 4864, 14, 64),
         "qwen2.5-1.5b" => qwen("qwen2.5-1.5b", 28, 1536, 8960, 12, 128),
         "qwen2.5-3b" => qwen("qwen2.5-3b", 36, 2048, 11008, 16, 128),
+        "qwen3-0.6b" => ArchConfig { head_dim: 128, kv_heads: 8, qkv_bias: false, qk_norm: true, ..qwen("qwen3-0.6b", 28, 1024, 3072, 16, 128) },
         "llama-tiny" => ArchConfig {
             name: "llama-tiny",
             layers: 2,
@@ -57,12 +62,13 @@ pub fn arch(name: &str) -> Option<ArchConfig> {
             tied: false,
             rope_theta: 1e4,
             rms_eps: 1e-6,
+            qk_norm: false,
         },
         _ => return None,
     })
 }
 
-pub const ARCH_NAMES: &[&str] = &["qwen2.5-0.5b", "qwen2.5-1.5b", "qwen2.5-3b", "llama-tiny"];
+pub const ARCH_NAMES: &[&str] = &["qwen2.5-0.5b", "qwen2.5-1.5b", "qwen2.5-3b", "qwen3-0.6b", "llama-tiny"];
 
 const OPSET: i64 = 20;
 
@@ -276,7 +282,19 @@ pub fn build_with<E: From<jetc_ir::IrError>>(cfg: &ArchConfig, weights: &mut Wei
                 let bias = b.weight(weights, &format!("{pre}.self_attn.{which}_proj.bias"), vec![out])?;
                 y = b.op(&format!("{pre}/attn/{which}_bias"), "Add", &[y, bias], &[])?;
             }
-            let y = b.op(&format!("{pre}/attn/{which}_heads"), "Reshape", &[y, shape], &[])?;
+            let mut y = b.op(&format!("{pre}/attn/{which}_heads"), "Reshape", &[y, shape], &[])?;
+            if cfg.qk_norm && which != "v" {
+                // Qwen3: RMSNorm over each head of q and k ([B, T, heads, hd]), weight [hd].
+                let name = format!("{pre}.self_attn.{which}_norm");
+                let w = b.weight(weights, &format!("{name}.weight"), vec![hd])?;
+                let sq = b.op(&format!("{name}/pow"), "Pow", &[y, two], &[])?;
+                let m = b.op(&format!("{name}/mean"), "ReduceMean", &[sq, axes_last], &[])?;
+                let a = b.op(&format!("{name}/add"), "Add", &[m, eps], &[])?;
+                let s = b.op(&format!("{name}/sqrt"), "Sqrt", &[a], &[])?;
+                let r = b.op(&format!("{name}/rcp"), "Reciprocal", &[s], &[])?;
+                let n = b.op(&format!("{name}/mul"), "Mul", &[y, r], &[])?;
+                y = b.op(&format!("{name}/scale"), "Mul", &[w, n], &[])?;
+            }
             Ok(b.op(&format!("{pre}/attn/{which}_t"), "Transpose", &[y], &[("perm", perm.clone())])?)
         };
         let q = proj(&mut b, weights, "q", h * hd, heads_shape)?;

@@ -86,6 +86,10 @@ fn tensors_of(g: &Graph, cfg: &ArchConfig, permute: bool) -> Vec<Entry> {
                 out.push((gg(gname), vec![shape[0] as u64], rows.iter().map(|&r| data[r]).collect()));
             }
         }
+        if cfg.qk_norm {
+            plain(&mut out, &hf("self_attn.q_norm.weight"), &gg("attn_q_norm.weight"));
+            plain(&mut out, &hf("self_attn.k_norm.weight"), &gg("attn_k_norm.weight"));
+        }
         matrix(&mut out, &hf("self_attn.o_proj.weight"), &gg("attn_output.weight"), None);
         plain(&mut out, &hf("post_attention_layernorm.weight"), &gg("ffn_norm.weight"));
         matrix(&mut out, &hf("mlp.gate_proj.weight"), &gg("ffn_gate.weight"), None);
@@ -112,6 +116,8 @@ fn metadata(cfg: &ArchConfig, arch: &str) -> Vec<(String, MetaValue)> {
         (k("rope.freq_base"), MetaValue::F32(cfg.rope_theta)),
         (k("attention.layer_norm_rms_epsilon"), MetaValue::F32(cfg.rms_eps)),
         (k("rope.dimension_count"), MetaValue::U32(cfg.head_dim as u32)),
+        (k("attention.key_length"), MetaValue::U32(cfg.head_dim as u32)),
+        (k("attention.value_length"), MetaValue::U32(cfg.head_dim as u32)),
         (
             "tokenizer.ggml.tokens".into(),
             MetaValue::Array(MetaArray::String((0..cfg.vocab).map(|i| format!("t{i}")).collect())),
@@ -149,6 +155,11 @@ fn qwen2_tiny() -> ArchConfig {
 }
 
 /// Llama with q/k/v biases (as some llama-architecture checkpoints have).
+fn qwen3_tiny() -> ArchConfig {
+    // head_dim 128 as every Qwen3 (transformers' GGUF loader takes it from the config class, not the file).
+    ArchConfig { name: "qwen3-tiny", tied: true, rope_theta: 1e6, qk_norm: true, head_dim: 128, ..arch("llama-tiny").expect("arch") }
+}
+
 fn llama_bias() -> ArchConfig {
     ArchConfig { name: "llama-bias", qkv_bias: true, ..arch("llama-tiny").expect("arch") }
 }
@@ -161,7 +172,7 @@ const IDS: [u32; 9] = [3, 77, 12, 5, 127, 64, 9, 33, 100];
 
 #[test]
 fn gguf_files_import_to_the_graph_they_came_from() {
-    for (cfg, arch_name) in [(arch("llama-tiny").expect("arch"), "llama"), (llama_bias(), "llama"), (llama_mha_tied(), "llama"), (qwen2_tiny(), "qwen2")] {
+    for (cfg, arch_name) in [(arch("llama-tiny").expect("arch"), "llama"), (llama_bias(), "llama"), (llama_mha_tied(), "llama"), (qwen2_tiny(), "qwen2"), (qwen3_tiny(), "qwen3")] {
         let g = build(&cfg, 5, DType::F32).expect("synth");
         let want = logits(&g, &IDS);
         let path = write(&format!("{}.gguf", cfg.name), &metadata(&cfg, arch_name), &tensors_of(&g, &cfg, arch_name == "llama"));
@@ -182,6 +193,7 @@ fn gguf_files_import_to_the_graph_they_came_from() {
         for op in ["Embedding(", "RmsNorm(", "Attention(", "SwiGlu("] {
             assert!(text.contains(op), "{}: no {op} after raising", cfg.name);
         }
+        assert_eq!(text.contains("qk_norm_eps"), cfg.qk_norm, "{}: q/k norms raised into the attention", cfg.name);
         std::fs::remove_file(&path).ok();
     }
 }
@@ -297,4 +309,35 @@ fn broken_gguf_models_give_clear_errors() {
     t.push(("blk.0.attn_output.bias".into(), vec![64], vec![0.0; 64]));
     let e = err("extra.gguf", &kvs, &t);
     assert!(e.contains("blk.0.attn_output.bias") && e.contains("no place"), "{e}");
+}
+
+/// The independent check of the GGUF conventions (tensor names and layouts, llama.cpp's q/k
+/// row permutation, Qwen3's q/k norms): the same files loaded by transformers' own GGUF
+/// loader (scripts/gguf_logits.py) give the same logits as jetc. Needs a Python with torch,
+/// transformers and gguf in `JETC_TORCH_PYTHON`; skipped (with a note) otherwise.
+#[test]
+fn gguf_files_match_transformers_gguf_loader() {
+    let Some(py) = std::env::var_os("JETC_TORCH_PYTHON").map(PathBuf::from) else {
+        eprintln!("note: JETC_TORCH_PYTHON not set; skipping the transformers GGUF check");
+        return;
+    };
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("scripts/gguf_logits.py");
+    for (cfg, arch_name) in [(arch("llama-tiny").expect("arch"), "llama"), (qwen2_tiny(), "qwen2"), (qwen3_tiny(), "qwen3")] {
+        let g = build(&cfg, 11, DType::F32).expect("synth");
+        let path = write(&format!("hf-{}.gguf", cfg.name), &metadata(&cfg, arch_name), &tensors_of(&g, &cfg, arch_name == "llama"));
+        let ours = logits(&load_raised(&path).expect("load_raised"), &IDS);
+        let out = path.with_extension("npz");
+        let mut cmd = std::process::Command::new(&py);
+        cmd.arg(&script).arg(&path).arg(&out).args(IDS.iter().map(|i| i.to_string()));
+        let o = cmd.output().expect("run python");
+        assert!(o.status.success(), "{}: transformers failed: {}", cfg.name, String::from_utf8_lossy(&o.stderr));
+        let arrays = jetc::runtime::npz::read_npz(&out).expect("read npz");
+        let theirs = arrays.iter().find(|(n, _)| n == "logits").expect("logits").1.as_f32().expect("f32 logits").clone();
+        let m = theirs.iter().fold(0f64, |m, &v| m.max(v.abs() as f64));
+        let e = ours.data.iter().zip(theirs.iter()).fold(0f64, |d, (&x, &y)| d.max((x - y).abs() as f64)) / m;
+        assert_eq!(ours.data.len(), theirs.len(), "{}", cfg.name);
+        assert!(e < 1e-4, "{}: jetc vs transformers GGUF loader: rel err {e:e}", cfg.name);
+        std::fs::remove_file(&path).ok();
+        std::fs::remove_file(&out).ok();
+    }
 }

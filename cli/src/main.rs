@@ -199,7 +199,7 @@ enum Command {
     },
     /// Write a decoder with random weights at real shapes.
     Synth {
-        /// Architecture: qwen2.5-0.5b, qwen2.5-1.5b, qwen2.5-3b, llama-tiny.
+        /// Architecture: qwen2.5-0.5b, qwen2.5-1.5b, qwen2.5-3b, qwen3-0.6b, llama-tiny.
         #[arg(long)]
         arch: String,
         #[arg(short, long)]
