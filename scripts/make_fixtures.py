@@ -98,6 +98,9 @@ def make_config(family: str, attn: str | None):
     elif family == "qwen3":
         # per-head q/k RMSNorm before RoPE
         cfg = transformers.Qwen3Config(rope_theta=1e6, tie_word_embeddings=True, use_sliding_window=False, **common)
+    elif family == "phi":
+        # Phi-2 style: LayerNorm, parallel attention + GELU MLP, partial rotary (half the head)
+        cfg = transformers.PhiConfig(rope_theta=10000.0, partial_rotary_factor=0.5, tie_word_embeddings=False, **common)
     elif family == "olmo2":
         # q/k RMSNorm over the whole projection, norms after attention and MLP (post-norm)
         cfg = transformers.Olmo2Config(rope_theta=10000.0, tie_word_embeddings=False, **common)
@@ -121,6 +124,7 @@ def make_model(family: str, attn: str = "sdpa"):
         "qwen2": transformers.Qwen2ForCausalLM,
         "qwen3": transformers.Qwen3ForCausalLM,
         "olmo2": transformers.Olmo2ForCausalLM,
+        "phi": transformers.PhiForCausalLM,
     }[family]
     model = cls(cfg)
     gen = torch.Generator().manual_seed(SEED + 1)
@@ -162,7 +166,7 @@ def save_hf_dir(family: str, path: Path):
 
 def case_tensors(family: str, batch: int, seq: int, past: int):
     """Deterministic case data (same for every variant of a family)."""
-    fam_off = {"llama": 0, "qwen2": 100, "qwen3": 200, "olmo2": 300}[family]
+    fam_off = {"llama": 0, "qwen2": 100, "qwen3": 200, "olmo2": 300, "phi": 400}[family]
     rng = np.random.default_rng(SEED + fam_off + 7 * past + seq)
     ids = rng.integers(0, DIMS["vocab"], size=(batch, seq), dtype=np.int64)
     mask = np.ones((batch, past + seq), dtype=np.int64)
@@ -637,13 +641,16 @@ def variants():
     return v
 
 
-FAMILIES = ["llama", "qwen2", "qwen3", "olmo2"]
+FAMILIES = ["llama", "qwen2", "qwen3", "olmo2", "phi"]
 TIED = ("qwen2", "qwen3")
-ROPE_THETA = {"llama": 10000.0, "qwen2": 1e6, "qwen3": 1e6, "olmo2": 10000.0}
-# Families with qk-norm get three torch dynamo variants (decomposed sdpa with a cache, no
-# cache, and the opset-23 Attention op); the other exporters' support for them varies by version.
-QK_NORM_FAMILIES = ("qwen3", "olmo2")
-QK_NORM_VARIANTS = ("dynamo-opset20-sdpa-kv", "dynamo-opset20-eager-nokv", "dynamo-opset23-sdpa-kv")
+ROPE_THETA = {"llama": 10000.0, "qwen2": 1e6, "qwen3": 1e6, "olmo2": 10000.0, "phi": 10000.0}
+# Families whose MLP is not SwiGLU (no `intermediate` read back by `jetc inspect`).
+GELU_MLP = ("phi",)
+# The other families (q/k norms: Qwen3, OLMo2; partial rotary + LayerNorm + GELU: Phi) get
+# three torch dynamo variants (decomposed sdpa with a cache, no cache, and the opset-23
+# Attention op); the other exporters' support for them varies by version.
+DYNAMO_FAMILIES = ("qwen3", "olmo2", "phi")
+DYNAMO_VARIANTS = ("dynamo-opset20-sdpa-kv", "dynamo-opset20-eager-nokv", "dynamo-opset23-sdpa-kv")
 
 
 # --------------------------------------------------------------------------------------
@@ -727,6 +734,7 @@ def run_variant(family, vname, builder, external, out_root: Path, ctx):
         **DIMS,
         "tied": family in TIED,
         "rope_theta": ROPE_THETA[family],
+        "mlp": "gelu" if family in GELU_MLP else "swiglu",
         "rms_norm_eps": 1e-6,
         "attn_implementation": info["attn"],
         "external_data": external,
@@ -788,7 +796,7 @@ def main():
                 continue
             if vname == "optimum" and not args.optimum_python:
                 continue
-            if fam in QK_NORM_FAMILIES and vname not in QK_NORM_VARIANTS:
+            if fam in DYNAMO_FAMILIES and vname not in DYNAMO_VARIANTS:
                 continue
             selected.append((fam, vname, builder, external))
     if not selected:

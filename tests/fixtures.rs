@@ -43,7 +43,9 @@ fn every_fixture_is_fully_raised() {
         assert_eq!(s.layers, n("layers"), "{name}: layers");
         assert_eq!(s.hidden, n("hidden"), "{name}: hidden");
         assert_eq!(s.vocab, n("vocab"), "{name}: vocab");
-        assert_eq!(s.intermediate, Some(n("intermediate")), "{name}: intermediate");
+        if m["mlp"].as_str() != Some("gelu") {
+            assert_eq!(s.intermediate, Some(n("intermediate")), "{name}: intermediate");
+        }
         assert_eq!(s.tied_embeddings, m["tied"].as_bool().unwrap_or(false), "{name}: tied");
         for mixer in &s.mixers {
             assert_eq!(mixer.kind, "attention");

@@ -284,6 +284,19 @@ fn rotate(e: &mut Emit, x: Outlet, cos: Outlet, sin: Outlet, d: usize, name: &st
     e.onnx(&format!("{name}_rope"), "Add", &[a, b], &[])
 }
 
+/// RoPE on the first `rot` of `d` elements of each head; the rest pass through.
+fn rotate_partial(e: &mut Emit, x: Outlet, cos: Outlet, sin: Outlet, rot: usize, d: usize, name: &str) -> std::result::Result<Outlet, String> {
+    if rot >= d {
+        return rotate(e, x, cos, sin, d, name);
+    }
+    let last = e.ints(&format!("{name}_part_axis"), &[-1])?;
+    let (z, r, end) = (e.ints(&format!("{name}_part_0"), &[0])?, e.ints(&format!("{name}_part_r"), &[rot as i64])?, e.ints(&format!("{name}_part_end"), &[i64::MAX])?);
+    let head = e.onnx(&format!("{name}_rotated_part"), "Slice", &[x, z, r, last], &[])?;
+    let tail = e.onnx(&format!("{name}_pass_part"), "Slice", &[x, r, end, last], &[])?;
+    let head = rotate(e, head, cos, sin, rot, name)?;
+    e.onnx(&format!("{name}_partial_rope"), "Concat", &[head, tail], &[("axis", Attr::Int(-1))])
+}
+
 fn attention(e: &mut Emit, node: &jetc_ir::Node, s: &AttentionSpec) -> std::result::Result<Outs, String> {
     let x = req(node, AttentionSpec::X, "x")?;
     let (h, kv, d) = (s.heads as i64, s.kv_heads as i64, s.head_dim);
@@ -314,17 +327,18 @@ fn attention(e: &mut Emit, node: &jetc_ir::Node, s: &AttentionSpec) -> std::resu
     let mut k = proj(e, AttentionSpec::WK, AttentionSpec::BK, kv, "k")?;
     let v = proj(e, AttentionSpec::WV, AttentionSpec::BV, kv, "v")?;
     if let Some(style) = s.rope {
-        if style != RopeStyle::HalfRotate || s.rotary_dim != d {
-            return Err("only full-width rotate_half RoPE is exported so far".into());
+        let rot = s.rotary_dim.min(d);
+        if style != RopeStyle::HalfRotate || rot == 0 || rot % 2 != 0 {
+            return Err("only rotate_half RoPE (full or partial) is exported so far".into());
         }
         let (cos, sin) = (req(node, AttentionSpec::COS, "cos")?, req(node, AttentionSpec::SIN, "sin")?);
         let fact = e.g.fact(cos).map_err(|er| er.to_string())?.clone();
         let shape = fact.shape.ok_or("RoPE table of unknown rank")?;
-        let half = shape.last().and_then(|w| w.as_known()) == Some((d / 2) as i64);
+        let half = shape.last().and_then(|w| w.as_known()) == Some((rot / 2) as i64);
         let cos = rope_table(e, cos, shape.len(), half, "cos")?;
         let sin = rope_table(e, sin, shape.len(), half, "sin")?;
-        q = rotate(e, q, cos, sin, d, "q")?;
-        k = rotate(e, k, cos, sin, d, "k")?;
+        q = rotate_partial(e, q, cos, sin, rot, d, "q")?;
+        k = rotate_partial(e, k, cos, sin, rot, d, "k")?;
     }
     let axis2 = e.ints("axis2", &[2])?;
     let (mut k_all, mut v_all) = (k, v);

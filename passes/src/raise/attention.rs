@@ -360,6 +360,50 @@ fn rotate_half_source(g: &Graph, r: Outlet) -> Option<Outlet> {
     (input(lo, 0)? == x).then_some(x)
 }
 
+/// Partial rotary (GPT-NeoX, Phi, StableLM): `Concat(rope(Slice(x, ..R)), Slice(x, R..),
+/// axis=-1)`, rope decomposed or the opset-23 `RotaryEmbedding`; returns x and the RoPE with
+/// `rotary_dim` R.
+fn partial_rope(g: &Graph, cat: &jetc_ir::Node) -> Option<(Outlet, Rope)> {
+    let Op::Onnx(op) = &cat.op else { return None };
+    let rank = g.fact(input(cat, 0)?).ok()?.rank()? as i64;
+    let axis = op.int_or("axis", 0);
+    if cat.inputs().len() != 2 || (axis != -1 && axis != rank - 1) {
+        return None;
+    }
+    // (source, start, end) of a unit-step Slice on the last axis.
+    let last_slice = |o: Outlet| -> Option<(Outlet, i64, i64)> {
+        let (n, _) = onnx_producer(g, o, &["Slice"])?;
+        let v = |i: usize| const_of(g, input(n, i)?).map(|t| t.to_i64_vec());
+        let (st, en, ax) = (v(1)?, v(2)?, v(3)?);
+        let unit = input(n, 4).is_none() || v(4).is_some_and(|s| s == [1]);
+        (unit && st.len() == 1 && en.len() == 1 && (ax == [-1] || ax == [rank - 1])).then(|| (input(n, 0), st[0], en[0])).and_then(|(x, a, b)| Some((x?, a, b)))
+    };
+    let (x, r, end) = last_slice(input(cat, 1)?)?;
+    let (rotated, rop) = onnx_producer(g, input(cat, 0)?, &["Add", "RotaryEmbedding"])?;
+    let (src, mut rope) = if rop.op_type == "Add" {
+        rope_add(g, rotated)?
+    } else if rop.domain.is_empty() && rop.int_or("rotary_embedding_dim", 0) == 0 {
+        // The opset-23 op rotating the whole slice it is given.
+        let rope = Rope {
+            cos: input(rotated, 1)?,
+            sin: input(rotated, 2)?,
+            positions: input(rotated, 3),
+            offset_positions: false,
+            style: if rop.int_or("interleaved", 0) != 0 { RopeStyle::Interleaved } else { RopeStyle::HalfRotate },
+            rotary_dim: None,
+        };
+        (input(rotated, 0)?, rope)
+    } else {
+        return None;
+    };
+    let (x2, s0, r2) = last_slice(src)?;
+    if x2 != x || s0 != 0 || r2 != r || r <= 0 || end < r {
+        return None;
+    }
+    rope.rotary_dim = Some(r as usize);
+    Some((x, rope))
+}
+
 /// RoPE as `Add(Mul(x, cos), Mul(rotate_half(x), sin))`, any operand order.
 fn rope_add(g: &Graph, add: &jetc_ir::Node) -> Option<(Outlet, Rope)> {
     let (m1, _) = onnx_producer(g, input(add, 0)?, &["Mul"])?;
@@ -423,7 +467,16 @@ fn trace(g: &Graph, start: Outlet) -> Option<Trace> {
         let (n, op) = onnx(g, cur)?;
         match op.op_type.as_str() {
             "Transpose" | "Reshape" | "Unsqueeze" | "Squeeze" | "Expand" | "Cast" | "Identity" | "Tile" => {
-                cur = input(n, 0)?
+                let src = input(n, 0)?;
+                if slice.is_some() {
+                    // A slice of packed q/k/v columns maps to projection columns only while the
+                    // last axis is the projection's own (GPT-NeoX packs per head: [B,T,H,3*hd]).
+                    let last = |o: Outlet| g.fact(o).ok().and_then(|f| f.shape.as_ref()?.last()?.as_known());
+                    if last(src).is_none() || last(src) != last(cur) {
+                        return fail(line!());
+                    }
+                }
+                cur = src
             }
             "Mul" | "Div" => {
                 if t.norm.is_some() {
@@ -461,6 +514,11 @@ fn trace(g: &Graph, start: Outlet) -> Option<Trace> {
                 // output and must be sliced like the weight.
                 t.proj.bias = Some((bias, slice.is_some()));
                 cur = main;
+            }
+            "Concat" if t.rope.is_none() && partial_rope(g, n).is_some() => {
+                let (x, rope) = partial_rope(g, n)?;
+                t.rope = Some(rope);
+                cur = x;
             }
             "Concat" => {
                 if n.inputs().len() != 2 || t.past.is_some() || t.norm.is_some() {
