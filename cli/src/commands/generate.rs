@@ -104,17 +104,6 @@ fn prompt_ids(args: &GenerateArgs, tok: &Tokenizer, template: Option<&ChatTempla
     }
 }
 
-/// What to print when the generated text so far decodes to `text` and `printed` is on
-/// screen: the new suffix, or nothing yet when the text ends in an incomplete character
-/// (U+FFFD: the rest of its bytes are in the next token) or no longer extends what was
-/// printed (a decoder that rewrites earlier text is waited out).
-fn new_piece<'a>(printed: &str, text: &'a str) -> Option<&'a str> {
-    if text.ends_with('\u{FFFD}') {
-        return None;
-    }
-    text.strip_prefix(printed)
-}
-
 fn sampling(args: &GenerateArgs) -> Result<Sampling> {
     match (args.temperature, args.top_p) {
         (None, None) => Ok(Sampling::Greedy),
@@ -135,28 +124,27 @@ pub fn run(args: &GenerateArgs) -> Result<()> {
     let load_s = started.elapsed().as_secs_f64();
     let opts = GenerateOptions { max_tokens: args.max_tokens, sampling, stop_ids: tok.eos_ids() };
 
-    // Streaming: decode everything generated so far and print what is new, so that a
-    // character spread over several tokens is printed whole.
-    let mut generated: Vec<u32> = Vec::new();
+    // Streaming through the tokenizer's stream decoder: each token costs a short re-decode
+    // (not the whole text so far), and a character spread over several tokens is printed
+    // once whole.
     let mut printed = String::new();
     let mut failure: Option<CliError> = None;
     let stream = !args.json;
+    let mut decoder = tok.stream_decoder(true);
     let mut on_token = |id: u32| -> bool {
-        generated.push(id);
         if !stream {
             return true;
         }
-        match tok.decode(&generated, true) {
-            Ok(text) => {
-                if let Some(new) = new_piece(&printed, &text) {
-                    let mut out = std::io::stdout().lock();
-                    if out.write_all(new.as_bytes()).and_then(|_| out.flush()).is_err() {
-                        return false; // stdout closed (e.g. piped into head)
-                    }
-                    printed = text;
+        match decoder.step(id) {
+            Ok(Some(piece)) => {
+                let mut out = std::io::stdout().lock();
+                if out.write_all(piece.as_bytes()).and_then(|_| out.flush()).is_err() {
+                    return false; // stdout closed (e.g. piped into head)
                 }
+                printed.push_str(&piece);
                 true
             }
+            Ok(None) => true,
             Err(e) => {
                 failure = Some(msg(e));
                 false
@@ -207,20 +195,4 @@ pub fn run(args: &GenerateArgs) -> Result<()> {
         );
     }
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::new_piece;
-
-    #[test]
-    fn streaming_prints_whole_characters_only() {
-        assert_eq!(new_piece("", "Hello"), Some("Hello"));
-        assert_eq!(new_piece("Hello", "Hello, wor"), Some(", wor"));
-        // The first byte of "é" alone decodes to the replacement character: wait.
-        assert_eq!(new_piece("caf", "caf\u{FFFD}"), None);
-        assert_eq!(new_piece("caf", "café"), Some("é"));
-        // Text that no longer extends what is printed.
-        assert_eq!(new_piece("Hello ", "Hello"), None);
-    }
 }
