@@ -13,8 +13,9 @@
 //!   `.rope.dimension_count` (must be the whole head), `.rope.freq_base` (default 10000),
 //!   `.attention.layer_norm_rms_epsilon` (default 1e-5), `.context_length` (reported only);
 //!   the vocabulary is the length of `tokenizer.ggml.tokens` (else `{arch}.vocab_size`).
-//!   RoPE scaling (`.rope.scaling.type` other than `none`, a `rope_freqs` tensor) and
-//!   mixtures of experts are refused.
+//!   Llama 3's RoPE frequency factors (`rope_freqs.weight`, [rot/2]) divide the frequencies;
+//!   other RoPE scaling (`.rope.scaling.type` other than `none`) and mixtures of experts are
+//!   refused.
 //! - Tensors `token_embd`, `blk.N.{attn_norm, attn_q, attn_k, attn_v, attn_output, ffn_norm,
 //!   ffn_gate, ffn_up, ffn_down}`, `output_norm`, and `output` (absent: tied embeddings);
 //!   q/k/v biases when the file has them (qwen2). Every tensor must be used: a file with
@@ -145,9 +146,19 @@ pub fn arch_of(file: &GgufFile) -> Result<GgufArch, GgufModelError> {
             return Err(model(format!("`{}` is `{t}`: RoPE scaling is not supported", key("rope.scaling.type"))));
         }
     }
-    if file.tensor("rope_freqs.weight").is_some() {
-        return Err(model("tensor `rope_freqs.weight` (RoPE frequency factors, Llama 3.1 style) is not supported".into()));
-    }
+    // Llama 3 style frequency factors (read and applied to the RoPE table, not a weight).
+    let rope_freq_factors = match file.tensor("rope_freqs.weight") {
+        Some(info) => {
+            let v = file.dequantize(info)?;
+            let head_dim_of = |k| opt_usize(k).ok().flatten();
+            let rot = head_dim_of("rope.dimension_count").or(head_dim_of("attention.key_length")).unwrap_or(hidden / heads.max(1));
+            if v.len() * 2 != rot {
+                return Err(model(format!("`rope_freqs.weight` has {} factors for a rotary size of {rot}", v.len())));
+            }
+            Some(v)
+        }
+        None => None,
+    };
     if opt_usize("expert_count")?.unwrap_or(0) > 0 {
         return Err(model(format!("`{}` > 0: mixtures of experts are not supported", key("expert_count"))));
     }
@@ -170,6 +181,7 @@ pub fn arch_of(file: &GgufFile) -> Result<GgufArch, GgufModelError> {
         rope_theta: opt_f32("rope.freq_base", 10000.0)?,
         rms_eps: opt_f32("attention.layer_norm_rms_epsilon", 1e-5)?,
         qk_norm: file.tensor("blk.0.attn_q_norm.weight").is_some(),
+        rope_freq_factors,
     };
     Ok(GgufArch { architecture: arch, config, context_length })
 }
@@ -244,7 +256,9 @@ pub fn build_graph(file: &GgufFile) -> Result<Graph, GgufModelError> {
         GgufModelError::Ir { source, .. } => GgufModelError::Ir { file: file.path.clone(), source },
         other => other,
     })?;
-    let unused: Vec<&str> = file.tensors.iter().map(|t| t.name.as_str()).filter(|n| !used.contains(*n)).collect();
+    // rope_freqs is read with the metadata (it scales the RoPE table).
+    let unused: Vec<&str> =
+        file.tensors.iter().map(|t| t.name.as_str()).filter(|n| !used.contains(*n) && *n != "rope_freqs.weight").collect();
     if !unused.is_empty() {
         let shown: Vec<&str> = unused.iter().take(8).copied().collect();
         return Err(GgufModelError::Model {

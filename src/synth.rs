@@ -25,6 +25,9 @@ pub struct ArchConfig {
     /// Per-head RMSNorm of q and k before RoPE (Qwen3): weights `self_attn.{q,k}_norm.weight`
     /// [head_dim].
     pub qk_norm: bool,
+    /// Llama 3 RoPE frequency factors [head_dim / 2]: frequency i is theta^(-2i/d) / factor[i]
+    /// (llama.cpp's `rope_freqs`, what transformers' `llama3` rope scaling computes).
+    pub rope_freq_factors: Option<Vec<f32>>,
 }
 
 /// The architectures `jetc synth --arch` knows (public configs of the Hugging Face models).
@@ -43,6 +46,7 @@ pub fn arch(name: &str) -> Option<ArchConfig> {
         rope_theta: 1e6,
         rms_eps: 1e-6,
         qk_norm: false,
+        rope_freq_factors: None,
     };
     Some(match name {
         "qwen2.5-0.5b" => qwen("qwen2.5-0.5b", 24, 896, 4864, 14, 64),
@@ -63,6 +67,7 @@ pub fn arch(name: &str) -> Option<ArchConfig> {
             rope_theta: 1e4,
             rms_eps: 1e-6,
             qk_norm: false,
+            rope_freq_factors: None,
         },
         _ => return None,
     })
@@ -206,7 +211,20 @@ pub fn build_with<E: From<jetc_ir::IrError>>(cfg: &ArchConfig, weights: &mut Wei
     let mut x = b.op("embed", "Gather", &[embed, ids], &[("axis", Attr::Int(0))])?;
 
     // RoPE tables [B, 1, T, hd] from position ids.
-    let inv_freq: Vec<f32> = (0..hd / 2).map(|i| cfg.rope_theta.powf(-((2 * i) as f32) / hd as f32)).collect();
+    let mut inv_freq: Vec<f32> = (0..hd / 2).map(|i| cfg.rope_theta.powf(-((2 * i) as f32) / hd as f32)).collect();
+    if let Some(factors) = &cfg.rope_freq_factors {
+        if factors.len() != inv_freq.len() || factors.iter().any(|f| !(f.is_finite() && *f > 0.0)) {
+            return Err(jetc_ir::IrError::Other(format!(
+                "{} RoPE frequency factors for {} frequencies (need positive, finite ones)",
+                factors.len(),
+                inv_freq.len()
+            ))
+            .into());
+        }
+        for (f, s) in inv_freq.iter_mut().zip(factors) {
+            *f /= s;
+        }
+    }
     let inv = b.g.add_const("model.rotary_emb.inv_freq", Tensor::from_f32(vec![hd / 2], &inv_freq)?)?;
     let axes_last = b.ints(&[-1])?;
     let p = b.op("rope/pos", "Unsqueeze", &[pos, axes_last], &[])?;

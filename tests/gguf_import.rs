@@ -97,6 +97,9 @@ fn tensors_of(g: &Graph, cfg: &ArchConfig, permute: bool) -> Vec<Entry> {
         matrix(&mut out, &hf("mlp.down_proj.weight"), &gg("ffn_down.weight"), None);
     }
     plain(&mut out, "model.norm.weight", "output_norm.weight");
+    if let Some(f) = &cfg.rope_freq_factors {
+        out.push(("rope_freqs.weight".into(), vec![f.len() as u64], f.clone()));
+    }
     if !cfg.tied {
         matrix(&mut out, "lm_head.weight", "output.weight", None);
     }
@@ -160,6 +163,15 @@ fn qwen3_tiny() -> ArchConfig {
     ArchConfig { name: "qwen3-tiny", tied: true, rope_theta: 1e6, qk_norm: true, head_dim: 128, ..arch("llama-tiny").expect("arch") }
 }
 
+/// Llama 3 style: RoPE frequency factors (the low frequencies stretched 8x, as `llama3` rope
+/// scaling does, the high ones kept).
+fn llama3_tiny() -> ArchConfig {
+    let base = arch("llama-tiny").expect("arch");
+    let half = base.head_dim / 2;
+    let factors = (0..half).map(|i| if i < half / 2 { 1.0 } else { 8.0 }).collect();
+    ArchConfig { name: "llama3-tiny", rope_freq_factors: Some(factors), ..base }
+}
+
 fn llama_bias() -> ArchConfig {
     ArchConfig { name: "llama-bias", qkv_bias: true, ..arch("llama-tiny").expect("arch") }
 }
@@ -172,7 +184,7 @@ const IDS: [u32; 9] = [3, 77, 12, 5, 127, 64, 9, 33, 100];
 
 #[test]
 fn gguf_files_import_to_the_graph_they_came_from() {
-    for (cfg, arch_name) in [(arch("llama-tiny").expect("arch"), "llama"), (llama_bias(), "llama"), (llama_mha_tied(), "llama"), (qwen2_tiny(), "qwen2"), (qwen3_tiny(), "qwen3")] {
+    for (cfg, arch_name) in [(arch("llama-tiny").expect("arch"), "llama"), (llama_bias(), "llama"), (llama_mha_tied(), "llama"), (qwen2_tiny(), "qwen2"), (qwen3_tiny(), "qwen3"), (llama3_tiny(), "llama")] {
         let g = build(&cfg, 5, DType::F32).expect("synth");
         let want = logits(&g, &IDS);
         let path = write(&format!("{}.gguf", cfg.name), &metadata(&cfg, arch_name), &tensors_of(&g, &cfg, arch_name == "llama"));
@@ -340,4 +352,17 @@ fn gguf_files_match_transformers_gguf_loader() {
         std::fs::remove_file(&path).ok();
         std::fs::remove_file(&out).ok();
     }
+}
+
+/// The frequency factors matter: the same weights without them give other logits.
+#[test]
+fn rope_frequency_factors_change_the_model() {
+    let base = arch("llama-tiny").expect("arch");
+    let with = ArchConfig { rope_freq_factors: Some(vec![8.0; base.head_dim / 2]), ..base.clone() };
+    let without = base;
+    let a = logits(&build(&with, 5, DType::F32).expect("synth"), &IDS);
+    let b = logits(&build(&without, 5, DType::F32).expect("synth"), &IDS);
+    assert!(rel(&a, &b) > 1e-4, "factors had no effect");
+    let bad = ArchConfig { rope_freq_factors: Some(vec![1.0; 3]), ..with };
+    assert!(build(&bad, 5, DType::F32).is_err_and(|e| e.to_string().contains("frequency factors")));
 }
