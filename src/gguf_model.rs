@@ -5,8 +5,9 @@
 //! SwiGlu / Embedding ops) and runs, converts and exports through the same code.
 //!
 //! What is read:
-//! - `general.architecture`: `llama` (Llama, Mistral, SmolLM, ...), `qwen2` or `qwen3` (per-head
-//!   q/k RMSNorm, `attn_{q,k}_norm`); anything else is refused, naming the architecture.
+//! - `general.architecture`: `llama` (Llama, Mistral, SmolLM, ...), `qwen2`, `qwen3` (per-head
+//!   q/k RMSNorm, `attn_{q,k}_norm`) or `phi3` (q|k|v packed in `attn_qkv`, gate|up in
+//!   `ffn_up`, taken apart by rows); anything else is refused, naming the architecture.
 //! - `{arch}.block_count`, `.embedding_length`, `.feed_forward_length`,
 //!   `.attention.head_count`, `.attention.head_count_kv` (default: head_count),
 //!   `.attention.key_length` (default: embedding_length / head_count),
@@ -39,7 +40,7 @@ use thiserror::Error;
 use crate::synth::{build_with, ArchConfig};
 
 /// The architectures [`import`] builds.
-pub const ARCHITECTURES: &[&str] = &["llama", "qwen2", "qwen3"];
+pub const ARCHITECTURES: &[&str] = &["llama", "qwen2", "qwen3", "phi3"];
 
 #[derive(Debug, Error)]
 pub enum GgufModelError {
@@ -88,6 +89,7 @@ pub fn arch_of(file: &GgufFile) -> Result<GgufArch, GgufModelError> {
         "llama" => "llama",
         "qwen2" => "qwen2",
         "qwen3" => "qwen3",
+        "phi3" => "phi3",
         _ => return Err(GgufModelError::Architecture { file: file.path.clone(), arch }),
     };
     let model = |msg: String| GgufModelError::Model { file: file.path.clone(), msg };
@@ -197,9 +199,17 @@ pub fn build_graph(file: &GgufFile) -> Result<Graph, GgufModelError> {
     let arch = arch_of(file)?;
     let cfg = &arch.config;
     let permute = arch.architecture == "llama";
+    // Phi-3 packs q|k|v into `attn_qkv` and gate|up into `ffn_up`.
+    let packing = Packing {
+        qkv: file.tensor("blk.0.attn_qkv.weight").is_some(),
+        gate_up: file.tensor("blk.0.ffn_gate.weight").is_none() && file.tensor("blk.0.ffn_up.weight").is_some(),
+        q: cfg.heads * cfg.head_dim,
+        kv: cfg.kv_heads * cfg.head_dim,
+        ff: cfg.intermediate,
+    };
     let mut used: HashSet<String> = HashSet::new();
     let mut provide = |name: &str, shape: &[usize]| -> Result<Tensor, GgufModelError> {
-        let (gguf_name, kind) = gguf_name(name).ok_or_else(|| GgufModelError::Model {
+        let (gguf_name, kind) = gguf_name(name, &packing).ok_or_else(|| GgufModelError::Model {
             file: file.path.clone(),
             msg: format!("the graph asked for weight `{name}`, which has no GGUF counterpart"),
         })?;
@@ -213,6 +223,7 @@ pub fn build_graph(file: &GgufFile) -> Result<Graph, GgufModelError> {
         let want: Vec<usize> = match kind {
             Kind::Plain => shape.to_vec(),
             Kind::Matrix => shape.iter().rev().copied().collect(),
+            Kind::Rows { total, .. } => vec![total, shape.first().copied().unwrap_or(0)],
         };
         if info.shape() != want {
             return Err(GgufModelError::Tensor {
@@ -239,6 +250,12 @@ pub fn build_graph(file: &GgufFile) -> Result<Graph, GgufModelError> {
                 let rows = unpermute_rows(v.len(), h);
                 let out: Vec<f32> = rows.iter().map(|&r| v[r]).collect();
                 Tensor::from_f32(shape.to_vec(), &out).map_err(|e| ir(file, info, e))
+            }
+            (Kind::Rows { offset, .. }, _) => {
+                let v = file.dequantize(info)?;
+                let rows = shape.get(1).copied().unwrap_or(0);
+                let bytes = transpose_rows(&v, want[1], &(offset..offset + rows).collect::<Vec<_>>());
+                Tensor::from_bytes(DType::F32, shape.to_vec(), bytes).map_err(|e| ir(file, info, e))
             }
             (Kind::Matrix, h) => {
                 let v = file.dequantize(info)?;
@@ -286,10 +303,21 @@ enum Kind {
     Plain,
     /// A projection: GGUF row-major `[out, in]`, the graph's `[in, out]`.
     Matrix,
+    /// Rows `offset..offset + out` of a packed GGUF projection `[total, in]`.
+    Rows { offset: usize, total: usize },
+}
+
+/// Which projections a file packs together, and the sizes that locate each part.
+struct Packing {
+    qkv: bool,
+    gate_up: bool,
+    q: usize,
+    kv: usize,
+    ff: usize,
 }
 
 /// The GGUF tensor for a weight name of the graph builder, and how it is stored.
-fn gguf_name(hf: &str) -> Option<(String, Kind)> {
+fn gguf_name(hf: &str, packing: &Packing) -> Option<(String, Kind)> {
     Some(match hf {
         "model.embed_tokens.weight" => ("token_embd.weight".into(), Kind::Plain),
         "model.norm.weight" => ("output_norm.weight".into(), Kind::Plain),
@@ -301,6 +329,11 @@ fn gguf_name(hf: &str) -> Option<(String, Kind)> {
             let (t, kind) = match what {
                 "input_layernorm.weight" => ("attn_norm.weight", Kind::Plain),
                 "post_attention_layernorm.weight" => ("ffn_norm.weight", Kind::Plain),
+                "self_attn.q_proj.weight" if packing.qkv => ("attn_qkv.weight", Kind::Rows { offset: 0, total: packing.q + 2 * packing.kv }),
+                "self_attn.k_proj.weight" if packing.qkv => ("attn_qkv.weight", Kind::Rows { offset: packing.q, total: packing.q + 2 * packing.kv }),
+                "self_attn.v_proj.weight" if packing.qkv => ("attn_qkv.weight", Kind::Rows { offset: packing.q + packing.kv, total: packing.q + 2 * packing.kv }),
+                "mlp.gate_proj.weight" if packing.gate_up => ("ffn_up.weight", Kind::Rows { offset: 0, total: 2 * packing.ff }),
+                "mlp.up_proj.weight" if packing.gate_up => ("ffn_up.weight", Kind::Rows { offset: packing.ff, total: 2 * packing.ff }),
                 "self_attn.q_proj.weight" => ("attn_q.weight", Kind::Matrix),
                 "self_attn.k_proj.weight" => ("attn_k.weight", Kind::Matrix),
                 "self_attn.v_proj.weight" => ("attn_v.weight", Kind::Matrix),

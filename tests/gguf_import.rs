@@ -45,7 +45,19 @@ fn llama_cpp_permute(rows: usize, heads: usize) -> Vec<usize> {
 }
 
 /// The GGUF tensors of a synth graph. `permute`: apply llama.cpp's q/k row permutation.
+/// GGUF matrices (dims [in, out], rows of `in` values) stacked along their rows.
+fn stack_rows(name: &str, parts: Vec<Entry>) -> Entry {
+    let n_in = parts[0].1[0];
+    let rows: u64 = parts.iter().map(|p| p.1[1]).sum();
+    (name.into(), vec![n_in, rows], parts.into_iter().flat_map(|p| p.2).collect())
+}
+
 fn tensors_of(g: &Graph, cfg: &ArchConfig, permute: bool) -> Vec<Entry> {
+    tensors_for(g, cfg, permute, false)
+}
+
+/// `packed`: Phi-3's layout (`attn_qkv`, gate|up in `ffn_up`).
+fn tensors_for(g: &Graph, cfg: &ArchConfig, permute: bool, packed: bool) -> Vec<Entry> {
     let mut out: Vec<Entry> = Vec::new();
     let plain = |out: &mut Vec<Entry>, hf: &str, gg: &str| {
         let (shape, data) = weight(g, hf);
@@ -72,9 +84,18 @@ fn tensors_of(g: &Graph, cfg: &ArchConfig, permute: bool) -> Vec<Entry> {
         let hf = |w: &str| format!("model.layers.{l}.{w}");
         let gg = |w: &str| format!("blk.{l}.{w}");
         plain(&mut out, &hf("input_layernorm.weight"), &gg("attn_norm.weight"));
-        matrix(&mut out, &hf("self_attn.q_proj.weight"), &gg("attn_q.weight"), Some(cfg.heads));
-        matrix(&mut out, &hf("self_attn.k_proj.weight"), &gg("attn_k.weight"), Some(cfg.kv_heads));
-        matrix(&mut out, &hf("self_attn.v_proj.weight"), &gg("attn_v.weight"), None);
+        if packed {
+            // Phi-3: q|k|v rows in one `attn_qkv`.
+            let mut parts = Vec::new();
+            for w in ["q", "k", "v"] {
+                matrix(&mut parts, &hf(&format!("self_attn.{w}_proj.weight")), "part", None);
+            }
+            out.push(stack_rows(&gg("attn_qkv.weight"), parts));
+        } else {
+            matrix(&mut out, &hf("self_attn.q_proj.weight"), &gg("attn_q.weight"), Some(cfg.heads));
+            matrix(&mut out, &hf("self_attn.k_proj.weight"), &gg("attn_k.weight"), Some(cfg.kv_heads));
+            matrix(&mut out, &hf("self_attn.v_proj.weight"), &gg("attn_v.weight"), None);
+        }
         if cfg.qkv_bias {
             // Biases are permuted like their weights' rows.
             for (w, gname, heads) in [("q", "attn_q.bias", Some(cfg.heads)), ("k", "attn_k.bias", Some(cfg.kv_heads)), ("v", "attn_v.bias", None)] {
@@ -92,8 +113,16 @@ fn tensors_of(g: &Graph, cfg: &ArchConfig, permute: bool) -> Vec<Entry> {
         }
         matrix(&mut out, &hf("self_attn.o_proj.weight"), &gg("attn_output.weight"), None);
         plain(&mut out, &hf("post_attention_layernorm.weight"), &gg("ffn_norm.weight"));
-        matrix(&mut out, &hf("mlp.gate_proj.weight"), &gg("ffn_gate.weight"), None);
-        matrix(&mut out, &hf("mlp.up_proj.weight"), &gg("ffn_up.weight"), None);
+        if packed {
+            // Phi-3: gate|up rows in one `ffn_up`.
+            let mut parts = Vec::new();
+            matrix(&mut parts, &hf("mlp.gate_proj.weight"), "part", None);
+            matrix(&mut parts, &hf("mlp.up_proj.weight"), "part", None);
+            out.push(stack_rows(&gg("ffn_up.weight"), parts));
+        } else {
+            matrix(&mut out, &hf("mlp.gate_proj.weight"), &gg("ffn_gate.weight"), None);
+            matrix(&mut out, &hf("mlp.up_proj.weight"), &gg("ffn_up.weight"), None);
+        }
         matrix(&mut out, &hf("mlp.down_proj.weight"), &gg("ffn_down.weight"), None);
     }
     plain(&mut out, "model.norm.weight", "output_norm.weight");
@@ -121,6 +150,9 @@ fn metadata(cfg: &ArchConfig, arch: &str) -> Vec<(String, MetaValue)> {
         (k("rope.dimension_count"), MetaValue::U32(cfg.head_dim as u32)),
         (k("attention.key_length"), MetaValue::U32(cfg.head_dim as u32)),
         (k("attention.value_length"), MetaValue::U32(cfg.head_dim as u32)),
+        ("tokenizer.ggml.bos_token_id".into(), MetaValue::U32(1)),
+        ("tokenizer.ggml.eos_token_id".into(), MetaValue::U32(2)),
+        ("tokenizer.ggml.padding_token_id".into(), MetaValue::U32(0)),
         (
             "tokenizer.ggml.tokens".into(),
             MetaValue::Array(MetaArray::String((0..cfg.vocab).map(|i| format!("t{i}")).collect())),
@@ -172,6 +204,10 @@ fn llama3_tiny() -> ArchConfig {
     ArchConfig { name: "llama3-tiny", rope_freq_factors: Some(factors), ..base }
 }
 
+fn phi3_tiny() -> ArchConfig {
+    ArchConfig { name: "phi3-tiny", kv_heads: 4, rope_theta: 1e4, rms_eps: 1e-5, ..arch("llama-tiny").expect("arch") }
+}
+
 fn llama_bias() -> ArchConfig {
     ArchConfig { name: "llama-bias", qkv_bias: true, ..arch("llama-tiny").expect("arch") }
 }
@@ -184,10 +220,10 @@ const IDS: [u32; 9] = [3, 77, 12, 5, 127, 64, 9, 33, 100];
 
 #[test]
 fn gguf_files_import_to_the_graph_they_came_from() {
-    for (cfg, arch_name) in [(arch("llama-tiny").expect("arch"), "llama"), (llama_bias(), "llama"), (llama_mha_tied(), "llama"), (qwen2_tiny(), "qwen2"), (qwen3_tiny(), "qwen3"), (llama3_tiny(), "llama")] {
+    for (cfg, arch_name) in [(arch("llama-tiny").expect("arch"), "llama"), (llama_bias(), "llama"), (llama_mha_tied(), "llama"), (qwen2_tiny(), "qwen2"), (qwen3_tiny(), "qwen3"), (llama3_tiny(), "llama"), (phi3_tiny(), "phi3")] {
         let g = build(&cfg, 5, DType::F32).expect("synth");
         let want = logits(&g, &IDS);
-        let path = write(&format!("{}.gguf", cfg.name), &metadata(&cfg, arch_name), &tensors_of(&g, &cfg, arch_name == "llama"));
+        let path = write(&format!("{}.gguf", cfg.name), &metadata(&cfg, arch_name), &tensors_for(&g, &cfg, arch_name == "llama", arch_name == "phi3"));
         let raw = jetc::pipeline::import(&path).expect("import");
         let e = rel(&logits(&raw, &IDS), &want);
         assert!(e < 1e-6, "{}: imported logits rel err {e:e}", cfg.name);
@@ -334,9 +370,9 @@ fn gguf_files_match_transformers_gguf_loader() {
         return;
     };
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("scripts/gguf_logits.py");
-    for (cfg, arch_name) in [(arch("llama-tiny").expect("arch"), "llama"), (qwen2_tiny(), "qwen2"), (qwen3_tiny(), "qwen3")] {
+    for (cfg, arch_name) in [(arch("llama-tiny").expect("arch"), "llama"), (qwen2_tiny(), "qwen2"), (qwen3_tiny(), "qwen3"), (phi3_tiny(), "phi3")] {
         let g = build(&cfg, 11, DType::F32).expect("synth");
-        let path = write(&format!("hf-{}.gguf", cfg.name), &metadata(&cfg, arch_name), &tensors_of(&g, &cfg, arch_name == "llama"));
+        let path = write(&format!("hf-{}.gguf", cfg.name), &metadata(&cfg, arch_name), &tensors_for(&g, &cfg, arch_name == "llama", arch_name == "phi3"));
         let ours = logits(&load_raised(&path).expect("load_raised"), &IDS);
         let out = path.with_extension("npz");
         let mut cmd = std::process::Command::new(&py);
