@@ -422,8 +422,17 @@ mod tests {
 
     #[test]
     fn names_map_to_gguf() {
-        assert_eq!(gguf_name("model.layers.12.mlp.down_proj.weight").map(|x| x.0), Some("blk.12.ffn_down.weight".into()));
-        assert_eq!(gguf_name("model.layers.x.mlp.down_proj.weight"), None);
-        assert_eq!(gguf_name("model.embed_tokens.weight").map(|x| x.0), Some("token_embd.weight".into()));
+        let separate = Packing { qkv: false, gate_up: false, q: 64, kv: 32, ff: 96 };
+        assert_eq!(gguf_name("model.layers.12.mlp.down_proj.weight", &separate).map(|x| x.0), Some("blk.12.ffn_down.weight".into()));
+        assert_eq!(gguf_name("model.layers.x.mlp.down_proj.weight", &separate), None);
+        assert_eq!(gguf_name("model.embed_tokens.weight", &separate).map(|x| x.0), Some("token_embd.weight".into()));
+        assert_eq!(gguf_name("model.layers.0.self_attn.k_proj.weight", &separate), Some(("blk.0.attn_k.weight".into(), Kind::Matrix)));
+        // Phi-3: k is rows 64..96 of attn_qkv, up the second half of ffn_up.
+        let packed = Packing { qkv: true, gate_up: true, ..separate };
+        assert_eq!(
+            gguf_name("model.layers.0.self_attn.k_proj.weight", &packed),
+            Some(("blk.0.attn_qkv.weight".into(), Kind::Rows { offset: 64, total: 128 }))
+        );
+        assert_eq!(gguf_name("model.layers.0.mlp.up_proj.weight", &packed), Some(("blk.0.ffn_up.weight".into(), Kind::Rows { offset: 96, total: 192 })));
     }
 }
