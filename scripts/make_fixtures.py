@@ -101,6 +101,11 @@ def make_config(family: str, attn: str | None):
     elif family == "phi":
         # Phi-2 style: LayerNorm, parallel attention + GELU MLP, partial rotary (half the head)
         cfg = transformers.PhiConfig(rope_theta=10000.0, partial_rotary_factor=0.5, tie_word_embeddings=False, **common)
+    elif family == "gemma2":
+        # score soft-capping, (1 + w) RMSNorms around attention and MLP, GELU-tanh MLP,
+        # embedding scaling; eager attention only (transformers has no sdpa path for it)
+        cfg = transformers.Gemma2Config(rope_theta=10000.0, query_pre_attn_scalar=16, attn_logit_softcapping=50.0,
+                                        final_logit_softcapping=30.0, sliding_window=64, **common)
     elif family == "olmo2":
         # q/k RMSNorm over the whole projection, norms after attention and MLP (post-norm)
         cfg = transformers.Olmo2Config(rope_theta=10000.0, tie_word_embeddings=False, **common)
@@ -125,6 +130,7 @@ def make_model(family: str, attn: str = "sdpa"):
         "qwen3": transformers.Qwen3ForCausalLM,
         "olmo2": transformers.Olmo2ForCausalLM,
         "phi": transformers.PhiForCausalLM,
+        "gemma2": transformers.Gemma2ForCausalLM,
     }[family]
     model = cls(cfg)
     gen = torch.Generator().manual_seed(SEED + 1)
@@ -166,7 +172,7 @@ def save_hf_dir(family: str, path: Path):
 
 def case_tensors(family: str, batch: int, seq: int, past: int):
     """Deterministic case data (same for every variant of a family)."""
-    fam_off = {"llama": 0, "qwen2": 100, "qwen3": 200, "olmo2": 300, "phi": 400}[family]
+    fam_off = {"llama": 0, "qwen2": 100, "qwen3": 200, "olmo2": 300, "phi": 400, "gemma2": 500}[family]
     rng = np.random.default_rng(SEED + fam_off + 7 * past + seq)
     ids = rng.integers(0, DIMS["vocab"], size=(batch, seq), dtype=np.int64)
     mask = np.ones((batch, past + seq), dtype=np.int64)
@@ -641,15 +647,18 @@ def variants():
     return v
 
 
-FAMILIES = ["llama", "qwen2", "qwen3", "olmo2", "phi"]
-TIED = ("qwen2", "qwen3")
-ROPE_THETA = {"llama": 10000.0, "qwen2": 1e6, "qwen3": 1e6, "olmo2": 10000.0, "phi": 10000.0}
+FAMILIES = ["llama", "qwen2", "qwen3", "olmo2", "phi", "gemma2"]
+TIED = ("qwen2", "qwen3", "gemma2")
+ROPE_THETA = {"llama": 10000.0, "qwen2": 1e6, "qwen3": 1e6, "olmo2": 10000.0, "phi": 10000.0, "gemma2": 10000.0}
 # Families whose MLP is not SwiGLU (no `intermediate` read back by `jetc inspect`).
-GELU_MLP = ("phi",)
+GELU_MLP = ("phi", "gemma2")
 # The other families (q/k norms: Qwen3, OLMo2; partial rotary + LayerNorm + GELU: Phi) get
 # three torch dynamo variants (decomposed sdpa with a cache, no cache, and the opset-23
 # Attention op); the other exporters' support for them varies by version.
-DYNAMO_FAMILIES = ("qwen3", "olmo2", "phi")
+DYNAMO_FAMILIES = ("qwen3", "olmo2", "phi", "gemma2")
+# Gemma 2 has eager attention only.
+EAGER_ONLY = ("gemma2",)
+EAGER_VARIANTS = ("dynamo-opset18-eager-kv", "dynamo-opset20-eager-nokv", "dynamo-opset25-eager-kv")
 DYNAMO_VARIANTS = ("dynamo-opset20-sdpa-kv", "dynamo-opset20-eager-nokv", "dynamo-opset23-sdpa-kv")
 
 
@@ -796,7 +805,7 @@ def main():
                 continue
             if vname == "optimum" and not args.optimum_python:
                 continue
-            if fam in DYNAMO_FAMILIES and vname not in DYNAMO_VARIANTS:
+            if fam in DYNAMO_FAMILIES and vname not in (EAGER_VARIANTS if fam in EAGER_ONLY else DYNAMO_VARIANTS):
                 continue
             selected.append((fam, vname, builder, external))
     if not selected:

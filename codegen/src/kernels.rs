@@ -433,11 +433,11 @@ impl Instance {
     /// cluster size. Pruning calls this; so does rendering.
     pub fn validate(&self, lim: &DeviceLimits) -> Result<()> {
         let p = self.params;
-        if p.threads == 0 || p.threads % 32 != 0 || p.threads > lim.max_threads_per_block {
+        if p.threads == 0 || !p.threads.is_multiple_of(32) || p.threads > lim.max_threads_per_block {
             return Err(self.err(format!("threads {} must be a multiple of 32 up to {}", p.threads, lim.max_threads_per_block)));
         }
         let heads = |qk: usize, v: usize| -> Result<()> {
-            if qk == 0 || v == 0 || v % qk != 0 {
+            if qk == 0 || v == 0 || !v.is_multiple_of(qk) {
                 return Err(self.err(format!("value heads {v} must be a positive multiple of q/k heads {qk}")));
             }
             Ok(())
@@ -448,11 +448,11 @@ impl Instance {
                 if m.width == 0 || m.width > 16 {
                     return Err(self.err(format!("conv width {} outside 1..=16", m.width)));
                 }
-                if p.bv == 0 || p.bv % 4 != 0 || m.dv % p.bv != 0 {
+                if p.bv == 0 || !p.bv.is_multiple_of(4) || m.dv % p.bv != 0 {
                     return Err(self.err(format!("bv {} must be a multiple of 4 dividing dv {}", p.bv, m.dv)));
                 }
                 let cq = p.bv / 4;
-                if p.threads % cq != 0 || m.dk % (p.threads / cq) != 0 {
+                if !p.threads.is_multiple_of(cq) || m.dk % (p.threads / cq) != 0 {
                     return Err(self.err(format!(
                         "{} threads in rows of {cq} column quads do not tile dk {}",
                         p.threads, m.dk
@@ -488,7 +488,7 @@ impl Instance {
                     }
                 } else {
                     let dvp = c.dv.next_multiple_of(16);
-                    if p.bv == 0 || p.bv % 16 != 0 || dvp % p.bv != 0 {
+                    if p.bv == 0 || !p.bv.is_multiple_of(16) || dvp % p.bv != 0 {
                         return Err(self.err(format!("bv {} must be a multiple of 16 dividing dv {} (padded to {dvp})", p.bv, c.dv)));
                     }
                     if p.threads < 64 {

@@ -49,7 +49,7 @@ impl PtxasInfo {
             }
             let num_before = |key: &str| -> Option<u32> {
                 let pos = line.find(key)?;
-                line[..pos].split(|c: char| !c.is_ascii_digit()).filter(|s| !s.is_empty()).next_back()?.parse().ok()
+                line[..pos].split(|c: char| !c.is_ascii_digit()).rfind(|s| !s.is_empty())?.parse().ok()
             };
             if line.contains("bytes stack frame") {
                 info.stack_frame = num_before("bytes stack frame").unwrap_or(0);

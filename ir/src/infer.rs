@@ -464,7 +464,7 @@ fn infer_onnx(o: &OnnxOp, inp: &NodeInputs) -> std::result::Result<Option<Vec<Fa
                         value = None;
                         shape[ax] = if step == 1 && st >= 0 && en >= i64::MAX / 2 {
                             s[ax].sub(&known(st))
-                        } else if step == 1 && st >= 0 && en >= 0 && en < i64::MAX / 2 && en >= st {
+                        } else if step == 1 && st >= 0 && (0..i64::MAX / 2).contains(&en) && en >= st {
                             // min(dim, en) - st: exact when the dim is at least `en`, which
                             // holds for the head-dim slices this appears in.
                             known(en - st)
@@ -708,6 +708,57 @@ pub fn matmul_shape(a: &[Dim], b: &[Dim]) -> std::result::Result<Vec<Dim>, Strin
     Ok(out)
 }
 
+/// Facts of a node's inputs, and the constants behind them.
+pub fn node_inputs<'a>(g: &'a crate::Graph, node: &'a crate::Node) -> NodeInputs<'a> {
+    let mut facts = Vec::with_capacity(node.inputs().len());
+    let mut consts = Vec::with_capacity(node.inputs().len());
+    for i in node.inputs() {
+        match i {
+            Some(o) => {
+                facts.push(g.fact(*o).ok());
+                consts.push(match g.node(o.node).map(|n| &n.op) {
+                    Ok(Op::Const(t)) => Some(t),
+                    _ => None,
+                });
+            }
+            None => {
+                facts.push(None);
+                consts.push(None);
+            }
+        }
+    }
+    NodeInputs { facts, consts }
+}
+
+/// Runs inference over the whole graph in topological order. Inferred dims win over the
+/// declared ones unless only the declared dim is a known number.
+pub fn infer_graph(g: &mut crate::Graph) -> Result<()> {
+    for id in g.topo_order()? {
+        let node = g.node(id)?;
+        let inferred = infer_node(&node.op, &node.name, &node_inputs(g, node))?;
+        let Some(inferred) = inferred else { continue };
+        let node = g.node_mut(id)?;
+        for (info, new) in node.outputs.iter_mut().zip(inferred) {
+            info.fact = merge_facts(&info.fact, new);
+        }
+    }
+    Ok(())
+}
+
+fn merge_facts(declared: &Fact, inferred: Fact) -> Fact {
+    let shape = match (&declared.shape, inferred.shape) {
+        (Some(d), Some(i)) if d.len() == i.len() => Some(
+            d.iter()
+                .zip(i)
+                .map(|(d, i)| if !i.is_known() && d.is_known() { d.clone() } else { i })
+                .collect(),
+        ),
+        (_, Some(i)) => Some(i),
+        (d, None) => d.clone(),
+    };
+    Fact { dtype: inferred.dtype, shape, value: inferred.value }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -763,55 +814,4 @@ mod tests {
         assert_eq!(slice_len(10, 20, 30, 1), 0);
         assert_eq!(slice_len(16, 8, i64::MAX, 1), 8);
     }
-}
-
-/// Facts of a node's inputs, and the constants behind them.
-pub fn node_inputs<'a>(g: &'a crate::Graph, node: &'a crate::Node) -> NodeInputs<'a> {
-    let mut facts = Vec::with_capacity(node.inputs().len());
-    let mut consts = Vec::with_capacity(node.inputs().len());
-    for i in node.inputs() {
-        match i {
-            Some(o) => {
-                facts.push(g.fact(*o).ok());
-                consts.push(match g.node(o.node).map(|n| &n.op) {
-                    Ok(Op::Const(t)) => Some(t),
-                    _ => None,
-                });
-            }
-            None => {
-                facts.push(None);
-                consts.push(None);
-            }
-        }
-    }
-    NodeInputs { facts, consts }
-}
-
-/// Runs inference over the whole graph in topological order. Inferred dims win over the
-/// declared ones unless only the declared dim is a known number.
-pub fn infer_graph(g: &mut crate::Graph) -> Result<()> {
-    for id in g.topo_order()? {
-        let node = g.node(id)?;
-        let inferred = infer_node(&node.op, &node.name, &node_inputs(g, node))?;
-        let Some(inferred) = inferred else { continue };
-        let node = g.node_mut(id)?;
-        for (info, new) in node.outputs.iter_mut().zip(inferred) {
-            info.fact = merge_facts(&info.fact, new);
-        }
-    }
-    Ok(())
-}
-
-fn merge_facts(declared: &Fact, inferred: Fact) -> Fact {
-    let shape = match (&declared.shape, inferred.shape) {
-        (Some(d), Some(i)) if d.len() == i.len() => Some(
-            d.iter()
-                .zip(i)
-                .map(|(d, i)| if !i.is_known() && d.is_known() { d.clone() } else { i })
-                .collect(),
-        ),
-        (_, Some(i)) => Some(i),
-        (d, None) => d.clone(),
-    };
-    Fact { dtype: inferred.dtype, shape, value: inferred.value }
 }

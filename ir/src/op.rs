@@ -129,6 +129,9 @@ pub struct AttentionSpec {
     pub window: Option<usize>,
     /// eps of the q/k RMSNorms (inputs 14, 15), when the model has them.
     pub qk_norm_eps: Option<f32>,
+    /// Score soft-capping (Gemma 2): scores = c * tanh(scores / c), after the scale, before
+    /// the mask.
+    pub softcap: Option<f32>,
 }
 
 impl AttentionSpec {
@@ -238,7 +241,7 @@ impl LinearAttentionSpec {
             return Err("q_num_heads and kv_num_heads must be positive".into());
         }
         let (hq, hkv) = (hq as usize, hkv as usize);
-        if q_width % hq != 0 || v_width % hkv != 0 {
+        if !q_width.is_multiple_of(hq) || !v_width.is_multiple_of(hkv) {
             return Err(format!("query width {q_width} / value width {v_width} do not split into {hq} / {hkv} heads"));
         }
         let (dk, dv) = (q_width / hq, v_width / hkv);

@@ -52,7 +52,7 @@ pub fn print_graph(g: &Graph) -> Result<String> {
             }
             Op::RmsNorm(s) => format!("{} = RmsNorm({}) {{eps={:?}}}", results.join(", "), args.join(", "), s.eps),
             Op::Attention(s) => format!(
-                "{} = Attention({}) {{heads={}, kv_heads={}, head_dim={}, scale={:?}, rope={}, rotary_dim={}, causal={}, window={}{}}}",
+                "{} = Attention({}) {{heads={}, kv_heads={}, head_dim={}, scale={:?}, rope={}, rotary_dim={}, causal={}, window={}{}{}}}",
                 results.join(", "),
                 args.join(", "),
                 s.heads,
@@ -64,6 +64,7 @@ pub fn print_graph(g: &Graph) -> Result<String> {
                 s.causal,
                 s.window.map(|w| w.to_string()).unwrap_or_else(|| "none".into()),
                 s.qk_norm_eps.map(|e| format!(", qk_norm_eps={e:?}")).unwrap_or_default(),
+                s.softcap.map(|c| format!(", softcap={c:?}")).unwrap_or_default(),
             ),
             Op::LinearAttention(s) => format!(
                 "{} = LinearAttention({}) {{rule={}, q_heads={}, kv_heads={}, dk={}, dv={}, scale={:?}, chunk={}}}",

@@ -404,7 +404,11 @@ fn attention(e: &mut Emit, node: &jetc_ir::Node, s: &AttentionSpec) -> std::resu
     };
     let kr = repeat(e, k_all, "k")?;
     let vr = repeat(e, v_all, "v")?;
-    let att = OnnxOp::new("Attention", TARGET_OPSET).with_attr("scale", Attr::Float(s.scale));
+    let mut att = OnnxOp::new("Attention", TARGET_OPSET).with_attr("scale", Attr::Float(s.scale));
+    if let Some(c) = s.softcap {
+        // The standard op caps the scores before adding the mask, as Gemma 2 does.
+        att = att.with_attr("softcap", Attr::Float(c));
+    }
     let y = e.node("attention", Op::Onnx(att), &[Some(q), Some(kr), Some(vr), Some(mask)], 1)?[0];
     let y = e.onnx("y_bthd", "Transpose", &[y], &[("perm", Attr::Ints(vec![0, 2, 1, 3]))])?;
     let merged = e.ints("merged", &[0, 0, h * d as i64])?;

@@ -73,7 +73,7 @@ fn symbol_sources(g: &Graph) -> BTreeMap<String, (NodeId, usize)> {
 /// Emits nodes computing the i64 vector `dims` from graph-input shapes.
 fn materialize(g: &mut Graph, name: &str, dims: &[Dim], sources: &BTreeMap<String, (NodeId, usize)>) -> jetc_ir::Result<Outlet> {
     let opset = default_opset(g);
-    let v1 = |g: &Graph, o: Outlet| g.fact(o).map(|f| f.clone());
+    let v1 = |g: &Graph, o: Outlet| g.fact(o).cloned();
     let add = |g: &mut Graph, suffix: String, op: OnnxOp, inputs: Vec<Outlet>, fact: Fact| -> jetc_ir::Result<Outlet> {
         let id = g.add_node(
             format!("{name}/{suffix}"),

@@ -283,7 +283,7 @@ fn masked_softmax(row: &mut [f32], visible: impl Fn(usize) -> Option<f32>) {
 /// RMSNorm of every group of `w.len()` consecutive elements of `x`, times `w`.
 fn group_rms_norm(x: &mut [f32], w: &[f32], eps: f32, what: &str) -> R<()> {
     let g = w.len();
-    if g == 0 || x.len() % g != 0 {
+    if g == 0 || !x.len().is_multiple_of(g) {
         return Err(format!("{what} weight of {g} elements does not divide the projection"));
     }
     x.par_chunks_mut(g).for_each(|chunk| {
@@ -416,6 +416,9 @@ fn attention(spec: &AttentionSpec, inputs: &[Option<&Value>]) -> R<Vec<Value>> {
                 }
                 let mut scores = vec![0.0f32; t * s_len];
                 sgemm(t, s_len, d, Mat::rows(&qb, d), Mat::transposed(ks, d), &mut scores, spec.scale, false, false)?;
+                if let Some(c) = spec.softcap {
+                    scores.iter_mut().for_each(|s| *s = c * (*s / c).tanh());
+                }
                 for (ti, row) in scores.chunks_mut(s_len.max(1)).enumerate() {
                     masked_softmax(row, |si| {
                         let pos = p + ti;
@@ -531,7 +534,7 @@ mod tests {
         let pk = rand_vec(b * kvh * p * d, &mut seed);
         let pv = rand_vec(b * kvh * p * d, &mut seed);
         for window in [None, Some(1), Some(3), Some(100)] {
-            let spec = AttentionSpec { heads: h, kv_heads: kvh, head_dim: d, scale: 0.7, rope: None, rotary_dim: d, causal: true, window, qk_norm_eps: None };
+            let spec = AttentionSpec { heads: h, kv_heads: kvh, head_dim: d, scale: 0.7, rope: None, rotary_dim: d, causal: true, window, qk_norm_eps: None, softcap: None };
             let vals = [
                 arr(&[b, t, hid], x.clone()), arr(&[hid, h * d], wq.clone()), arr(&[hid, kvh * d], wk.clone()),
                 arr(&[hid, kvh * d], wv.clone()), arr(&[h * d, hid], wo.clone()), arr(&[b, kvh, p, d], pk.clone()),

@@ -81,6 +81,8 @@ struct Core {
     causal: bool,
     /// Sliding window found in the mask (jetc's own lowering of SWA).
     window: Option<usize>,
+    /// Score soft-capping (c * tanh(s / c)) between the scale and the mask.
+    softcap: Option<f32>,
     heads: Option<usize>,
     kv_heads: Option<usize>,
     past: Option<(Outlet, Outlet)>,
@@ -117,6 +119,27 @@ fn onnx(g: &Graph, o: Outlet) -> Option<(&jetc_ir::Node, &OnnxOp)> {
     }
 }
 
+/// `(s, c)` when `mul` = `Mul(Tanh(s / c), c)` (or `Tanh(s * (1/c))`, operands either way):
+/// Gemma 2's soft-capping of attention scores.
+fn soft_capped(g: &Graph, mul: &jetc_ir::Node) -> Option<(Outlet, f32)> {
+    let (a, b) = (input(mul, 0)?, input(mul, 1)?);
+    let (t, c) = match (scalar_of(g, a), scalar_of(g, b)) {
+        (None, Some(c)) => (a, c),
+        (Some(c), None) => (b, c),
+        _ => return None,
+    };
+    let (tanh, _) = onnx_producer(g, t, &["Tanh"])?;
+    let (inner, iop) = onnx_producer(g, input(tanh, 0)?, &["Div", "Mul"])?;
+    let (x, y) = (input(inner, 0)?, input(inner, 1)?);
+    let (s, k) = match (scalar_of(g, x), scalar_of(g, y)) {
+        (None, Some(k)) => (x, k),
+        (Some(k), None) if iop.op_type == "Mul" => (y, k),
+        _ => return None,
+    };
+    let divisor = if iop.op_type == "Div" { k } else { 1.0 / k };
+    (c != 0.0 && ((divisor - c) / c).abs() < 1e-5).then_some((s, c))
+}
+
 /// True when `o` is the raw q·k product or a scaled/cast form of it.
 fn is_scores(g: &Graph, o: Outlet, depth: usize) -> bool {
     if depth > 6 {
@@ -143,11 +166,17 @@ fn core_from_softmax(g: &Graph, sm: NodeId) -> Option<Core> {
     let mut cur = input(node, 0)?;
     let mut mask = None;
     let mut scale = 1.0f32;
+    let mut softcap = None;
     let qk = loop {
         let (n, op) = onnx(g, cur)?;
         match op.op_type.as_str() {
             "MatMul" => break n,
             "Cast" => cur = input(n, 0)?,
+            "Mul" if softcap.is_none() && scale == 1.0 && soft_capped(g, n).is_some() => {
+                let (x, c) = soft_capped(g, n)?;
+                softcap = Some(c);
+                cur = x;
+            }
             "Mul" | "Div" => {
                 let (a, b) = (input(n, 0)?, input(n, 1)?);
                 if let Some(s) = scalar_of(g, b) {
@@ -222,6 +251,7 @@ fn core_from_softmax(g: &Graph, sm: NodeId) -> Option<Core> {
         default_scale: false,
         causal,
         window: None,
+        softcap,
         heads: None,
         kv_heads: None,
         past: None,
@@ -244,7 +274,7 @@ fn present_pair(g: &Graph, id: NodeId) -> Option<(Outlet, Outlet)> {
 fn core_from_attention_op(g: &Graph, id: NodeId) -> Option<Core> {
     let node = g.node(id).ok()?;
     let Op::Onnx(op) = &node.op else { return None };
-    if op.float("softcap").unwrap_or(0.0) != 0.0 || node.outputs.len() > 3 && !g.consumers(Outlet::new(id, 3)).is_empty() {
+    if node.outputs.len() > 3 && !g.consumers(Outlet::new(id, 3)).is_empty() {
         return fail(line!());
     }
     let mut mask = input(node, 3).and_then(|m| {
@@ -270,6 +300,7 @@ fn core_from_attention_op(g: &Graph, id: NodeId) -> Option<Core> {
         out: Outlet::new(id, 0),
         causal: op.int_or("is_causal", 0) != 0 || window.is_some(),
         window,
+        softcap: op.float("softcap").filter(|c| *c != 0.0),
         mask,
         path_scale: 1.0,
         op_scale: op.float("scale"),
@@ -286,7 +317,7 @@ fn core_from_attention_op(g: &Graph, id: NodeId) -> Option<Core> {
 fn core_from_gqa(g: &Graph, id: NodeId) -> Option<Core> {
     let node = g.node(id).ok()?;
     let Op::Onnx(op) = &node.op else { return None };
-    if op.float("softcap").unwrap_or(0.0) != 0.0 || op.int_or("local_window_size", -1) != -1 {
+    if op.int_or("local_window_size", -1) != -1 {
         return fail(line!());
     }
     let rope = if op.int_or("do_rotary", 0) != 0 {
@@ -317,6 +348,7 @@ fn core_from_gqa(g: &Graph, id: NodeId) -> Option<Core> {
         default_scale: true,
         causal: true,
         window: None,
+        softcap: op.float("softcap").filter(|c| *c != 0.0),
         heads: op.int("num_heads").map(|v| v as usize),
         kv_heads: op.int("kv_num_heads").map(|v| v as usize),
         past,
@@ -743,6 +775,7 @@ fn plan(g: &Graph, core: &Core) -> Option<Plan> {
             causal: core.causal,
             window: core.window,
             qk_norm_eps,
+            softcap: core.softcap,
         },
         x,
         weights,
@@ -830,13 +863,13 @@ fn build(g: &mut Graph, plan: Plan) -> Result<()> {
     let mut inputs: Vec<Option<PatchOutlet>> = vec![None; AttentionSpec::NUM_INPUTS];
     inputs[AttentionSpec::X] = Some(PatchOutlet::Existing(plan.x));
     inputs[AttentionSpec::WQ] = Some(PatchOutlet::Existing(w[0]));
-    inputs[AttentionSpec::BQ] = b[0].map(|o| PatchOutlet::Existing(o));
+    inputs[AttentionSpec::BQ] = b[0].map(PatchOutlet::Existing);
     inputs[AttentionSpec::WK] = Some(PatchOutlet::Existing(w[1]));
-    inputs[AttentionSpec::BK] = b[1].map(|o| PatchOutlet::Existing(o));
+    inputs[AttentionSpec::BK] = b[1].map(PatchOutlet::Existing);
     inputs[AttentionSpec::WV] = Some(PatchOutlet::Existing(w[2]));
-    inputs[AttentionSpec::BV] = b[2].map(|o| PatchOutlet::Existing(o));
+    inputs[AttentionSpec::BV] = b[2].map(PatchOutlet::Existing);
     inputs[AttentionSpec::WO] = Some(PatchOutlet::Existing(plan.wo));
-    inputs[AttentionSpec::BO] = plan.bo.map(|o| PatchOutlet::Existing(o));
+    inputs[AttentionSpec::BO] = plan.bo.map(PatchOutlet::Existing);
     inputs[AttentionSpec::COS] = cos;
     inputs[AttentionSpec::SIN] = sin;
     if let Some((pk, pv)) = plan.past {

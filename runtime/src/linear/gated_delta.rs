@@ -62,7 +62,7 @@ pub fn gated_delta_chunked(dims: &Dims, x: &GatedDeltaInputs, chunk: usize) -> R
 /// stays NaN).
 pub fn gated_delta_log_decay(a: &[f32], a_log: &[f32], dt_bias: &[f32]) -> Result<Vec<f32>> {
     let h = a_log.len();
-    if h == 0 || dt_bias.len() != h || a.len() % h != 0 {
+    if h == 0 || dt_bias.len() != h || !a.len().is_multiple_of(h) {
         return Err(RuntimeError::Input {
             name: "a".into(),
             msg: format!(

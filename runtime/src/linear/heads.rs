@@ -39,13 +39,13 @@ impl HeadMap {
             return Err(dims_err(format!("head counts q {hq}, k {hk}, v {hv} must be at least 1")));
         }
         let hs = hk.max(hv);
-        if hs % hk != 0 || hs % hv != 0 {
+        if !hs.is_multiple_of(hk) || !hs.is_multiple_of(hv) {
             return Err(dims_err(format!("key heads {hk} and value heads {hv}: the smaller must divide the larger")));
         }
-        if hq > hs && hq % hs != 0 {
+        if hq > hs && !hq.is_multiple_of(hs) {
             return Err(dims_err(format!("query heads {hq} must be a multiple of the state heads {hs} (GQA)")));
         }
-        if hq <= hs && hs % hq != 0 {
+        if hq <= hs && !hs.is_multiple_of(hq) {
             return Err(dims_err(format!("query heads {hq} must divide the state heads {hs} (GVA)")));
         }
         Ok(HeadMap { hq, hk, hv, hs, ho: hq.max(hs) })

@@ -39,7 +39,7 @@ pub struct Mamba2Inputs<'a> {
 /// `dt = softplus(raw + dt_bias[h])` for `raw [.., H]`.
 pub fn mamba2_dt(raw: &[f32], dt_bias: &[f32]) -> Result<Vec<f32>> {
     let h = dt_bias.len();
-    if h == 0 || raw.len() % h != 0 {
+    if h == 0 || !raw.len().is_multiple_of(h) {
         return Err(RuntimeError::Input {
             name: "dt".into(),
             msg: format!("{} elements do not split into rows of {h} heads", raw.len()),

@@ -193,6 +193,13 @@ fn contrib(op_type: &str) -> Option<Kernel> {
     Some(k)
 }
 
+/// The ONNX opset-27 `LinearAttention` op (3-D inputs [B, T, H*d]), and jetc's extension of it
+/// (`ai.jetc`, rule `dplr`), through jetc's own kernel.
+fn linear_attention_onnx(ctx: &Ctx) -> OpResult {
+    let spec = crate::mixer_ops::spec_from_onnx(ctx.op, ctx.inputs)?;
+    crate::mixer_ops::linear_attention(&spec, ctx.inputs)
+}
+
 #[cfg(test)]
 mod tests {
     use super::common::test_util::*;
@@ -216,11 +223,4 @@ mod tests {
         let e = eval(&op("Add", 14, &[]), "a", &[Some(&f(&[1], &[1.0])), Some(&f(&[1], &[1.0]))], 2).unwrap_err();
         assert!(e.to_string().contains("2 outputs"), "{e}");
     }
-}
-
-/// The ONNX opset-27 `LinearAttention` op (3-D inputs [B, T, H*d]), and jetc's extension of it
-/// (`ai.jetc`, rule `dplr`), through jetc's own kernel.
-fn linear_attention_onnx(ctx: &Ctx) -> OpResult {
-    let spec = crate::mixer_ops::spec_from_onnx(ctx.op, ctx.inputs)?;
-    crate::mixer_ops::linear_attention(&spec, ctx.inputs)
 }
