@@ -133,6 +133,10 @@ enum Command {
         /// Print one JSON object (ids, text, timings) instead of streaming text.
         #[arg(long)]
         json: bool,
+        /// Take the tokenizer and chat template from this file instead of the model's: a .gguf,
+        /// a tokenizer.json, or a directory holding one.
+        #[arg(long)]
+        tokenizer: Option<PathBuf>,
     },
     /// Render and compile (NVRTC, no GPU needed) every CUDA kernel a converted model needs:
     /// .cu, .ptx, .cubin and manifest.json. MODEL: a converted .onnx or a preset
@@ -224,9 +228,9 @@ fn main() -> ExitCode {
                 model, output, full_attn, swa, window, block, heads, dk, dv, format, layout, seed, json, cache_dtype,
             })
         }
-        Command::Generate { model, prompt, chat, system, max_tokens, temperature, top_p, seed, json } => {
+        Command::Generate { model, prompt, chat, system, max_tokens, temperature, top_p, seed, json, tokenizer } => {
             commands::generate::run(&commands::generate::GenerateArgs {
-                model, prompt, chat, system, max_tokens, temperature, top_p, seed, json,
+                model, prompt, chat, system, max_tokens, temperature, top_p, seed, json, tokenizer,
             })
         }
         Command::Codegen { model, arch, output, dtype, render_only, ptxas, allow_spills } => {

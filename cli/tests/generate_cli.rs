@@ -181,3 +181,38 @@ fn smollm2_gguf_answers_a_chat_question() {
         assert_eq!((mixer["heads"].as_u64(), mixer["kv_heads"].as_u64(), mixer["head_dim"].as_u64()), (Some(9), Some(3), Some(64)));
     }
 }
+
+/// The real model through conversion: `jetc convert` of the GGUF writes the ONNX with the
+/// tokenizer and chat template beside it; with every layer kept as full attention (a no-op
+/// conversion) `jetc generate` on that ONNX gives the GGUF's answer, and a hybrid (two linear
+/// layers, one SWA layer) generates through its recurrent caches. `--tokenizer` takes them
+/// from elsewhere.
+#[test]
+fn smollm2_converted_to_onnx_generates_with_its_tokenizer() {
+    let Some(model) = std::env::var_os("JETC_SMOLLM2_GGUF") else {
+        eprintln!("skipping: JETC_SMOLLM2_GGUF is not set (scripts/fetch_smollm2.sh)");
+        return;
+    };
+    let m = model.to_str().expect("utf-8");
+    let q = "What is the capital of France?";
+    let dir = tmp("converted");
+    let all: Vec<String> = (0..30).map(|l| l.to_string()).collect();
+    let noop = dir.0.join("noop");
+    let out = jetc(&["convert", m, "-o", noop.to_str().unwrap_or_default(), "--full-attn", &all.join(",")]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    for f in ["model.onnx", "tokenizer.json", "tokenizer_config.json", "generation_config.json"] {
+        assert!(noop.join(f).is_file(), "{f} not written beside the converted model");
+    }
+    let onnx = noop.join("model.onnx");
+    let j = json_of(&jetc(&["generate", onnx.to_str().unwrap_or_default(), "--chat", q, "--max-tokens", "16", "--json"]));
+    assert_eq!((j["text"].as_str(), j["stop"].as_str()), (Some("The capital of France is Paris."), Some("eos")), "{j}");
+
+    let hybrid = dir.0.join("hybrid");
+    let full: Vec<String> = (2..30).filter(|l| *l != 5).map(|l| l.to_string()).collect();
+    let out = jetc(&["convert", m, "-o", hybrid.to_str().unwrap_or_default(), "--full-attn", &full.join(","), "--swa", "5", "--window", "8"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let onnx = hybrid.join("model.onnx");
+    let j = json_of(&jetc(&["generate", onnx.to_str().unwrap_or_default(), "--chat", q, "--max-tokens", "12", "--json", "--tokenizer", m]));
+    assert_eq!(j["prompt_tokens"], 37, "{j}");
+    assert!(!ids(&j["ids"]).is_empty(), "{j}");
+}

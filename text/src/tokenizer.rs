@@ -282,6 +282,36 @@ impl Tokenizer {
     pub fn inner(&self) -> &tokenizers::Tokenizer {
         &self.inner
     }
+
+    /// Writes this tokenizer in the Hugging Face layout into `dir`: `tokenizer.json`,
+    /// `tokenizer_config.json` (BOS/EOS spellings, `add_bos_token`, and the chat template when
+    /// given) and `generation_config.json` (every stop id), which [`Tokenizer::from_file`] and
+    /// [`crate::ChatTemplate::from_tokenizer_config`] read back, as transformers does. So a
+    /// model converted from a GGUF carries its tokenizer with it.
+    pub fn save_hf(&self, dir: &Path, chat_template: Option<&crate::ChatTemplate>) -> Result<()> {
+        std::fs::create_dir_all(dir).map_err(|e| TextError::io(dir, e))?;
+        let json = dir.join("tokenizer.json");
+        self.inner.save(&json, false).map_err(|e| TextError::Tokenizer { file: json.display().to_string(), msg: e.to_string() })?;
+        let spell = |id: Option<u32>| id.and_then(|i| self.id_to_token(i));
+        let mut config = serde_json::json!({
+            "tokenizer_class": "PreTrainedTokenizerFast",
+            "bos_token": spell(self.bos),
+            "eos_token": spell(self.eos),
+            "unk_token": spell(self.unk),
+            "pad_token": spell(self.pad),
+            "add_bos_token": self.add_bos,
+        });
+        if let Some(t) = chat_template {
+            config["chat_template"] = Value::String(t.source().to_string());
+        }
+        let generation = serde_json::json!({ "bos_token_id": self.bos, "eos_token_id": self.eog });
+        for (name, value) in [("tokenizer_config.json", config), ("generation_config.json", generation)] {
+            let path = dir.join(name);
+            let text = serde_json::to_string_pretty(&value).map_err(|source| TextError::Json { file: path.display().to_string(), source })?;
+            std::fs::write(&path, text).map_err(|e| TextError::io(&path, e))?;
+        }
+        Ok(())
+    }
 }
 
 /// Turns a stream of generated ids into text pieces. Decoding ids one by one goes wrong

@@ -89,10 +89,40 @@ pub fn run(a: &ConvertArgs) -> Result<()> {
     } else {
         super::inspect::print_table(&a.output, &summary);
     }
+    if onnx {
+        let dir = onnx_path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        if let Err(e) = carry_tokenizer(&a.model, dir) {
+            eprintln!("note: the tokenizer was not written beside the model: {e}");
+        }
+    }
     match (onnx, wrote_hf) {
         (true, false) => eprintln!("wrote {} (ONNX opset 27)", onnx_path.display()),
         (false, true) => eprintln!("wrote {} (config.json, model.safetensors)", a.output.display()),
         _ => eprintln!("wrote {} (model.onnx, config.json, model.safetensors)", a.output.display()),
+    }
+    Ok(())
+}
+
+/// The source model's tokenizer, beside the converted ONNX, so that `jetc generate` (and
+/// transformers) can use it: built from a GGUF's metadata and saved in the Hugging Face
+/// layout, or the Hugging Face files beside an ONNX source copied over.
+fn carry_tokenizer(model: &Path, dir: &Path) -> std::result::Result<(), String> {
+    let is_gguf = model.extension().and_then(|e| e.to_str()) == Some("gguf");
+    if is_gguf {
+        let file = jetc_gguf::GgufFile::open(model).map_err(|e| e.to_string())?;
+        let tok = jetc_text::Tokenizer::from_gguf(&file).map_err(|e| e.to_string())?;
+        let template = jetc_text::ChatTemplate::from_gguf(&file, &tok).map_err(|e| e.to_string())?;
+        return tok.save_hf(dir, template.as_ref()).map_err(|e| e.to_string());
+    }
+    let src = model.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    if src.canonicalize().ok() == dir.canonicalize().ok() {
+        return Ok(());
+    }
+    for name in ["tokenizer.json", "tokenizer_config.json", "generation_config.json", "special_tokens_map.json", "chat_template.jinja"] {
+        let from = src.join(name);
+        if from.is_file() {
+            std::fs::copy(&from, dir.join(name)).map_err(|e| format!("{}: {e}", from.display()))?;
+        }
     }
     Ok(())
 }

@@ -24,6 +24,9 @@ pub struct GenerateArgs {
     pub top_p: Option<f32>,
     pub seed: u64,
     pub json: bool,
+    /// The tokenizer (and chat template) from elsewhere: a .gguf, a tokenizer.json or the
+    /// directory holding one.
+    pub tokenizer: Option<PathBuf>,
 }
 
 fn msg(e: impl std::fmt::Display) -> CliError {
@@ -39,6 +42,21 @@ fn is_gguf(path: &Path) -> bool {
     std::fs::File::open(path)
         .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut magic))
         .is_ok_and(|_| &magic == b"GGUF")
+}
+
+/// The tokenizer and (if any) chat template of a `--tokenizer` path: a .gguf, a
+/// tokenizer.json, or a directory holding one (with tokenizer_config.json beside it).
+fn text_from(path: &Path) -> Result<(Tokenizer, Option<ChatTemplate>)> {
+    if path.is_file() && is_gguf(path) {
+        let file = jetc_gguf::GgufFile::open(path).map_err(msg)?;
+        let tok = Tokenizer::from_gguf(&file).map_err(msg)?;
+        let template = ChatTemplate::from_gguf(&file, &tok).map_err(msg)?;
+        return Ok((tok, template));
+    }
+    let dir = if path.is_dir() { path.to_path_buf() } else { path.parent().map(Path::to_path_buf).unwrap_or_default() };
+    let tok = Tokenizer::from_file(path).map_err(msg)?;
+    let template = ChatTemplate::from_tokenizer_config(&dir.join("tokenizer_config.json")).map_err(msg)?;
+    Ok((tok, template))
 }
 
 /// The tokenizer and (if any) chat template of `model`.
@@ -61,7 +79,7 @@ fn text_of(model: &Path) -> Result<(Tokenizer, Option<ChatTemplate>)> {
     let tokenizer = dir.join("tokenizer.json");
     if !tokenizer.is_file() {
         return Err(msg(format!(
-            "{}: no tokenizer: jetc generate needs a Hugging Face tokenizer.json beside an ONNX model ({} does not exist)",
+            "{}: no tokenizer: jetc generate needs a Hugging Face tokenizer.json beside an ONNX model ({} does not exist), or --tokenizer PATH (a .gguf or tokenizer.json)",
             model.display(),
             tokenizer.display()
         )));
@@ -114,7 +132,10 @@ fn sampling(args: &GenerateArgs) -> Result<Sampling> {
 
 pub fn run(args: &GenerateArgs) -> Result<()> {
     let started = Instant::now();
-    let (tok, template) = text_of(&args.model)?;
+    let (tok, template) = match &args.tokenizer {
+        Some(path) => text_from(path)?,
+        None => text_of(&args.model)?,
+    };
     let ids = prompt_ids(args, &tok, template.as_ref())?;
     let sampling = sampling(args)?;
     let g = load::load_raised(&args.model)?;
