@@ -19,24 +19,27 @@ pub enum LoadError {
     Gguf(#[from] crate::gguf_model::GgufModelError),
 }
 
-/// Imports without any pass. The format is taken from the extension, else from the file's
-/// first bytes (the GGUF magic; anything else is tried as ONNX).
-pub fn import(path: &Path) -> Result<Graph, LoadError> {
+/// Whether `path` is a GGUF model: by its extension (`.gguf`, `.onnx`), else by its first
+/// bytes (the GGUF magic; anything else is taken for ONNX).
+pub fn is_gguf(path: &Path) -> bool {
     match path.extension().and_then(|e| e.to_str()) {
-        Some("onnx") => Ok(jetc_onnx::import_model(path)?),
-        Some("gguf") => Ok(crate::gguf_model::import(path)?),
+        Some("gguf") => true,
+        Some("onnx") => false,
         _ => {
             let mut magic = [0u8; 4];
-            let gguf = std::fs::File::open(path)
+            std::fs::File::open(path)
                 .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut magic))
-                .map(|_| &magic == b"GGUF")
-                .unwrap_or(false);
-            if gguf {
-                return Ok(crate::gguf_model::import(path)?);
-            }
-            Ok(jetc_onnx::import_model(path)?)
+                .is_ok_and(|_| &magic == b"GGUF")
         }
     }
+}
+
+/// Imports without any pass, as GGUF or ONNX ([`is_gguf`]).
+pub fn import(path: &Path) -> Result<Graph, LoadError> {
+    if is_gguf(path) {
+        return Ok(crate::gguf_model::import(path)?);
+    }
+    Ok(jetc_onnx::import_model(path)?)
 }
 
 /// Imports and canonicalizes (infer, fold, cse, prune) with verification. Fails on the first

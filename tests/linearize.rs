@@ -73,41 +73,52 @@ fn decode_equals_prefill(block: Block, caches: &[&str], ops: &[&str]) {
         }
         let graph_inputs: Vec<String> = g.inputs.iter().map(|&id| g.value_name(jetc::ir::Outlet::new(id, 0)).to_string()).collect();
         inputs.retain(|k, _| graph_inputs.contains(k));
-        let kv = kv_pairs(&g);
         let full: HashMap<String, Value> = session.run(inputs.clone()).expect("prefill").into_iter().collect();
         let logits = full["logits"].as_f32().expect("logits").clone();
-        let t = logits.shape()[1];
-        let mut caches: HashMap<String, Value> =
-            inputs.iter().filter(|(k, _)| !["input_ids", "position_ids", "attention_mask"].contains(&k.as_str())).map(|(k, v)| (k.clone(), v.clone())).collect();
-        for step in 0..t {
-            let mut feed = caches.clone();
-            for name in ["input_ids", "position_ids"] {
-                if let Some(v) = inputs.get(name) {
-                    let a = v.as_i64().expect("ids").slice(s![.., step..step + 1]).to_owned().into_dyn();
-                    feed.insert(name.into(), Value::i64(a));
-                }
-            }
-            if graph_inputs.iter().any(|n| n == "attention_mask") {
-                feed.insert("attention_mask".into(), Value::i64(ArrayD::ones(IxDyn(&[b, step + 1]))));
-            }
-            let out: HashMap<String, Value> = session.run(feed).expect("decode").into_iter().collect();
-            let want = logits.index_axis(Axis(1), step).to_owned().insert_axis(Axis(1)).into_dyn();
-            let e = rel_err(&format!("{block:?} {fixture} step {step}"), &out["logits"], &Value::f32(want));
-            assert!(e < 1e-4, "{block:?} {fixture} step {step}: rel err {e}");
-            for (k, v) in out {
-                if let Some(past) = kv.get(&k) {
-                    caches.insert(past.clone(), v);
-                } else if let Some(rest) = k.strip_prefix("present_") {
-                    caches.insert(format!("past_{rest}"), v);
-                }
-            }
-        }
+        let caches = decode_token_by_token(&format!("{block:?} {fixture}"), &session, &g, &inputs, &logits);
         // The final caches of the one-pass prefill equal the decoded ones.
         for c in caches_of(&inputs_named) {
             let e = rel_err(&c, &caches[&format!("past_{c}")], &full[&format!("present_{c}")]);
             assert!(e < 1e-4, "{block:?} {fixture}: {c} rel err {e}");
         }
     }
+}
+
+/// Decodes `inputs` token by token with every cache fed back (KV caches by [`kv_pairs`],
+/// recurrent ones `present_{c}` -> `past_{c}`) and checks each step's logits against the
+/// one-pass prefill's `logits` (rel err < 1e-4); returns the final caches.
+fn decode_token_by_token(label: &str, session: &Session, g: &jetc::ir::Graph, inputs: &HashMap<String, Value>, logits: &ArrayD<f32>) -> HashMap<String, Value> {
+    let graph_inputs: Vec<String> = g.inputs.iter().map(|&id| g.value_name(jetc::ir::Outlet::new(id, 0)).to_string()).collect();
+    let kv = kv_pairs(g);
+    let b = inputs["input_ids"].shape()[0];
+    let mut caches: HashMap<String, Value> = inputs
+        .iter()
+        .filter(|(k, _)| !["input_ids", "position_ids", "attention_mask"].contains(&k.as_str()))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    for step in 0..logits.shape()[1] {
+        let mut feed = caches.clone();
+        for name in ["input_ids", "position_ids"] {
+            if let Some(v) = inputs.get(name) {
+                feed.insert(name.into(), Value::i64(v.as_i64().expect("ids").slice(s![.., step..step + 1]).to_owned().into_dyn()));
+            }
+        }
+        if graph_inputs.iter().any(|n| n == "attention_mask") {
+            feed.insert("attention_mask".into(), Value::i64(ArrayD::ones(IxDyn(&[b, step + 1]))));
+        }
+        let out: HashMap<String, Value> = session.run(feed).unwrap_or_else(|e| panic!("{label} step {step}: {e}")).into_iter().collect();
+        let want = logits.index_axis(Axis(1), step).to_owned().insert_axis(Axis(1)).into_dyn();
+        let e = rel_err(&format!("{label} step {step}"), &out["logits"], &Value::f32(want));
+        assert!(e < 1e-4, "{label} step {step}: rel err {e}");
+        for (k, v) in out {
+            if let Some(past) = kv.get(&k) {
+                caches.insert(past.clone(), v);
+            } else if let Some(rest) = k.strip_prefix("present_") {
+                caches.insert(format!("past_{rest}"), v);
+            }
+        }
+    }
+    caches
 }
 
 /// Present KV output name -> past KV input name, for every attention layer (exporters name
@@ -257,39 +268,13 @@ fn swa_beside_full_attention_decodes_past_the_window() {
         let session = Session::new(&g).expect("session");
         let graph_inputs: Vec<String> = g.inputs.iter().map(|&id| g.value_name(jetc::ir::Outlet::new(id, 0)).to_string()).collect();
         inputs.retain(|k, _| graph_inputs.contains(k));
-        let b = inputs["input_ids"].shape()[0];
         let full: HashMap<String, Value> = session.run(inputs.clone()).expect("prefill").into_iter().collect();
         let logits = full["logits"].as_f32().expect("logits").clone();
         let t = logits.shape()[1];
         if t <= window {
             continue;
         }
-        let kv = kv_pairs(&g);
-        let mut caches: HashMap<String, Value> = inputs
-            .iter()
-            .filter(|(k, _)| !["input_ids", "position_ids", "attention_mask"].contains(&k.as_str()))
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
-        for step in 0..t {
-            let mut feed = caches.clone();
-            for name in ["input_ids", "position_ids"] {
-                if let Some(v) = inputs.get(name) {
-                    feed.insert(name.into(), Value::i64(v.as_i64().expect("ids").slice(s![.., step..step + 1]).to_owned().into_dyn()));
-                }
-            }
-            if graph_inputs.iter().any(|n| n == "attention_mask") {
-                feed.insert("attention_mask".into(), Value::i64(ArrayD::ones(IxDyn(&[b, step + 1]))));
-            }
-            let out: HashMap<String, Value> = session.run(feed).unwrap_or_else(|e| panic!("{fixture} step {step}: {e}")).into_iter().collect();
-            let want = logits.index_axis(Axis(1), step).to_owned().insert_axis(Axis(1)).into_dyn();
-            let e = rel_err(&format!("{fixture} step {step}"), &out["logits"], &Value::f32(want));
-            assert!(e < 1e-4, "{fixture} step {step}: rel err {e}");
-            for (k, v) in out {
-                if let Some(past) = kv.get(&k) {
-                    caches.insert(past.clone(), v);
-                }
-            }
-        }
+        decode_token_by_token(fixture, &session, &g, &inputs, &logits);
     }
 }
 

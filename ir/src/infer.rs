@@ -101,10 +101,7 @@ fn infer_attention(spec: &AttentionSpec, inputs: &NodeInputs) -> Option<Vec<Fact
     };
     if let Some(w) = spec.window {
         // The cache keeps the last `w` tokens: min(total, w).
-        total = match total.as_known() {
-            Some(n) => Dim::known(n.min(w as i64)),
-            None => Dim::sym(&format!("min({total},{w})")),
-        };
+        total = total.min_with(w as i64);
     }
     let kv = Fact::new(dt, vec![b, Dim::known(spec.kv_heads as i64), total, Dim::known(spec.head_dim as i64)]);
     Some(vec![Fact::new(dt, x.clone()), kv.clone(), kv])
@@ -471,13 +468,7 @@ fn infer_onnx(o: &OnnxOp, inp: &NodeInputs) -> std::result::Result<Option<Vec<Fa
                         } else if step == 1 && st < 0 && en >= i64::MAX / 2 {
                             // The last k of a symbolic dim: min(dim, k) (an SWA cache's last W
                             // tokens hold fewer while the sequence is short).
-                            let rest = s[ax].sub(&known(-st));
-                            // dim - k has only non-negative terms (symbols are sizes): dim >= k.
-                            if rest.terms().iter().all(|(_, c)| *c >= 0) {
-                                known(-st)
-                            } else {
-                                Dim::sym(&format!("min({},{})", s[ax], -st))
-                            }
+                            s[ax].min_with(-st)
                         } else if step == 1 && st >= 0 && en < 0 {
                             // x[st:-k]: dim - st - k, for dims at least st + k long.
                             s[ax].sub(&known(st)).add(&known(en))

@@ -125,6 +125,18 @@ impl Dim {
         Some(Dim { terms })
     }
 
+    /// min(self, k): known when self is, `k` when self >= k is evident (self - k has only
+    /// non-negative terms: symbols are sizes), else the symbol `min(self,k)`.
+    pub fn min_with(&self, k: i64) -> Dim {
+        if let Some(n) = self.as_known() {
+            return Dim::known(n.min(k));
+        }
+        if self.sub(&Dim::known(k)).terms.values().all(|&c| c >= 0) {
+            return Dim::known(k);
+        }
+        Dim::sym(&format!("min({self},{k})"))
+    }
+
     /// The terms: (sorted symbol names of a monomial, coefficient); the constant has none.
     pub fn terms(&self) -> Vec<(Vec<Arc<str>>, i64)> {
         self.terms.iter().map(|(m, c)| (m.clone(), *c)).collect()

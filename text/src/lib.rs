@@ -22,3 +22,10 @@ pub mod tokenizer;
 pub use chat::{ChatTemplate, Message};
 pub use error::{Result, TextError};
 pub use tokenizer::{StreamDecoder, Tokenizer};
+
+/// A GGUF file's tokenizer and (if it has one) chat template.
+pub fn from_gguf(file: &jetc_gguf::GgufFile) -> Result<(Tokenizer, Option<ChatTemplate>)> {
+    let tok = Tokenizer::from_gguf(file)?;
+    let template = ChatTemplate::from_gguf(file, &tok)?;
+    Ok((tok, template))
+}

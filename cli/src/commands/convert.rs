@@ -107,11 +107,9 @@ pub fn run(a: &ConvertArgs) -> Result<()> {
 /// transformers) can use it: built from a GGUF's metadata and saved in the Hugging Face
 /// layout, or the Hugging Face files beside an ONNX source copied over.
 fn carry_tokenizer(model: &Path, dir: &Path) -> std::result::Result<(), String> {
-    let is_gguf = model.extension().and_then(|e| e.to_str()) == Some("gguf");
-    if is_gguf {
+    if jetc::pipeline::is_gguf(model) {
         let file = jetc_gguf::GgufFile::open(model).map_err(|e| e.to_string())?;
-        let tok = jetc_text::Tokenizer::from_gguf(&file).map_err(|e| e.to_string())?;
-        let template = jetc_text::ChatTemplate::from_gguf(&file, &tok).map_err(|e| e.to_string())?;
+        let (tok, template) = jetc_text::from_gguf(&file).map_err(|e| e.to_string())?;
         return tok.save_hf(dir, template.as_ref()).map_err(|e| e.to_string());
     }
     let src = model.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use jetc::generate::{GenerateOptions, Generator, Sampling, StopReason};
+use jetc::pipeline::is_gguf;
 use jetc_text::{ChatTemplate, Message, Tokenizer};
 use serde_json::json;
 
@@ -33,30 +34,23 @@ fn msg(e: impl std::fmt::Display) -> CliError {
     CliError::Msg(e.to_string())
 }
 
-/// Whether `path` is a GGUF file: by extension, else by its magic.
-fn is_gguf(path: &Path) -> bool {
-    if path.extension().and_then(|e| e.to_str()) == Some("gguf") {
-        return true;
-    }
-    let mut magic = [0u8; 4];
-    std::fs::File::open(path)
-        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut magic))
-        .is_ok_and(|_| &magic == b"GGUF")
-}
-
-/// The tokenizer and (if any) chat template of a `--tokenizer` path: a .gguf, a
-/// tokenizer.json, or a directory holding one (with tokenizer_config.json beside it).
-fn text_from(path: &Path) -> Result<(Tokenizer, Option<ChatTemplate>)> {
-    if path.is_file() && is_gguf(path) {
-        let file = jetc_gguf::GgufFile::open(path).map_err(msg)?;
-        let tok = Tokenizer::from_gguf(&file).map_err(msg)?;
-        let template = ChatTemplate::from_gguf(&file, &tok).map_err(msg)?;
-        return Ok((tok, template));
-    }
+/// The tokenizer and chat template of a Hugging Face `tokenizer.json` (a file, or the
+/// directory holding it; the template from `tokenizer_config.json` beside it, if any).
+fn text_of_hf(path: &Path) -> Result<(Tokenizer, Option<ChatTemplate>)> {
     let dir = if path.is_dir() { path.to_path_buf() } else { path.parent().map(Path::to_path_buf).unwrap_or_default() };
     let tok = Tokenizer::from_file(path).map_err(msg)?;
     let template = ChatTemplate::from_tokenizer_config(&dir.join("tokenizer_config.json")).map_err(msg)?;
     Ok((tok, template))
+}
+
+/// The tokenizer and (if any) chat template of a `--tokenizer` path: a .gguf, a
+/// tokenizer.json, or a directory holding one.
+fn text_from(path: &Path) -> Result<(Tokenizer, Option<ChatTemplate>)> {
+    if path.is_file() && is_gguf(path) {
+        let file = jetc_gguf::GgufFile::open(path).map_err(msg)?;
+        return jetc_text::from_gguf(&file).map_err(msg);
+    }
+    text_of_hf(path)
 }
 
 /// The tokenizer and (if any) chat template of `model`.
@@ -65,9 +59,7 @@ fn text_of(model: &Path) -> Result<(Tokenizer, Option<ChatTemplate>)> {
         let file = jetc_gguf::GgufFile::open(model).map_err(msg)?;
         // A model jetc cannot build is named as such before its tokenizer is read.
         jetc::gguf_model::arch_of(&file).map_err(msg)?;
-        let tok = Tokenizer::from_gguf(&file).map_err(msg)?;
-        let template = ChatTemplate::from_gguf(&file, &tok).map_err(msg)?;
-        return Ok((tok, template));
+        return jetc_text::from_gguf(&file).map_err(msg);
     }
     if model.extension().and_then(|e| e.to_str()) != Some("onnx") {
         return Err(msg(format!(
@@ -84,14 +76,7 @@ fn text_of(model: &Path) -> Result<(Tokenizer, Option<ChatTemplate>)> {
             tokenizer.display()
         )));
     }
-    let tok = Tokenizer::from_file(&tokenizer).map_err(msg)?;
-    let config = dir.join("tokenizer_config.json");
-    let template = if config.is_file() || dir.join("chat_template.jinja").is_file() {
-        ChatTemplate::from_tokenizer_config(&config).map_err(msg)?
-    } else {
-        None
-    };
-    Ok((tok, template))
+    text_of_hf(&tokenizer)
 }
 
 /// The prompt's token ids: raw text (with the tokenizer's BOS), or a rendered chat.

@@ -42,7 +42,12 @@ pub fn filled(shape: Vec<usize>, v: f32) -> Result<Tensor> {
 
 /// `A_log = log(U(0, 16))`, as the released JetBlock initializes it.
 pub fn a_log(heads: usize, rng: &mut Rng) -> Result<Tensor> {
-    let v: Vec<f32> = (0..heads).map(|_| (16.0 * rng.uniform()).ln() as f32).collect();
+    a_log_in(heads, 0.0, 16.0, rng)
+}
+
+/// `A_log = log(U(lo, hi))` (Mamba2's `A_init_range` is (1, 16)).
+pub fn a_log_in(heads: usize, lo: f64, hi: f64, rng: &mut Rng) -> Result<Tensor> {
+    let v: Vec<f32> = (0..heads).map(|_| (lo + (hi - lo) * rng.uniform()).ln() as f32).collect();
     Tensor::from_f32(vec![heads], &v)
 }
 

@@ -17,17 +17,12 @@
 //! `q_proj`/`k_proj`/`v_proj`/`o_proj` (C, B, x and out).
 use jetc_ir::{Graph, NodeId, Op, RmsNormSpec, Tensor, UpdateRule};
 
-use super::init::{dt_bias, Rng};
+use super::init::{a_log_in, dt_bias};
 use super::parts::{Base, Built, LOG_DECAY_FLOOR};
 use super::MixerConfig;
 
 /// eps of the gated output RMSNorm (mamba's `rmsnorm` eps).
 const NORM_EPS: f32 = 1e-5;
-
-fn a_log(heads: usize, rng: &mut Rng) -> Result<Tensor, String> {
-    let v: Vec<f32> = (0..heads).map(|_| (1.0 + 15.0 * rng.uniform()).ln() as f32).collect();
-    Tensor::from_f32(vec![heads], &v).map_err(|e| e.to_string())
-}
 
 /// Builds the Mamba2 mixer of attention node `id` (layer `l`) without rewiring anything.
 /// With `with_caches`, a layer that has a KV cache gets the cache inputs `past_conv_x.{l}`
@@ -39,7 +34,7 @@ pub fn build(g: &mut Graph, id: NodeId, l: usize, cfg: &MixerConfig, seed: u64, 
     let (hidden, h, dk, dv, w) = (m.d.hidden, m.d.heads, m.d.dk, m.d.dv, m.d.conv);
     let wz = m.normal("z_proj.weight", "z_proj", vec![hidden, h * dv])?;
     let wdt = m.normal("dt_proj.weight", "dt_proj", vec![hidden, h])?;
-    let alog = a_log(h, &mut m.rng("A_log"))?;
+    let alog = a_log_in(h, 1.0, 16.0, &mut m.rng("A_log")).map_err(|e| e.to_string())?;
     let alog = m.e.weight("A_log", alog)?;
     let dtb = dt_bias(h, &mut m.rng("dt_bias")).map_err(|e| e.to_string())?;
     let dtb = m.e.weight("dt_bias", dtb)?;

@@ -169,14 +169,16 @@ fn core_from_softmax(g: &Graph, sm: NodeId) -> Option<Core> {
     let mut softcap = None;
     let qk = loop {
         let (n, op) = onnx(g, cur)?;
+        if op.op_type == "Mul" && softcap.is_none() && scale == 1.0 {
+            if let Some((x, c)) = soft_capped(g, n) {
+                softcap = Some(c);
+                cur = x;
+                continue;
+            }
+        }
         match op.op_type.as_str() {
             "MatMul" => break n,
             "Cast" => cur = input(n, 0)?,
-            "Mul" if softcap.is_none() && scale == 1.0 && soft_capped(g, n).is_some() => {
-                let (x, c) = soft_capped(g, n)?;
-                softcap = Some(c);
-                cur = x;
-            }
             "Mul" | "Div" => {
                 let (a, b) = (input(n, 0)?, input(n, 1)?);
                 if let Some(s) = scalar_of(g, b) {
@@ -497,6 +499,13 @@ fn trace(g: &Graph, start: Outlet) -> Option<Trace> {
             }
         }
         let (n, op) = onnx(g, cur)?;
+        if op.op_type == "Concat" && t.rope.is_none() {
+            if let Some((x, rope)) = partial_rope(g, n) {
+                t.rope = Some(rope);
+                cur = x;
+                continue;
+            }
+        }
         match op.op_type.as_str() {
             "Transpose" | "Reshape" | "Unsqueeze" | "Squeeze" | "Expand" | "Cast" | "Identity" | "Tile" => {
                 let src = input(n, 0)?;
@@ -546,11 +555,6 @@ fn trace(g: &Graph, start: Outlet) -> Option<Trace> {
                 // output and must be sliced like the weight.
                 t.proj.bias = Some((bias, slice.is_some()));
                 cur = main;
-            }
-            "Concat" if t.rope.is_none() && partial_rope(g, n).is_some() => {
-                let (x, rope) = partial_rope(g, n)?;
-                t.rope = Some(rope);
-                cur = x;
             }
             "Concat" => {
                 if n.inputs().len() != 2 || t.past.is_some() || t.norm.is_some() {
