@@ -1,14 +1,10 @@
-//! jetc facade: re-exports the workspace crates and holds the model-loading pipeline shared
-//! by the CLI, the tests and the examples.
+//! jetc facade: re-exports the workspace crates under one name for the CLI, the tests and
+//! the examples. The engine itself lives in `jetc-models` (loading, synth, GGUF models,
+//! conversion, generation, export); training and search live in their own crates above it.
 pub use jetc_ir as ir;
+pub use jetc_models as models;
 pub use jetc_onnx as onnx;
 pub use jetc_passes as passes;
 pub use jetc_runtime as runtime;
 
-pub mod convert;
-pub mod generate;
-pub mod gguf_model;
-pub mod jet_hf;
-pub mod pipeline;
-pub mod safetensors_out;
-pub mod synth;
+pub use jetc_models::{convert, generate, gguf_model, jet_hf, pipeline, safetensors_out, synth};

@@ -105,6 +105,74 @@ enum Command {
         #[arg(long)]
         cache_dtype: Option<String>,
     },
+    /// Distill the linear mixers of a layout from the model's own attention (local,
+    /// teacher-forced: each block matches its layer's attention output from the teacher's
+    /// layer input), then write the distilled hybrid as `convert` does, under DIR/model.
+    Distill {
+        model: PathBuf,
+        /// Output directory (new or empty): metrics.jsonl, distill.json, model/.
+        #[arg(short, long)]
+        output: PathBuf,
+        /// Training text: files or directories of .txt/.md/.rst, or JSONL with a `text` field.
+        #[arg(long, value_delimiter = ',', required = true)]
+        data: Vec<PathBuf>,
+        /// Layers (0-indexed) that keep full attention.
+        #[arg(long, value_delimiter = ',')]
+        full_attn: Vec<usize>,
+        /// Layers that become sliding-window attention.
+        #[arg(long, value_delimiter = ',')]
+        swa: Vec<usize>,
+        #[arg(long)]
+        window: Option<usize>,
+        /// Linear mixer of the other layers (as `convert --block`).
+        #[arg(long, default_value = "jetblock")]
+        block: String,
+        #[arg(long)]
+        heads: Option<usize>,
+        #[arg(long)]
+        dk: Option<usize>,
+        #[arg(long)]
+        dv: Option<usize>,
+        /// A JSON layout file instead of the flags above (as `convert --layout`).
+        #[arg(long)]
+        layout: Option<PathBuf>,
+        /// Tokenizer (a .gguf or tokenizer.json) when the model does not carry one.
+        #[arg(long)]
+        tokenizer: Option<PathBuf>,
+        /// Optimizer steps (default: one pass over the training windows).
+        #[arg(long)]
+        steps: Option<u64>,
+        /// Train on this many tokens instead of --steps.
+        #[arg(long)]
+        tokens: Option<u64>,
+        #[arg(long, default_value_t = 512)]
+        seq_len: usize,
+        #[arg(long, default_value_t = 8)]
+        batch: usize,
+        /// Peak learning rate (linear warmup, then cosine decay to 10%).
+        #[arg(long, default_value_t = 1e-3)]
+        lr: f32,
+        /// Warmup steps (default: 10% of the steps, at most 100).
+        #[arg(long)]
+        warmup: Option<u64>,
+        #[arg(long, default_value_t = 0.01)]
+        weight_decay: f32,
+        /// Clip the global gradient norm (0: no clipping).
+        #[arg(long, default_value_t = 1.0)]
+        clip: f32,
+        /// Seed of the initial mixer weights and of the data order.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Worker threads (default: all cores).
+        #[arg(long)]
+        threads: Option<usize>,
+        /// Format of the distilled model (as `convert --format`).
+        #[arg(long, default_value = "auto")]
+        format: String,
+        /// Print the run's summary as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Generate text: prefill the prompt, then decode token by token (greedy by default).
     /// MODEL is a .gguf, or an .onnx with tokenizer.json (and tokenizer_config.json) beside it.
     Generate {
@@ -226,6 +294,20 @@ fn main() -> ExitCode {
         Command::Convert { model, output, full_attn, swa, window, block, heads, dk, dv, format, layout, seed, json, cache_dtype } => {
             commands::convert::run(&commands::convert::ConvertArgs {
                 model, output, full_attn, swa, window, block, heads, dk, dv, format, layout, seed, json, cache_dtype,
+            })
+        }
+        Command::Distill {
+            model, output, data, full_attn, swa, window, block, heads, dk, dv, layout, tokenizer, steps, tokens, seq_len, batch, lr,
+            warmup, weight_decay, clip, seed, threads, format, json,
+        } => {
+            if let Some(n) = threads {
+                if let Err(e) = rayon::ThreadPoolBuilder::new().num_threads(n.max(1)).build_global() {
+                    eprintln!("note: --threads {n} not applied: {e}");
+                }
+            }
+            commands::distill::run(&commands::distill::DistillArgs {
+                model, output, layout, full_attn, swa, window, block, heads, dk, dv, data, tokenizer, steps, tokens, seq_len, batch, lr,
+                warmup, weight_decay, clip, seed, format, json,
             })
         }
         Command::Generate { model, prompt, chat, system, max_tokens, temperature, top_p, seed, json, tokenizer } => {

@@ -85,6 +85,11 @@ pub fn infer_node(op: &Op, node: &str, inputs: &NodeInputs) -> Result<Option<Vec
                 Fact::new(DType::F32, vec![x[0].clone(), k(spec.heads), k(spec.dk), k(spec.dv)]),
             ]
         })),
+        Op::Backward(b) => Ok(b
+            .wrt
+            .iter()
+            .map(|&slot| inputs.fact(slot).map(|f| Fact { dtype: DType::F32, value: None, ..f.clone() }))
+            .collect()),
         Op::L2Norm { .. } | Op::GatedRmsNorm { .. } | Op::Switch { .. } => {
             Ok(inputs.fact(0).map(|f| vec![Fact { value: None, ..f.clone() }]))
         }

@@ -26,7 +26,7 @@ pub use graph::{Graph, GraphOutput, Node, NodeId, Outlet, OutputInfo};
 
 pub use patch::{Patch, PatchOutlet};
 pub use op::{
-    AttentionSpec, Attr, DynamicConvSpec, JetBlockSpec, LinearAttentionSpec, OnnxOp, Op, RmsNormSpec, RopeStyle, UpdateRule,
+    AttentionSpec, Attr, BackwardSpec, DynamicConvSpec, JetBlockSpec, LinearAttentionSpec, OnnxOp, Op, RmsNormSpec, RopeStyle, UpdateRule,
     JETC_DOMAIN,
 };
 

@@ -350,6 +350,33 @@ pub enum Op {
     /// layer input); the run picks one by index, and only that alternative is evaluated.
     Switch { choices: Vec<String> },
     JetBlock(JetBlockSpec),
+    /// The vector-Jacobian product of another op, as the autodiff pass emits it (see
+    /// [`BackwardSpec`]): forward and backward live in one graph, so the executor (and later
+    /// the codegen) runs both.
+    Backward(BackwardSpec),
+}
+
+/// The backward of one forward op.
+///
+/// Inputs: the forward node's inputs by slot (`forward_inputs` slots, absent ones `None`),
+/// then one cotangent per forward output (`forward_outputs` slots; `None` where that output
+/// does not reach the loss). Outputs: the gradient of the forward input in each slot of
+/// `wrt`, in that order, with that input's fact (f32 whatever the forward dtype).
+/// Backward kernels recompute what they need from the forward inputs (nothing saved but the
+/// inputs, which the executor keeps alive until their last backward use).
+#[derive(Clone, Debug, PartialEq)]
+pub struct BackwardSpec {
+    pub forward: Box<Op>,
+    pub forward_inputs: usize,
+    pub forward_outputs: usize,
+    pub wrt: Vec<usize>,
+}
+
+impl BackwardSpec {
+    /// Slot of the cotangent of forward output `i` among the node's inputs.
+    pub fn cotangent_slot(&self, i: usize) -> usize {
+        self.forward_inputs + i
+    }
 }
 
 impl Op {
@@ -369,6 +396,7 @@ impl Op {
             Op::GatedRmsNorm { .. } => "GatedRmsNorm".into(),
             Op::Switch { .. } => "Switch".into(),
             Op::JetBlock(_) => "JetBlock".into(),
+            Op::Backward(b) => format!("Backward[{}]", b.forward.name()),
         }
     }
 

@@ -79,6 +79,13 @@ pub fn print_graph(g: &Graph) -> Result<String> {
                 if s.packed { ", packed" } else { "" }
             ),
             Op::Switch { choices } => format!("{} = Switch({}) {{choices=[{}]}}", results.join(", "), args.join(", "), choices.join(",")),
+            Op::Backward(b) => format!(
+                "{} = {}({}) {{wrt=[{}]}}",
+                results.join(", "),
+                node.op.name(),
+                args.join(", "),
+                b.wrt.iter().map(|w| w.to_string()).collect::<Vec<_>>().join(",")
+            ),
             other => format!("{} = {}({})", results.join(", "), other.name(), args.join(", ")),
         };
         let _ = writeln!(out, "  {line}");

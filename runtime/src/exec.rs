@@ -1,6 +1,10 @@
 //! The executor: runs a graph on named inputs in topological order, freeing each value after
 //! its last use. Constants are converted to run-time values once per [`Session`] and reused
 //! across runs (token-by-token generation runs the same session many times).
+//!
+//! Training binds parameters per run instead ([`Params`]): a bound value replaces a constant
+//! for that run only, so an optimizer updates weights without rebuilding the session.
+//! Supernet switches are chosen per run, by position or by the alternative's name.
 use std::collections::{BTreeMap, HashMap};
 use std::sync::OnceLock;
 
@@ -10,6 +14,9 @@ use crate::decoder_ops;
 use crate::error::{Result, RuntimeError};
 use crate::onnx_ops;
 use crate::value::{Data, Value};
+
+/// Values bound to constant nodes (weights) for one run, by node id.
+pub type Params = HashMap<NodeId, Value>;
 
 pub struct Session<'g> {
     graph: &'g Graph,
@@ -55,8 +62,60 @@ impl<'g> Session<'g> {
 
     /// Runs with `choices[i]` selecting the alternative of the i-th `Switch` (in topological
     /// order; missing entries take 0). Only the nodes the chosen path needs are evaluated.
-    pub fn run_with_choices(&self, mut inputs: HashMap<String, Value>, choices: &[usize]) -> Result<Vec<(String, Value)>> {
+    pub fn run_with_choices(&self, inputs: HashMap<String, Value>, choices: &[usize]) -> Result<Vec<(String, Value)>> {
+        self.run_with(inputs, &Params::new(), choices)
+    }
+
+    /// The supernet switches in the order `choices` indexes them: node name and the names of
+    /// its alternatives.
+    pub fn switches(&self) -> Result<Vec<(String, Vec<String>)>> {
+        self.switches
+            .iter()
+            .map(|&id| {
+                let node = self.graph.node(id)?;
+                match &node.op {
+                    Op::Switch { choices } => Ok((node.name.clone(), choices.clone())),
+                    _ => Ok((node.name.clone(), Vec::new())),
+                }
+            })
+            .collect()
+    }
+
+    /// Switch positions for alternative names, one name per switch in layer order (`None`
+    /// keeps the first alternative). An unknown name is an error listing the switch's choices.
+    pub fn choice_indices(&self, names: &[Option<&str>]) -> Result<Vec<usize>> {
+        let switches = self.switches()?;
+        if names.len() > switches.len() {
+            return Err(RuntimeError::Input {
+                name: "choices".into(),
+                msg: format!("{} choices given, the graph has {} switches", names.len(), switches.len()),
+            });
+        }
+        let mut out = Vec::with_capacity(names.len());
+        for ((node, choices), name) in switches.iter().zip(names) {
+            let Some(name) = name else {
+                out.push(0);
+                continue;
+            };
+            let i = choices.iter().position(|c| c == name).ok_or_else(|| {
+                RuntimeError::node(node, "Switch", format!("no alternative `{name}` (it has: {})", choices.join(", ")))
+            })?;
+            out.push(i);
+        }
+        Ok(out)
+    }
+
+    /// Runs with alternatives chosen by name (see [`Session::choice_indices`]).
+    pub fn run_with_named_choices(&self, inputs: HashMap<String, Value>, names: &[Option<&str>]) -> Result<Vec<(String, Value)>> {
+        let choices = self.choice_indices(names)?;
+        self.run_with(inputs, &Params::new(), &choices)
+    }
+
+    /// Runs with `params` bound in place of the constants of those nodes (for this run only)
+    /// and switches chosen by position. A bound value must have its constant's shape.
+    pub fn run_with(&self, mut inputs: HashMap<String, Value>, params: &Params, choices: &[usize]) -> Result<Vec<(String, Value)>> {
         check_inputs(self.graph, &inputs)?;
+        self.check_params(params)?;
         let needed = self.needed(choices)?;
         let mut profile = std::env::var_os("JETC_PROFILE").map(|_| BTreeMap::<String, (usize, f64)>::new());
         let mut env: HashMap<Outlet, Value> = HashMap::new();
@@ -78,7 +137,7 @@ impl<'g> Session<'g> {
                     let o = node.inputs().get(pick).copied().flatten().ok_or_else(|| {
                         RuntimeError::node(&node.name, "Switch", format!("choice {pick} is out of range ({})", names.join(", ")))
                     })?;
-                    vec![self.lookup(&env, o)?.clone()]
+                    vec![self.lookup(&env, params, o)?.clone()]
                 }
                 op => {
                     let args: Vec<Option<&Value>> = node
@@ -86,12 +145,13 @@ impl<'g> Session<'g> {
                         .iter()
                         .map(|i| match i {
                             None => Ok(None),
-                            Some(o) => self.lookup(&env, *o).map(Some),
+                            Some(o) => self.lookup(&env, params, *o).map(Some),
                         })
                         .collect::<Result<_>>()?;
                     let started = profile.as_ref().map(|_| std::time::Instant::now());
                     let out = match op {
                         Op::Onnx(o) => onnx_ops::eval(o, &node.name, &args, node.outputs.len())?,
+                        Op::Backward(b) => crate::grad::eval(b, &node.name, &args)?,
                         other => decoder_ops::eval(other, &node.name, &args)?,
                     };
                     if let (Some(p), Some(t)) = (profile.as_mut(), started) {
@@ -119,7 +179,7 @@ impl<'g> Session<'g> {
         }
         let mut out = Vec::with_capacity(self.graph.outputs.len());
         for go in &self.graph.outputs {
-            let v = self.lookup(&env, go.outlet)?.clone();
+            let v = self.lookup(&env, params, go.outlet)?.clone();
             out.push((go.name.clone(), v));
         }
         Ok(out)
@@ -150,8 +210,29 @@ impl<'g> Session<'g> {
         Ok(seen)
     }
 
-    fn lookup<'a>(&'a self, env: &'a HashMap<Outlet, Value>, o: Outlet) -> Result<&'a Value> {
+    /// Bound parameters must name constants and keep their shapes.
+    fn check_params(&self, params: &Params) -> Result<()> {
+        for (&id, v) in params {
+            let node = self.graph.node(id)?;
+            let Op::Const(t) = &node.op else {
+                return Err(RuntimeError::node(&node.name, &node.op.name(), "a parameter can only be bound to a constant (weight) node"));
+            };
+            if t.shape() != v.shape() {
+                return Err(RuntimeError::node(
+                    &node.name,
+                    "Const",
+                    format!("bound parameter has shape {:?}, the weight {:?}", v.shape(), t.shape()),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn lookup<'a>(&'a self, env: &'a HashMap<Outlet, Value>, params: &'a Params, o: Outlet) -> Result<&'a Value> {
         if let Some(v) = env.get(&o) {
+            return Ok(v);
+        }
+        if let Some(v) = params.get(&o.node) {
             return Ok(v);
         }
         if let Some(cell) = self.consts.get(&o.node) {

@@ -5,6 +5,7 @@
 pub mod decoder_ops;
 pub mod error;
 pub mod exec;
+pub mod grad;
 pub mod jetblock;
 pub mod linear;
 pub mod mixer_ops;
@@ -13,5 +14,5 @@ pub mod onnx_ops;
 pub mod value;
 
 pub use error::{Result, RuntimeError};
-pub use exec::{check_inputs, check_supported, Session};
+pub use exec::{check_inputs, check_supported, Params, Session};
 pub use value::{Data, Value};

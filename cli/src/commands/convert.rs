@@ -30,28 +30,73 @@ pub struct ConvertArgs {
     pub cache_dtype: Option<String>,
 }
 
-pub fn run(a: &ConvertArgs) -> Result<()> {
-    let layout = match &a.layout {
+/// The layout flags shared by `convert` and `distill`: a layout file, or the per-flag form.
+pub struct LayoutArgs<'a> {
+    pub layout: Option<&'a Path>,
+    pub full_attn: &'a [usize],
+    pub swa: &'a [usize],
+    pub window: Option<usize>,
+    pub block: &'a str,
+    pub heads: Option<usize>,
+    pub dk: Option<usize>,
+    pub dv: Option<usize>,
+}
+
+pub fn layout_of(a: &LayoutArgs) -> Result<Layout> {
+    Ok(match a.layout {
         Some(p) => Layout::from_file(p).map_err(CliError::Msg)?,
         None => Layout {
-            full_attn: a.full_attn.clone(),
-            swa: a.swa.clone(),
+            full_attn: a.full_attn.to_vec(),
+            swa: a.swa.to_vec(),
             window: a.window,
-            block: Block::parse(&a.block).map_err(CliError::Msg)?,
+            block: Block::parse(a.block).map_err(CliError::Msg)?,
             config: MixerConfig { heads: a.heads, dk: a.dk, dv: a.dv, ..MixerConfig::default() },
         },
-    };
-    let (onnx, hf) = match a.format.as_str() {
+    })
+}
+
+pub fn run(a: &ConvertArgs) -> Result<()> {
+    let layout = layout_of(&LayoutArgs {
+        layout: a.layout.as_deref(),
+        full_attn: &a.full_attn,
+        swa: &a.swa,
+        window: a.window,
+        block: &a.block,
+        heads: a.heads,
+        dk: a.dk,
+        dv: a.dv,
+    })?;
+    if !matches!(a.format.as_str(), "onnx" | "jet-hf" | "both" | "auto") {
+        return Err(CliError::Msg(format!("unknown format `{}` (onnx, jet-hf, both or auto)", a.format)));
+    }
+    let mut g = load::load_raised(&a.model)?;
+    convert(&mut g, &layout, a.seed).map_err(|m| CliError::Msg(format!("{}: {m}", a.model.display())))?;
+    write_converted(&g, &a.model, &a.output, &a.format, if a.json { Report::Json } else { Report::Table }, a.cache_dtype.as_deref())
+}
+
+/// Writes a converted graph the way `jetc convert` does: ONNX (lowered to opset 27) and/or
+/// the Jet-Nemotron layout (`format`: onnx, jet-hf, both, auto), the tokenizer of `model`
+/// beside the ONNX, and the summary (table or `--json`). Everything is built in memory
+/// before anything is written.
+/// How `write_converted` reports the converted model's summary on stdout.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Report {
+    Table,
+    Json,
+    /// Nothing on stdout (the caller prints its own summary).
+    Silent,
+}
+
+pub fn write_converted(g: &jetc_ir::Graph, model: &Path, output: &Path, format: &str, report: Report, cache_dtype: Option<&str>) -> Result<()> {
+    let (onnx, hf) = match format {
         "jet-hf" => (false, true),
         "onnx" => (true, false),
         "both" | "auto" => (true, true),
         other => return Err(CliError::Msg(format!("unknown format `{other}` (onnx, jet-hf, both or auto)"))),
     };
-    let auto = a.format == "auto";
-    let kv_dtype = super::inspect::parse_cache_dtype(a.cache_dtype.as_deref())?;
-    let mut g = load::load_raised(&a.model)?;
-    convert(&mut g, &layout, a.seed).map_err(|m| CliError::Msg(format!("{}: {m}", a.model.display())))?;
-    let summary = jetc_passes::summary::summarize_with(&g, kv_dtype).map_err(CliError::Msg)?;
+    let auto = format == "auto";
+    let kv_dtype = super::inspect::parse_cache_dtype(cache_dtype)?;
+    let summary = jetc_passes::summary::summarize_with(g, kv_dtype).map_err(CliError::Msg)?;
     // Build every output in memory before writing any.
     let lowered = if onnx {
         let mut l = g.clone();
@@ -60,10 +105,10 @@ pub fn run(a: &ConvertArgs) -> Result<()> {
     } else {
         None
     };
-    let onnx_path = if hf { a.output.join("model.onnx") } else { a.output.clone() };
+    let onnx_path = if hf { output.join("model.onnx") } else { output.to_path_buf() };
     let mut wrote_hf = hf;
     if hf {
-        match write_jet_hf(&g, &a.output) {
+        match write_jet_hf(g, output) {
             Ok(()) => {}
             // The Jet-Nemotron layout has no place for this hybrid (another linear block, q/k
             // norms, ...): refused before anything is written; ONNX carries it.
@@ -84,21 +129,21 @@ pub fn run(a: &ConvertArgs) -> Result<()> {
         }).sum::<usize>() > (256 << 20);
         export_model(&l, &onnx_path, &ExportOptions { external_data: big, ..Default::default() })?;
     }
-    if a.json {
-        println!("{}", serde_json::to_string_pretty(&super::inspect::to_json(&summary)).unwrap_or_default());
-    } else {
-        super::inspect::print_table(&a.output, &summary);
+    match report {
+        Report::Json => println!("{}", serde_json::to_string_pretty(&super::inspect::to_json(&summary)).unwrap_or_default()),
+        Report::Table => super::inspect::print_table(output, &summary),
+        Report::Silent => {}
     }
     if onnx {
         let dir = onnx_path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-        if let Err(e) = carry_tokenizer(&a.model, dir) {
+        if let Err(e) = carry_tokenizer(model, dir) {
             eprintln!("note: the tokenizer was not written beside the model: {e}");
         }
     }
     match (onnx, wrote_hf) {
         (true, false) => eprintln!("wrote {} (ONNX opset 27)", onnx_path.display()),
-        (false, true) => eprintln!("wrote {} (config.json, model.safetensors)", a.output.display()),
-        _ => eprintln!("wrote {} (model.onnx, config.json, model.safetensors)", a.output.display()),
+        (false, true) => eprintln!("wrote {} (config.json, model.safetensors)", output.display()),
+        _ => eprintln!("wrote {} (model.onnx, config.json, model.safetensors)", output.display()),
     }
     Ok(())
 }

@@ -45,7 +45,7 @@ fn text_of_hf(path: &Path) -> Result<(Tokenizer, Option<ChatTemplate>)> {
 
 /// The tokenizer and (if any) chat template of a `--tokenizer` path: a .gguf, a
 /// tokenizer.json, or a directory holding one.
-fn text_from(path: &Path) -> Result<(Tokenizer, Option<ChatTemplate>)> {
+pub(crate) fn text_from(path: &Path) -> Result<(Tokenizer, Option<ChatTemplate>)> {
     if path.is_file() && is_gguf(path) {
         let file = jetc_gguf::GgufFile::open(path).map_err(msg)?;
         return jetc_text::from_gguf(&file).map_err(msg);
@@ -54,7 +54,7 @@ fn text_from(path: &Path) -> Result<(Tokenizer, Option<ChatTemplate>)> {
 }
 
 /// The tokenizer and (if any) chat template of `model`.
-fn text_of(model: &Path) -> Result<(Tokenizer, Option<ChatTemplate>)> {
+pub(crate) fn text_of(model: &Path) -> Result<(Tokenizer, Option<ChatTemplate>)> {
     if is_gguf(model) {
         let file = jetc_gguf::GgufFile::open(model).map_err(msg)?;
         // A model jetc cannot build is named as such before its tokenizer is read.

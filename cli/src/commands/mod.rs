@@ -1,6 +1,7 @@
 //! One module per `jetc` subcommand.
 pub mod codegen;
 pub mod convert;
+pub mod distill;
 pub mod dump;
 pub mod export;
 pub mod generate;

@@ -11,8 +11,8 @@
 
 mod attention;
 mod cast;
-mod common;
-mod elementwise;
+pub(crate) mod common;
+pub(crate) mod elementwise;
 mod gather;
 mod gqa;
 pub(crate) mod matmul;

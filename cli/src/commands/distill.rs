@@ -1,0 +1,244 @@
+//! `jetc distill`: local (teacher-forced) distillation of a layout's linear mixers, then the
+//! distilled model written the way `jetc convert` writes it.
+//!
+//! Every linear layer of the layout gets its block built beside the teacher attention, all
+//! trained at once from one streamed teacher forward per batch (`jetc_train::local`). The run
+//! writes `metrics.jsonl` (one line per step) and `distill.json` (the summary) into the
+//! output directory, and refuses a directory that already holds files.
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use indicatif::{ProgressBar, ProgressStyle};
+use jetc::convert::convert;
+use jetc_ir::{Op, Tensor};
+use jetc_runtime::Session;
+use jetc_train::data::{list_files, pack};
+use jetc_train::feed::prefill_inputs;
+use jetc_train::local::{build_local, initial_values, run_step, LocalGraph};
+use jetc_train::optim::{AdamW, AdamWConfig, Schedule};
+use ndarray::ArrayD;
+use serde_json::json;
+
+use super::convert::{layout_of, write_converted, LayoutArgs, Report};
+use crate::error::{CliError, Result};
+use crate::load;
+
+pub struct DistillArgs {
+    pub model: PathBuf,
+    pub output: PathBuf,
+    pub layout: Option<PathBuf>,
+    pub full_attn: Vec<usize>,
+    pub swa: Vec<usize>,
+    pub window: Option<usize>,
+    pub block: String,
+    pub heads: Option<usize>,
+    pub dk: Option<usize>,
+    pub dv: Option<usize>,
+    pub data: Vec<PathBuf>,
+    pub tokenizer: Option<PathBuf>,
+    pub steps: Option<u64>,
+    pub tokens: Option<u64>,
+    pub seq_len: usize,
+    pub batch: usize,
+    pub lr: f32,
+    pub warmup: Option<u64>,
+    pub weight_decay: f32,
+    pub clip: f32,
+    pub seed: u64,
+    pub format: String,
+    pub json: bool,
+}
+
+fn msg(e: impl std::fmt::Display) -> CliError {
+    CliError::Msg(e.to_string())
+}
+
+/// An output directory is new or empty: never mix two runs.
+fn check_output(dir: &Path) -> Result<()> {
+    if dir.exists() {
+        if !dir.is_dir() {
+            return Err(msg(format!("{}: the output must be a directory", dir.display())));
+        }
+        let mut entries = std::fs::read_dir(dir).map_err(|e| msg(format!("{}: {e}", dir.display())))?;
+        if entries.next().is_some() {
+            return Err(msg(format!("{}: the output directory already holds files (another run?); give a new or empty directory", dir.display())));
+        }
+    }
+    Ok(())
+}
+
+fn batch_ids(windows: &[Vec<i64>], step: u64, batch: usize) -> Vec<i64> {
+    let n = windows.len();
+    (0..batch).flat_map(|i| windows[(step as usize * batch + i) % n].iter().copied()).collect()
+}
+
+/// Mean loss over the held-out windows (at most `max_batches` batches).
+fn heldout_loss(lg: &LocalGraph, session: &Session, windows: &[Vec<i64>], w: &[ArrayD<f32>], batch: usize, max_batches: usize) -> Result<Option<f32>> {
+    if windows.is_empty() {
+        return Ok(None);
+    }
+    let seq = windows[0].len();
+    let mut sum = 0f64;
+    let mut n = 0usize;
+    for chunk in windows.chunks(batch).take(max_batches) {
+        let ids: Vec<i64> = chunk.iter().flatten().copied().collect();
+        let feed = prefill_inputs(&lg.graph, &ids, chunk.len(), seq).map_err(msg)?;
+        sum += run_step(lg, session, feed, w).map_err(msg)?.loss as f64;
+        n += 1;
+    }
+    Ok(Some((sum / n as f64) as f32))
+}
+
+pub fn run(a: &DistillArgs) -> Result<()> {
+    let layout = layout_of(&LayoutArgs {
+        layout: a.layout.as_deref(),
+        full_attn: &a.full_attn,
+        swa: &a.swa,
+        window: a.window,
+        block: &a.block,
+        heads: a.heads,
+        dk: a.dk,
+        dv: a.dv,
+    })?;
+    if !matches!(a.format.as_str(), "onnx" | "jet-hf" | "both" | "auto") {
+        return Err(msg(format!("unknown format `{}` (onnx, jet-hf, both or auto)", a.format)));
+    }
+    if a.batch == 0 || a.seq_len == 0 {
+        return Err(msg("--batch and --seq-len must be at least 1"));
+    }
+    check_output(&a.output)?;
+    let teacher = load::load_raised(&a.model)?;
+    if let Some(ctx) = teacher.meta.get("context_length").and_then(|c| c.parse::<usize>().ok()) {
+        if a.seq_len > ctx {
+            return Err(msg(format!("--seq-len {} is longer than the model's context of {ctx} tokens", a.seq_len)));
+        }
+    }
+    let lg = build_local(&teacher, &layout, a.seed).map_err(|e| msg(format!("{}: {e}", a.model.display())))?;
+    let (tok, _) = match &a.tokenizer {
+        Some(p) => super::generate::text_from(p)?,
+        None => super::generate::text_of(&a.model)?,
+    };
+    let files = list_files(&a.data).map_err(msg)?;
+    let encode = |s: &str| tok.encode(s, false).map_err(|e| e.to_string());
+    let windows = pack(&files, &encode, tok.eos_id(), a.seq_len, 20, a.seed).map_err(msg)?;
+    let steps = match (a.steps, a.tokens) {
+        (Some(s), _) => s,
+        (None, Some(t)) => t.div_ceil((a.batch * a.seq_len) as u64),
+        (None, None) => (windows.train.len() as u64).div_ceil(a.batch as u64),
+    }
+    .max(1);
+    let warmup = a.warmup.unwrap_or((steps / 10).min(100));
+    let schedule = Schedule { peak: a.lr, warmup, total: steps, min_ratio: 0.1 };
+    let session = Session::new(&lg.graph)?;
+    let mut opt = AdamW::new(
+        AdamWConfig { weight_decay: a.weight_decay, clip_norm: (a.clip > 0.0).then_some(a.clip), ..Default::default() },
+        initial_values(&lg).map_err(msg)?,
+    );
+    std::fs::create_dir_all(&a.output).map_err(|e| msg(format!("{}: {e}", a.output.display())))?;
+    let metrics_path = a.output.join("metrics.jsonl");
+    let mut metrics = std::io::BufWriter::new(std::fs::File::create(&metrics_path).map_err(|e| msg(format!("{}: {e}", metrics_path.display())))?);
+    let weights = |o: &AdamW| o.slots.iter().map(|s| s.value.clone()).collect::<Vec<_>>();
+    let heldout_before = heldout_loss(&lg, &session, &windows.heldout, &weights(&opt), a.batch, 4)?;
+    eprintln!(
+        "distilling {} linear layers ({} parameters) on {} train windows of {} tokens ({} documents, {} files), {steps} steps of batch {}",
+        lg.layers.len(),
+        opt.slots.iter().map(|s| s.value.len()).sum::<usize>(),
+        windows.train.len(),
+        a.seq_len,
+        windows.documents,
+        files.len(),
+        a.batch
+    );
+    let bar = ProgressBar::new(steps);
+    bar.set_style(
+        ProgressStyle::with_template("{bar:30} {pos}/{len} steps  {msg}  [{elapsed_precise} ETA {eta_precise}]")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    let started = Instant::now();
+    let (mut first, mut last) = (None, f32::NAN);
+    let mut last_layers = Vec::new();
+    for step in 0..steps {
+        let lr = schedule.lr(step);
+        let ids = batch_ids(&windows.train, step, a.batch);
+        let feed = prefill_inputs(&lg.graph, &ids, a.batch, a.seq_len).map_err(msg)?;
+        let out = run_step(&lg, &session, feed, &weights(&opt)).map_err(msg)?;
+        if !out.loss.is_finite() {
+            return Err(msg(format!("step {step}: the loss is not finite ({}); training stopped, nothing written", out.loss)));
+        }
+        let report = opt.step(&out.grads, lr).map_err(msg)?;
+        first.get_or_insert(out.loss);
+        last = out.loss;
+        last_layers = out.layer_losses.clone();
+        let tokens = (step + 1) * (a.batch * a.seq_len) as u64;
+        let tps = tokens as f64 / started.elapsed().as_secs_f64().max(1e-9);
+        let layers: HashMap<String, f32> = out.layer_losses.iter().map(|(l, v)| (l.to_string(), *v)).collect();
+        let line = json!({"step": step + 1, "tokens": tokens, "loss": out.loss, "lr": lr, "grad_norm": report.grad_norm, "tokens_per_s": tps, "layers": layers});
+        writeln!(metrics, "{line}").map_err(|e| msg(format!("{}: {e}", metrics_path.display())))?;
+        bar.set_message(format!("loss {:.4}  {:.0} tok/s", out.loss, tps));
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+    metrics.flush().map_err(|e| msg(format!("{}: {e}", metrics_path.display())))?;
+    let secs = started.elapsed().as_secs_f64();
+    let trained = weights(&opt);
+    let heldout_after = heldout_loss(&lg, &session, &windows.heldout, &trained, a.batch, 4)?;
+
+    // The converted model, with the distilled weights in place of the initial ones.
+    let mut g = teacher.clone();
+    convert(&mut g, &layout, a.seed).map_err(|m| msg(format!("{}: {m}", a.model.display())))?;
+    let by_name: HashMap<&str, &ArrayD<f32>> = opt.slots.iter().map(|s| (s.name.as_str(), &s.value)).collect();
+    let mut replaced = 0;
+    for id in g.node_ids().collect::<Vec<_>>() {
+        let node = g.node_mut(id)?;
+        if let (Op::Const(t), Some(v)) = (&node.op, by_name.get(node.name.as_str())) {
+            let shape = t.shape().to_vec();
+            let data: Vec<f32> = v.iter().copied().collect();
+            node.op = Op::Const(Tensor::from_f32(shape, &data)?);
+            replaced += 1;
+        }
+    }
+    if replaced != opt.slots.len() {
+        return Err(msg(format!("internal: {replaced} of {} distilled weights found in the converted model", opt.slots.len())));
+    }
+    let tokens = steps * (a.batch * a.seq_len) as u64;
+    let summary = json!({
+        "model": a.model.display().to_string(),
+        "layers": lg.layers,
+        "block": layout.block.name(),
+        "steps": steps,
+        "tokens": tokens,
+        "seconds": secs,
+        "tokens_per_s": tokens as f64 / secs.max(1e-9),
+        "loss_first": first,
+        "loss_last": last,
+        "layer_losses_last": last_layers.iter().map(|(l, v)| json!({"layer": l, "loss": v})).collect::<Vec<_>>(),
+        "heldout_loss_before": heldout_before,
+        "heldout_loss_after": heldout_after,
+        "heldout_windows": windows.heldout.len(),
+        "train_windows": windows.train.len(),
+        "seq_len": a.seq_len,
+        "batch": a.batch,
+        "lr": a.lr,
+        "warmup": warmup,
+        "seed": a.seed,
+    });
+    let summary_path = a.output.join("distill.json");
+    std::fs::write(&summary_path, serde_json::to_string_pretty(&summary).unwrap_or_default()).map_err(|e| msg(format!("{}: {e}", summary_path.display())))?;
+    let model_dir = a.output.join("model");
+    let target = if a.format == "onnx" { model_dir.join("model.onnx") } else { model_dir };
+    write_converted(&g, &a.model, &target, &a.format, Report::Silent, None).map_err(|e| msg(format!("writing the distilled model: {e}")))?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&summary).unwrap_or_default());
+    } else {
+        eprintln!(
+            "distilled in {secs:.1} s ({:.0} tokens/s): loss {:.4} -> {last:.4}; held-out {} -> {}",
+            tokens as f64 / secs.max(1e-9),
+            first.unwrap_or(f32::NAN),
+            heldout_before.map_or("-".into(), |v| format!("{v:.4}")),
+            heldout_after.map_or("-".into(), |v| format!("{v:.4}")),
+        );
+    }
+    Ok(())
+}

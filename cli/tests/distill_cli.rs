@@ -1,0 +1,152 @@
+//! `jetc distill` as a user runs it on a fixture decoder with a word-level tokenizer: the
+//! loss falls, metrics and summary are written, the distilled model runs in onnxruntime and
+//! matches jetc; and bad input is refused with a clear error, nothing overwritten.
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use jetc_runtime::npz::{read_npz, write_npz};
+use jetc_runtime::Session;
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn jetc(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_jetc")).args(args).output().expect("start jetc")
+}
+
+fn fails(out: &Output, words: &[&str]) {
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "jetc should have failed:\n{stderr}");
+    assert!(!stderr.contains("panicked"), "jetc panicked:\n{stderr}");
+    for w in words {
+        assert!(stderr.contains(w), "stderr should mention `{w}`:\n{stderr}");
+    }
+}
+
+struct Tmp(PathBuf);
+impl Drop for Tmp {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+fn tmp(tag: &str) -> Tmp {
+    let d = std::env::temp_dir().join(format!("jetc-distill-cli-{}-{tag}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).expect("tmp");
+    Tmp(d)
+}
+
+/// The llama fixture (vocab 128) with a word-level tokenizer (token i is `w{i}`) and a text
+/// of pseudo-random words.
+fn setup(dir: &Path) -> (PathBuf, PathBuf) {
+    let model = dir.join("model.onnx");
+    std::fs::copy(repo().join("tests/fixtures/llama-dynamo-opset20-eager-nokv/model.onnx"), &model).expect("copy fixture");
+    let vocab: serde_json::Map<String, serde_json::Value> = (0..128).map(|i| (format!("w{i}"), serde_json::json!(i))).collect();
+    let tokenizer = serde_json::json!({
+        "version": "1.0", "truncation": null, "padding": null,
+        "added_tokens": [{"id": 2, "content": "w2", "single_word": false, "lstrip": false, "rstrip": false, "normalized": false, "special": true}],
+        "normalizer": null, "pre_tokenizer": {"type": "WhitespaceSplit"}, "post_processor": null,
+        "decoder": null,
+        "model": {"type": "WordLevel", "vocab": vocab, "unk_token": "w0"}
+    });
+    std::fs::write(dir.join("tokenizer.json"), tokenizer.to_string()).expect("write");
+    std::fs::write(dir.join("tokenizer_config.json"), serde_json::json!({"eos_token": "w2"}).to_string()).expect("write");
+    let mut x = 12345u64;
+    let words: Vec<String> = (0..1200)
+        .map(|_| {
+            x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            format!("w{}", 3 + (x >> 33) % 120)
+        })
+        .collect();
+    let data = dir.join("data.txt");
+    std::fs::write(&data, words.join(" ")).expect("write data");
+    (model, data)
+}
+
+fn python_with_ort() -> Option<PathBuf> {
+    let candidates: Vec<PathBuf> =
+        std::env::var_os("JETC_PYTHON").map(PathBuf::from).into_iter().chain([repo().join(".venv/bin/python")]).collect();
+    for py in candidates {
+        let ok = Command::new(&py).args(["-c", "import onnxruntime, numpy"]).output().map(|o| o.status.success()).unwrap_or(false);
+        if ok {
+            return Some(py);
+        }
+    }
+    if std::env::var_os("CI").is_some() {
+        panic!("CI: no Python with onnxruntime found (set JETC_PYTHON or run .ci/run)");
+    }
+    eprintln!("skipping the onnxruntime check: no Python with onnxruntime (set JETC_PYTHON)");
+    None
+}
+
+#[test]
+fn distills_a_fixture_and_the_result_runs_in_onnxruntime() {
+    let dir = tmp("ok");
+    let (model, data) = setup(&dir.0);
+    let out = dir.0.join("run");
+    let o = jetc(&[
+        "distill", model.to_str().unwrap(), "-o", out.to_str().unwrap(), "--data", data.to_str().unwrap(),
+        "--full-attn", "0", "--seq-len", "16", "--batch", "2", "--steps", "120", "--lr", "2e-2", "--warmup", "2", "--json",
+    ]);
+    assert!(o.status.success(), "distill failed:\n{}", String::from_utf8_lossy(&o.stderr));
+    let s: serde_json::Value = serde_json::from_slice(&o.stdout).expect("--json summary");
+    let (first, last) = (s["loss_first"].as_f64().unwrap(), s["loss_last"].as_f64().unwrap());
+    assert!(last < 0.75 * first, "loss {first} -> {last}");
+    assert_eq!(s["layers"], serde_json::json!([1]));
+    let before = s["heldout_loss_before"].as_f64().expect("held-out windows");
+    let after = s["heldout_loss_after"].as_f64().unwrap();
+    assert!(after < before, "held-out {before} -> {after}");
+    let lines = std::fs::read_to_string(out.join("metrics.jsonl")).expect("metrics");
+    assert_eq!(lines.lines().count(), 120);
+    assert!(out.join("distill.json").is_file());
+    let onnx = out.join("model/model.onnx");
+    assert!(onnx.is_file() && out.join("model/tokenizer.json").is_file());
+
+    // The distilled model: onnxruntime == jetc on the written file.
+    let g = jetc_models::pipeline::load_raised(&onnx).expect("load distilled");
+    let ids: Vec<i64> = (0..2 * 7).map(|i| (i * 11 % 120) as i64).collect();
+    let feed = jetc_train::feed::prefill_inputs(&g, &ids, 2, 7).expect("feed");
+    let session = Session::new(&g).expect("session");
+    let ours = session.run(feed.clone()).expect("run");
+    let Some(py) = python_with_ort() else { return };
+    let inputs: Vec<(String, jetc_runtime::Value)> = feed.into_iter().collect();
+    write_npz(&dir.0.join("in.npz"), &inputs).expect("npz");
+    let r = Command::new(&py).arg(repo().join("scripts/ort_run.py")).args([&onnx, &dir.0.join("in.npz"), &dir.0.join("out.npz")]).output().expect("python");
+    assert!(r.status.success(), "onnxruntime: {}", String::from_utf8_lossy(&r.stderr));
+    let theirs = read_npz(&dir.0.join("out.npz")).expect("ort outputs");
+    let (name, mine) = &ours[0];
+    let other = theirs.iter().find(|(n, _)| n == name).map(|(_, v)| v).expect("same output");
+    let (a, b) = (mine.as_f32().unwrap(), other.as_f32().unwrap());
+    let scale = b.iter().fold(1e-6f32, |m, v| m.max(v.abs()));
+    let err = a.iter().zip(b.iter()).fold(0f32, |m, (x, y)| m.max((x - y).abs())) / scale;
+    assert!(err < 1e-4, "{name}: jetc vs onnxruntime {err:.2e}");
+}
+
+#[test]
+fn bad_input_is_refused_and_nothing_is_overwritten() {
+    let dir = tmp("bad");
+    let (model, data) = setup(&dir.0);
+    let m = model.to_str().unwrap();
+    let d = data.to_str().unwrap();
+    let out = dir.0.join("out");
+    let o = out.to_str().unwrap();
+    // Missing, empty and binary data.
+    fails(&jetc(&["distill", m, "-o", o, "--data", "/nonexistent/x.txt", "--full-attn", "0"]), &["/nonexistent/x.txt", "no such file"]);
+    let empty = dir.0.join("empty.txt");
+    std::fs::write(&empty, "").unwrap();
+    fails(&jetc(&["distill", m, "-o", o, "--data", empty.to_str().unwrap(), "--full-attn", "0"]), &["empty.txt", "empty"]);
+    let bin = dir.0.join("bin.txt");
+    std::fs::write(&bin, [0x41u8, 0xff, 0xfe, 0x00, 0x80]).unwrap();
+    fails(&jetc(&["distill", m, "-o", o, "--data", bin.to_str().unwrap(), "--full-attn", "0"]), &["bin.txt", "not UTF-8"]);
+    // A layout naming a layer that does not exist.
+    fails(&jetc(&["distill", m, "-o", o, "--data", d, "--full-attn", "7"]), &["layer 7", "out of range"]);
+    // Not one window of the asked length.
+    fails(&jetc(&["distill", m, "-o", o, "--data", d, "--full-attn", "0", "--seq-len", "100000"]), &["--seq-len 100000"]);
+    assert!(!out.exists(), "nothing is written on bad input");
+    // An output directory holding another run.
+    std::fs::create_dir_all(&out).unwrap();
+    std::fs::write(out.join("distill.json"), "{}").unwrap();
+    fails(&jetc(&["distill", m, "-o", o, "--data", d, "--full-attn", "0"]), &["already holds files"]);
+    assert_eq!(std::fs::read_to_string(out.join("distill.json")).unwrap(), "{}");
+}

@@ -1,0 +1,146 @@
+//! The fused backward math (norms, dynamic conv, linear attention) against float64 central
+//! finite differences of the same generic forward, on random shapes (proptest); and the f32
+//! instances of those forwards against the executor's kernels.
+use jetc_runtime::grad::dynamic_conv::{self as conv, Conv};
+use jetc_runtime::grad::linear_attention::{head_backward, head_forward, Decay, HeadInputs};
+use jetc_runtime::grad::norms;
+use proptest::prelude::*;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+fn rand_vec(rng: &mut StdRng, n: usize, lo: f64, hi: f64) -> Vec<f64> {
+    (0..n).map(|_| rng.random_range(lo..hi)).collect()
+}
+
+fn dot(a: &[f64], b: &[f64]) -> f64 {
+    a.iter().zip(b).map(|(x, y)| x * y).sum()
+}
+
+/// Central differences of `f` at `x`, one element at a time.
+fn fd(x: &[f64], f: &dyn Fn(&[f64]) -> f64) -> Vec<f64> {
+    let h = 1e-6;
+    (0..x.len())
+        .map(|i| {
+            let mut p = x.to_vec();
+            p[i] += h;
+            let up = f(&p);
+            p[i] -= 2.0 * h;
+            (up - f(&p)) / (2.0 * h)
+        })
+        .collect()
+}
+
+/// max |a - b| / max(max |b|, 1e-3).
+fn rel(a: &[f64], b: &[f64]) -> f64 {
+    assert_eq!(a.len(), b.len());
+    let scale = b.iter().fold(1e-3f64, |m, v| m.max(v.abs()));
+    a.iter().zip(b).fold(0.0f64, |m, (x, y)| m.max((x - y).abs())) / scale
+}
+
+const TOL: f64 = 1e-6;
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(24))]
+
+    #[test]
+    fn norms_match_finite_differences(rows in 1usize..4, d in 1usize..7, heads in 1usize..3, seed in 0u64..1000) {
+        let mut rng = StdRng::seed_from_u64(seed);
+        let eps = 1e-6;
+        // RMSNorm over rows of d.
+        let x = rand_vec(&mut rng, rows * d, -2.0, 2.0);
+        let w = rand_vec(&mut rng, d, 0.5, 1.5);
+        let r = rand_vec(&mut rng, rows * d, -1.0, 1.0);
+        let (dx, dw) = norms::rms_norm_backward(&x, &w, &r, d, eps);
+        prop_assert!(rel(&dx, &fd(&x, &|x| dot(&norms::rms_norm(x, &w, d, eps), &r))) < TOL);
+        prop_assert!(rel(&dw, &fd(&w, &|w| dot(&norms::rms_norm(&x, w, d, eps), &r))) < TOL);
+        // L2Norm and GatedRmsNorm per head of d (rows * heads heads).
+        let n = rows * heads * d;
+        let x = rand_vec(&mut rng, n, -2.0, 2.0);
+        let r = rand_vec(&mut rng, n, -1.0, 1.0);
+        let dx = norms::l2_norm_backward(&x, &r, d, eps);
+        prop_assert!(rel(&dx, &fd(&x, &|x| dot(&norms::l2_norm(x, d, eps), &r))) < TOL);
+        let gate = rand_vec(&mut rng, n, -3.0, 3.0);
+        let (dox, dw, dg) = norms::gated_rms_norm_backward(&x, &w, &gate, &r, d, eps);
+        prop_assert!(rel(&dox, &fd(&x, &|x| dot(&norms::gated_rms_norm(x, &w, &gate, d, eps), &r))) < TOL);
+        prop_assert!(rel(&dw, &fd(&w, &|w| dot(&norms::gated_rms_norm(&x, w, &gate, d, eps), &r))) < TOL);
+        prop_assert!(rel(&dg, &fd(&gate, &|g| dot(&norms::gated_rms_norm(&x, &w, g, d, eps), &r))) < TOL);
+    }
+
+    #[test]
+    fn dynamic_conv_matches_finite_differences(b in 1usize..3, t in 1usize..7, c in 1usize..4, w in 1usize..5, with_past: bool, seed in 0u64..1000) {
+        let mut rng = StdRng::seed_from_u64(seed);
+        let s = Conv { b, t, c, w };
+        let u = rand_vec(&mut rng, b * t * c, -2.0, 2.0);
+        let ker = rand_vec(&mut rng, b * t * c * w, -1.0, 1.0);
+        let past = with_past.then(|| rand_vec(&mut rng, b * c * w, -2.0, 2.0));
+        let ry = rand_vec(&mut rng, b * t * c, -1.0, 1.0);
+        let rp = rand_vec(&mut rng, b * c * w, -1.0, 1.0);
+        let loss = |u: &[f64], k: &[f64], p: Option<&[f64]>| {
+            let (y, present) = conv::forward(&s, u, k, p);
+            dot(&y, &ry) + dot(&present, &rp)
+        };
+        let (du, dk, dp) = conv::backward(&s, &u, &ker, past.as_deref(), Some(&ry), Some(&rp));
+        prop_assert!(rel(&du, &fd(&u, &|u| loss(u, &ker, past.as_deref()))) < TOL);
+        prop_assert!(rel(&dk, &fd(&ker, &|k| loss(&u, k, past.as_deref()))) < TOL);
+        if let Some(p) = &past {
+            prop_assert!(rel(&dp, &fd(p, &|p| loss(&u, &ker, Some(p)))) < TOL);
+        }
+    }
+
+    /// Every rule, GQA groups, d_k != d_v, T not a multiple of the chunk, strong decay and
+    /// g = 0, with and without an initial state and a final-state cotangent.
+    #[test]
+    fn linear_attention_matches_finite_differences(
+        t in 1usize..12, dk in 1usize..5, dv in 1usize..5, group in 1usize..3,
+        rule in 0usize..5, strength in 0usize..3, with_h0: bool, with_ds: bool,
+        chunk in prop::sample::select(vec![1usize, 3, 4, 64]), seed in 0u64..1000,
+    ) {
+        let mut rng = StdRng::seed_from_u64(seed);
+        let q = rand_vec(&mut rng, group * t * dk, -1.0, 1.0);
+        let k = rand_vec(&mut rng, t * dk, -1.0, 1.0);
+        let v = rand_vec(&mut rng, t * dv, -1.0, 1.0);
+        // rule: 0 linear, 1 gated (scalar), 2 gated_vector, 3 delta, 4 gated_delta.
+        let (lo, hi) = match strength { 0 => (-1e-9, 0.0), 1 => (-2.0, -0.01), _ => (-20.0, -5.0) };
+        let decay = match rule {
+            1 | 4 => Some(rand_vec(&mut rng, t, lo, hi)),
+            2 => Some(rand_vec(&mut rng, t * dk, lo, hi)),
+            _ => None,
+        };
+        let beta = matches!(rule, 3 | 4).then(|| rand_vec(&mut rng, t, 0.05, 0.95));
+        let h0 = with_h0.then(|| rand_vec(&mut rng, dk * dv, -1.0, 1.0));
+        let ro = rand_vec(&mut rng, group * t * dv, -1.0, 1.0);
+        let rs = with_ds.then(|| rand_vec(&mut rng, dk * dv, -1.0, 1.0));
+        let vector = rule == 2;
+        let mk = |q: &[f64], k: &[f64], v: &[f64], g: Option<&[f64]>, b: Option<&[f64]>, h: Option<&[f64]>| -> f64 {
+            let x = HeadInputs {
+                t, dk, dv, group, scale: 0.7, q, k, v,
+                decay: match (g, vector) { (None, _) => Decay::None, (Some(g), false) => Decay::Scalar(g), (Some(g), true) => Decay::Vector(g) },
+                beta: b, h0: h,
+            };
+            let (o, s) = head_forward(&x);
+            dot(&o, &ro) + rs.as_ref().map_or(0.0, |r| dot(&s, r))
+        };
+        let x = HeadInputs {
+            t, dk, dv, group, scale: 0.7, q: &q, k: &k, v: &v,
+            decay: match (&decay, vector) { (None, _) => Decay::None, (Some(g), false) => Decay::Scalar(g), (Some(g), true) => Decay::Vector(g) },
+            beta: beta.as_deref(), h0: h0.as_deref(),
+        };
+        let g = head_backward(&x, Some(&ro), rs.as_deref(), chunk);
+        let (gd, bd, hd) = (decay.as_deref(), beta.as_deref(), h0.as_deref());
+        prop_assert!(rel(&g.dq, &fd(&q, &|q| mk(q, &k, &v, gd, bd, hd))) < TOL, "dq");
+        prop_assert!(rel(&g.dk, &fd(&k, &|k| mk(&q, k, &v, gd, bd, hd))) < TOL, "dk");
+        prop_assert!(rel(&g.dv, &fd(&v, &|v| mk(&q, &k, v, gd, bd, hd))) < TOL, "dv");
+        if let Some(d) = &decay {
+            prop_assert!(rel(&g.ddecay, &fd(d, &|d| mk(&q, &k, &v, Some(d), bd, hd))) < TOL, "ddecay");
+        }
+        if let Some(b) = &beta {
+            prop_assert!(rel(&g.dbeta, &fd(b, &|b| mk(&q, &k, &v, gd, Some(b), hd))) < TOL, "dbeta");
+        }
+        if let Some(h) = &h0 {
+            prop_assert!(rel(&g.dh0, &fd(h, &|h| mk(&q, &k, &v, gd, bd, Some(h)))) < TOL, "dh0");
+        }
+        // Checkpoint spacing changes only where states are recomputed from, not the result.
+        let one = head_backward(&x, Some(&ro), rs.as_deref(), 1);
+        prop_assert!(rel(&one.dk, &g.dk) < 1e-12 && rel(&one.dq, &g.dq) < 1e-12);
+    }
+}

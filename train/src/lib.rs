@@ -1,0 +1,12 @@
+//! Training on top of the executor and the autodiff pass: the optimizer ([`optim`]: AdamW
+//! with decoupled weight decay, warmup + cosine schedules, global-norm clipping, parameter
+//! groups), the losses ([`loss`]: the normalized MSE of feature distillation), and local
+//! teacher-forced distillation of a layout's linear mixers as one graph ([`local`]).
+pub mod data;
+pub mod error;
+pub mod feed;
+pub mod local;
+pub mod loss;
+pub mod optim;
+
+pub use error::{Result, TrainError};
