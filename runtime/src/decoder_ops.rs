@@ -187,13 +187,13 @@ fn swiglu(inputs: &[Option<&Value>]) -> R<Vec<Value>> {
 }
 
 /// A RoPE table viewed as [batch|1, T, width].
-struct Table<'a> {
-    data: std::borrow::Cow<'a, [f32]>,
-    batch: usize,
-    width: usize,
+pub(crate) struct Table<'a> {
+    pub data: std::borrow::Cow<'a, [f32]>,
+    pub batch: usize,
+    pub width: usize,
 }
 
-fn rope_table<'a>(v: &'a Value, t: usize, what: &str) -> R<Table<'a>> {
+pub(crate) fn rope_table<'a>(v: &'a Value, t: usize, what: &str) -> R<Table<'a>> {
     let a = floats(v, what)?;
     let s = a.shape();
     let (batch, tt, width) = match s.len() {
@@ -209,7 +209,7 @@ fn rope_table<'a>(v: &'a Value, t: usize, what: &str) -> R<Table<'a>> {
 }
 
 /// Rotates one head vector in place.
-fn apply_rope(x: &mut [f32], cos: &[f32], sin: &[f32], rot: usize, style: RopeStyle) {
+pub(crate) fn apply_rope(x: &mut [f32], cos: &[f32], sin: &[f32], rot: usize, style: RopeStyle) {
     let half = rot / 2;
     let full = cos.len() >= rot;
     match style {
@@ -256,7 +256,7 @@ fn last_tokens(x: &[f32], groups: usize, len: usize, keep: usize, d: usize) -> V
 
 /// In-place softmax of one score row; `visible(j)` is `None` for a hidden key, else the
 /// additive mask value. A row with no visible key becomes zeros.
-fn masked_softmax(row: &mut [f32], visible: impl Fn(usize) -> Option<f32>) {
+pub(crate) fn masked_softmax(row: &mut [f32], visible: impl Fn(usize) -> Option<f32>) {
     let mut max = f32::NEG_INFINITY;
     for (j, v) in row.iter_mut().enumerate() {
         *v = match visible(j) {
@@ -281,7 +281,7 @@ fn masked_softmax(row: &mut [f32], visible: impl Fn(usize) -> Option<f32>) {
 }
 
 /// RMSNorm of every group of `w.len()` consecutive elements of `x`, times `w`.
-fn group_rms_norm(x: &mut [f32], w: &[f32], eps: f32, what: &str) -> R<()> {
+pub(crate) fn group_rms_norm(x: &mut [f32], w: &[f32], eps: f32, what: &str) -> R<()> {
     let g = w.len();
     if g == 0 || !x.len().is_multiple_of(g) {
         return Err(format!("{what} weight of {g} elements does not divide the projection"));

@@ -57,10 +57,12 @@ fn check_fd(op: &Op, inputs: Vec<Option<Value>>, n_out: usize, wrt: &[usize], to
     let cot = cotangents(&mut rng, &outs, n_out);
     let grads = backward(op, &inputs, &cot, wrt);
     let h = 1e-3f32;
+    // Errors relative to the op's largest gradient (an input whose true gradient is ~0, such
+    // as a key bias under softmax's shift invariance, is judged against the op's scale).
+    let scale = grads.iter().flat_map(|g| g.iter()).fold(1e-2f64, |m, v| m.max(v.abs() as f64));
     for (g, &slot) in grads.iter().zip(wrt) {
         let x = inputs[slot].as_ref().unwrap().as_f32().unwrap().clone();
         let mut worst = 0f64;
-        let scale = g.iter().fold(1e-2f64, |m, v| m.max(v.abs() as f64));
         for i in 0..x.len() {
             let mut p = inputs.clone();
             let mut xp = x.clone();
@@ -288,4 +290,92 @@ fn non_differentiable_inputs_are_named() {
     assert!(e.contains("NonZero"), "{e}");
     let spec = LinearAttentionSpec { rule: UpdateRule::Dplr, q_heads: 1, kv_heads: 1, dk: 2, dv: 2, scale: 1.0, chunk: 0 };
     assert!(grad::check_rule(&Op::LinearAttention(spec), &[0]).unwrap_err().contains("not trainable yet"));
+}
+
+/// RoPE tables for positions `p..p+t`: [B, T, width] (width = rotary_dim, or half of it).
+fn rope_tables(b: usize, t: usize, p: usize, width: usize) -> (Value, Value) {
+    let f = |trig: fn(f32) -> f32| {
+        Value::f32(ArrayD::from_shape_fn(IxDyn(&[b, t, width]), |i| {
+            let freq = 1.0 / 10000f32.powf((i[2] % (width / 2).max(1)) as f32 / width as f32);
+            trig((p + i[1]) as f32 * freq + 0.1 * i[0] as f32)
+        }))
+    };
+    (f(f32::cos), f(f32::sin))
+}
+
+/// The Attention op: projections with biases, GQA, RoPE (both styles, partial rotary, full
+/// and half tables), q/k norms, soft-capping, windows, boolean and additive masks, a past
+/// cache, and the present cache's cotangent.
+#[test]
+fn attention_op_matches_finite_differences() {
+    use jetc_ir::{AttentionSpec as A, RopeStyle};
+    let mut rng = StdRng::seed_from_u64(40);
+    let (b, t, hid, h, kvh, d) = (2, 5, 8, 4, 2, 4);
+    struct Case {
+        rope: Option<(RopeStyle, usize, usize)>,
+        norms: bool,
+        softcap: Option<f32>,
+        window: Option<usize>,
+        mask: u8,
+        past: usize,
+        present_grad: bool,
+    }
+    let cases = [
+        Case { rope: None, norms: false, softcap: None, window: None, mask: 0, past: 0, present_grad: false },
+        Case { rope: Some((RopeStyle::HalfRotate, 4, 4)), norms: false, softcap: None, window: None, mask: 0, past: 0, present_grad: true },
+        Case { rope: Some((RopeStyle::HalfRotate, 2, 1)), norms: true, softcap: None, window: Some(2), mask: 1, past: 0, present_grad: false },
+        Case { rope: Some((RopeStyle::Interleaved, 4, 2)), norms: false, softcap: Some(2.0), window: None, mask: 2, past: 3, present_grad: true },
+        Case { rope: Some((RopeStyle::Interleaved, 4, 4)), norms: true, softcap: Some(1.5), window: Some(3), mask: 2, past: 2, present_grad: false },
+    ];
+    for (n, cs) in cases.iter().enumerate() {
+        let spec = A {
+            heads: h,
+            kv_heads: kvh,
+            head_dim: d,
+            scale: 0.5,
+            rope: cs.rope.map(|r| r.0),
+            rotary_dim: cs.rope.map_or(d, |r| r.1),
+            causal: true,
+            window: cs.window,
+            qk_norm_eps: cs.norms.then_some(1e-6),
+            softcap: cs.softcap,
+        };
+        let mut inputs: Vec<Option<Value>> = vec![None; A::NUM_INPUTS];
+        inputs[A::X] = Some(rnd(&mut rng, &[b, t, hid], -1.0, 1.0));
+        inputs[A::WQ] = Some(rnd(&mut rng, &[hid, h * d], -0.6, 0.6));
+        inputs[A::BQ] = Some(rnd(&mut rng, &[h * d], -0.3, 0.3));
+        inputs[A::WK] = Some(rnd(&mut rng, &[hid, kvh * d], -0.6, 0.6));
+        inputs[A::BK] = Some(rnd(&mut rng, &[kvh * d], -0.3, 0.3));
+        inputs[A::WV] = Some(rnd(&mut rng, &[hid, kvh * d], -0.6, 0.6));
+        inputs[A::BV] = Some(rnd(&mut rng, &[kvh * d], -0.3, 0.3));
+        inputs[A::WO] = Some(rnd(&mut rng, &[h * d, hid], -0.6, 0.6));
+        inputs[A::BO] = Some(rnd(&mut rng, &[hid], -0.3, 0.3));
+        if let Some((_, _, width)) = cs.rope {
+            let (c, s) = rope_tables(b, t, cs.past, width);
+            inputs[A::COS] = Some(c);
+            inputs[A::SIN] = Some(s);
+        }
+        if cs.past > 0 {
+            inputs[A::PAST_K] = Some(rnd(&mut rng, &[b, kvh, cs.past, d], -1.0, 1.0));
+            inputs[A::PAST_V] = Some(rnd(&mut rng, &[b, kvh, cs.past, d], -1.0, 1.0));
+        }
+        let s_len = cs.past + t;
+        inputs[A::MASK] = match cs.mask {
+            1 => Some(Value::bool(ArrayD::from_shape_fn(IxDyn(&[b, 1, 1, s_len]), |i| !(i[0] == 1 && i[3] == 0)))),
+            2 => Some(rnd(&mut rng, &[1, h, t, s_len], -1.0, 0.0)),
+            _ => None,
+        };
+        if cs.norms {
+            inputs[A::Q_NORM] = Some(rnd(&mut rng, &[d], 0.5, 1.5));
+            inputs[A::K_NORM] = Some(rnd(&mut rng, &[d], 0.5, 1.5));
+        }
+        let mut wrt = vec![A::X, A::WQ, A::BQ, A::WK, A::BK, A::WV, A::BV, A::WO, A::BO];
+        if cs.norms {
+            wrt.extend([A::Q_NORM, A::K_NORM]);
+        }
+        let n_out = if cs.present_grad { 3 } else { 1 };
+        check_fd(&Op::Attention(spec.clone()), inputs, n_out, &wrt, 3e-3, 41 + n as u64);
+    }
+    let spec = A { heads: 1, kv_heads: 1, head_dim: 2, scale: 1.0, rope: None, rotary_dim: 2, causal: true, window: None, qk_norm_eps: None, softcap: None };
+    assert!(grad::check_rule(&Op::Attention(spec), &[A::PAST_K]).unwrap_err().contains("past KV cache"));
 }

@@ -81,3 +81,83 @@ fn jetblock_distills_toward_the_teacher_attention() {
     eprintln!("local distillation: loss {first:.4} -> {last:.4}");
     assert!(last <= 0.1 * first, "loss {first} -> {last}: did not fall to 10%");
 }
+
+/// The student on its own path: a converted model (layer 0 a linear block, layer 1 frozen
+/// attention) scored on its logits; the gradient of layer 0's block flows back through the
+/// frozen attention, SwiGLU MLPs, RMSNorms and the LM head. Directional derivative check.
+#[test]
+fn gradients_flow_through_frozen_attention_and_mlps() {
+    use jetc_ir::{Fact, Op, Outlet};
+    for (name, block) in [("llama-dynamo-opset20-eager-nokv", Block::JetBlock), ("qwen3-dynamo-opset20-eager-nokv", Block::GatedDeltaNet)] {
+        let mut g = load_raised(&fixture(name)).unwrap_or_else(|e| panic!("{e}"));
+        jetc_models::convert::convert(&mut g, &layout(block, vec![1]), 3).unwrap_or_else(|e| panic!("{e}"));
+        let logits = g.outputs.iter().find(|o| o.name == "logits").map(|o| o.outlet).expect("logits");
+        let fact: Fact = g.fact(logits).expect("fact").clone();
+        let target = Outlet::new(g.add_input("target", fact).expect("input"), 0);
+        let loss = jetc_train::loss::normalized_mse(&mut g, "path", logits, target).expect("loss");
+        g.outputs.clear();
+        g.add_output("loss", loss).expect("output");
+        jetc_ir::infer::infer_graph(&mut g).expect("infer");
+        let params: Vec<_> = g
+            .node_ids()
+            .filter(|&id| {
+                let n = g.node(id).expect("node");
+                matches!(n.op, Op::Const(_)) && jetc_passes::linearize::is_block_weight(&n.name) && n.name.starts_with("layers.0.")
+            })
+            .collect();
+        assert!(!params.is_empty());
+        let grads = jetc_autodiff::grad(&mut g, loss, &params).unwrap_or_else(|e| panic!("{e}"));
+        let session = Session::new(&g).unwrap_or_else(|e| panic!("{e}"));
+        let mut rng = StdRng::seed_from_u64(9);
+        let (b, t) = (2, 7);
+        let tokens = ids(&mut rng, b * t, 100);
+        // prefill_inputs refuses unknown inputs (the target): feed it separately.
+        let mut inputs = std::collections::HashMap::new();
+        for (k, v) in jetc_train::feed::prefill_inputs(&without_target(&g), &tokens, b, t).unwrap_or_else(|e| panic!("{e}")) {
+            inputs.insert(k, v);
+        }
+        let vocab = fact_vocab(&g);
+        let tgt = jetc_runtime::Value::f32(ArrayD::from_shape_fn(ndarray::IxDyn(&[b, t, vocab]), |i| ((i[0] * 31 + i[1] * 7 + i[2]) % 13) as f32 * 0.1 - 0.6));
+        inputs.insert("target".to_string(), tgt);
+        let w: Vec<ArrayD<f32>> = params
+            .iter()
+            .map(|&id| match &g.node(id).expect("node").op {
+                Op::Const(t) => jetc_runtime::Value::from_tensor(t).as_f32().expect("f32").clone(),
+                _ => unreachable!(),
+            })
+            .collect();
+        let run = |w: &[ArrayD<f32>]| -> (f64, Vec<ArrayD<f32>>) {
+            let mut p = jetc_runtime::Params::new();
+            for (&id, a) in params.iter().zip(w) {
+                p.insert(id, jetc_runtime::Value::f32(a.clone()));
+            }
+            let outs: std::collections::HashMap<String, jetc_runtime::Value> = session.run_with(inputs.clone(), &p, &[]).expect("run").into_iter().collect();
+            let l = outs["loss"].as_f32().expect("loss").iter().next().copied().expect("scalar") as f64;
+            (l, grads.iter().map(|gr| outs[&gr.output].as_f32().expect("grad").clone()).collect())
+        };
+        let (_, gs) = run(&w);
+        let dirs: Vec<ArrayD<f32>> = w.iter().map(|a| a.mapv(|_| rng.random_range(-1.0f32..1.0))).collect();
+        let norm: f32 = dirs.iter().map(|d| d.iter().map(|v| v * v).sum::<f32>()).sum::<f32>().sqrt();
+        let moved = |s: f32| -> Vec<ArrayD<f32>> { w.iter().zip(&dirs).map(|(a, d)| a + &d.mapv(|v| v * s / norm)).collect() };
+        let h = 1e-2f32;
+        let numeric = (run(&moved(h)).0 - run(&moved(-h)).0) / (2.0 * h as f64);
+        let analytic: f64 = gs.iter().zip(&dirs).map(|(g, d)| g.iter().zip(d.iter()).map(|(&a, &b)| (a * b / norm) as f64).sum::<f64>()).sum();
+        let err = (numeric - analytic).abs() / analytic.abs().max(1e-5);
+        eprintln!("{name} {block:?} path: numeric {numeric:.6e} analytic {analytic:.6e} rel {err:.1e}");
+        assert!(err < 5e-3, "{name} {block:?}: directional derivative {numeric:.6e} vs <grad, d> {analytic:.6e} (rel {err:.2e})");
+    }
+}
+
+/// The graph without its `target` input (for `prefill_inputs`).
+fn without_target(g: &jetc_ir::Graph) -> jetc_ir::Graph {
+    let mut c = g.clone();
+    let keep: Vec<_> = g.inputs.iter().copied().filter(|&id| g.value_name(jetc_ir::Outlet::new(id, 0)) != "target").collect();
+    c.inputs = keep;
+    c
+}
+
+fn fact_vocab(g: &jetc_ir::Graph) -> usize {
+    let id = g.inputs.iter().copied().find(|&id| g.value_name(jetc_ir::Outlet::new(id, 0)) == "target").expect("target");
+    let f = g.fact(jetc_ir::Outlet::new(id, 0)).expect("fact");
+    f.shape.as_ref().and_then(|s| s.last()).and_then(|d| d.as_known()).expect("vocab") as usize
+}
