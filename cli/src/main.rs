@@ -172,6 +172,12 @@ enum Command {
         /// Print the run's summary as JSON.
         #[arg(long)]
         json: bool,
+        /// Write a checkpoint every N steps (and always at the end and on Ctrl-C; 0: only then).
+        #[arg(long, default_value_t = 100)]
+        checkpoint_every: u64,
+        /// Continue the run in the output directory from its newest valid checkpoint (same flags).
+        #[arg(long)]
+        resume: bool,
     },
     /// Generate text: prefill the prompt, then decode token by token (greedy by default).
     /// MODEL is a .gguf, or an .onnx with tokenizer.json (and tokenizer_config.json) beside it.
@@ -298,7 +304,7 @@ fn main() -> ExitCode {
         }
         Command::Distill {
             model, output, data, full_attn, swa, window, block, heads, dk, dv, layout, tokenizer, steps, tokens, seq_len, batch, lr,
-            warmup, weight_decay, clip, seed, threads, format, json,
+            warmup, weight_decay, clip, seed, threads, format, json, checkpoint_every, resume,
         } => {
             if let Some(n) = threads {
                 if let Err(e) = rayon::ThreadPoolBuilder::new().num_threads(n.max(1)).build_global() {
@@ -307,7 +313,7 @@ fn main() -> ExitCode {
             }
             commands::distill::run(&commands::distill::DistillArgs {
                 model, output, layout, full_attn, swa, window, block, heads, dk, dv, data, tokenizer, steps, tokens, seq_len, batch, lr,
-                warmup, weight_decay, clip, seed, format, json,
+                warmup, weight_decay, clip, seed, format, json, checkpoint_every, resume,
             })
         }
         Command::Generate { model, prompt, chat, system, max_tokens, temperature, top_p, seed, json, tokenizer } => {

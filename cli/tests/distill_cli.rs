@@ -150,3 +150,75 @@ fn bad_input_is_refused_and_nothing_is_overwritten() {
     fails(&jetc(&["distill", m, "-o", o, "--data", d, "--full-attn", "0"]), &["already holds files"]);
     assert_eq!(std::fs::read_to_string(out.join("distill.json")).unwrap(), "{}");
 }
+
+fn checkpoint_bytes(run: &Path, step: u64) -> Vec<u8> {
+    let p = run.join(format!("checkpoints/step-{step:08}/state.safetensors"));
+    std::fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+}
+
+fn losses(run: &Path) -> Vec<String> {
+    std::fs::read_to_string(run.join("metrics.jsonl"))
+        .expect("metrics")
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).expect("json line");
+            format!("{}:{}", v["step"], v["loss"])
+        })
+        .collect()
+}
+
+/// A real `jetc distill` killed with SIGKILL mid-run and resumed ends with the same weights
+/// and Adam moments, bit for bit, and the same loss sequence, as an uninterrupted run.
+#[test]
+fn resume_after_sigkill_is_bit_exact() {
+    let dir = tmp("resume");
+    let (model, data) = setup(&dir.0);
+    let (m, d) = (model.to_str().unwrap(), data.to_str().unwrap());
+    let steps = "300";
+    let common = |out: &Path| -> Vec<String> {
+        ["distill", m, "-o", out.to_str().unwrap(), "--data", d, "--full-attn", "0", "--seq-len", "32", "--batch", "4", "--steps", steps, "--checkpoint-every", "50", "--lr", "5e-3"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect()
+    };
+    let a = dir.0.join("a");
+    let o = jetc(&common(&a).iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(o.status.success(), "uninterrupted run failed:\n{}", String::from_utf8_lossy(&o.stderr));
+
+    let b = dir.0.join("b");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_jetc")).args(common(&b)).stderr(std::process::Stdio::null()).spawn().expect("start jetc");
+    let marker = b.join("checkpoints/step-00000050/state.json");
+    let started = std::time::Instant::now();
+    while !marker.exists() {
+        assert!(started.elapsed().as_secs() < 120, "no checkpoint after 120 s");
+        if let Some(status) = child.try_wait().expect("wait") {
+            panic!("the run ended ({status}) before it could be killed");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    child.kill().expect("SIGKILL");
+    let status = child.wait().expect("wait");
+    assert!(!status.success(), "the run was killed, not finished");
+    // Without --resume the directory is refused; with it the run continues.
+    fails(&jetc(&common(&b).iter().map(String::as_str).collect::<Vec<_>>()), &["already holds files"]);
+    let mut args = common(&b);
+    args.push("--resume".into());
+    let o = jetc(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(o.status.success(), "resume failed:\n{}", String::from_utf8_lossy(&o.stderr));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("resuming at step"), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(checkpoint_bytes(&a, 300) == checkpoint_bytes(&b, 300), "weights and moments differ after resume");
+    assert_eq!(losses(&a), losses(&b), "loss sequences differ");
+    // A resume with other settings is refused.
+    let mut other = common(&b);
+    let lr = other.iter().position(|s| s == "--lr").unwrap() + 1;
+    other[lr] = "1e-3".into();
+    other.push("--resume".into());
+    fails(&jetc(&other.iter().map(String::as_str).collect::<Vec<_>>()), &["another model, layout, data or settings"]);
+    // A truncated newest checkpoint is reported and the older one used.
+    let newest = b.join("checkpoints/step-00000300/state.safetensors");
+    let bytes = std::fs::read(&newest).unwrap();
+    std::fs::write(&newest, &bytes[..bytes.len() / 3]).unwrap();
+    let o = jetc(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success() && err.contains("truncated or corrupted") && err.contains("resuming at step 250"), "{err}");
+}

@@ -2,6 +2,7 @@
 //! with decoupled weight decay, warmup + cosine schedules, global-norm clipping, parameter
 //! groups), the losses ([`loss`]: the normalized MSE of feature distillation), and local
 //! teacher-forced distillation of a layout's linear mixers as one graph ([`local`]).
+pub mod checkpoint;
 pub mod data;
 pub mod error;
 pub mod feed;

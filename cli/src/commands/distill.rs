@@ -49,10 +49,41 @@ pub struct DistillArgs {
     pub seed: u64,
     pub format: String,
     pub json: bool,
+    pub checkpoint_every: u64,
+    pub resume: bool,
 }
 
 fn msg(e: impl std::fmt::Display) -> CliError {
     CliError::Msg(e.to_string())
+}
+
+/// What identifies a run: a resumed run must have been started with the same model, layout,
+/// data and hyper-parameters (SHA-256 of their description).
+fn fingerprint(a: &DistillArgs, layout: &jetc::convert::Layout, files: &[PathBuf]) -> String {
+    use sha2::{Digest, Sha256};
+    let data: Vec<String> = files
+        .iter()
+        .map(|f| format!("{}:{}", f.display(), std::fs::metadata(f).map(|m| m.len()).unwrap_or(0)))
+        .collect();
+    let text = format!(
+        "model={} layout={layout:?} data={data:?} steps={:?} tokens={:?} seq_len={} batch={} lr={} warmup={:?} wd={} clip={} seed={}",
+        a.model.display(), a.steps, a.tokens, a.seq_len, a.batch, a.lr, a.warmup, a.weight_decay, a.clip, a.seed
+    );
+    Sha256::digest(text.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The metrics lines of steps up to `step` (a resumed run continues the file from there).
+fn keep_metrics(path: &Path, step: u64) -> Result<()> {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let kept: Vec<&str> = text
+        .lines()
+        .filter(|l| serde_json::from_str::<serde_json::Value>(l).ok().and_then(|v| v["step"].as_u64()).is_some_and(|s| s <= step))
+        .collect();
+    let mut body = kept.join("\n");
+    if !body.is_empty() {
+        body.push('\n');
+    }
+    std::fs::write(path, body).map_err(|e| msg(format!("{}: {e}", path.display())))
 }
 
 /// An output directory is new or empty: never mix two runs.
@@ -108,7 +139,13 @@ pub fn run(a: &DistillArgs) -> Result<()> {
     if a.batch == 0 || a.seq_len == 0 {
         return Err(msg("--batch and --seq-len must be at least 1"));
     }
-    check_output(&a.output)?;
+    if a.resume {
+        if !jetc_train::checkpoint::checkpoints_dir(&a.output).is_dir() {
+            return Err(msg(format!("{}: nothing to resume (no checkpoints/ in it)", a.output.display())));
+        }
+    } else {
+        check_output(&a.output)?;
+    }
     let teacher = load::load_raised(&a.model)?;
     if let Some(ctx) = teacher.meta.get("context_length").and_then(|c| c.parse::<usize>().ok()) {
         if a.seq_len > ctx {
@@ -136,11 +173,49 @@ pub fn run(a: &DistillArgs) -> Result<()> {
         AdamWConfig { weight_decay: a.weight_decay, clip_norm: (a.clip > 0.0).then_some(a.clip), ..Default::default() },
         initial_values(&lg).map_err(msg)?,
     );
-    std::fs::create_dir_all(&a.output).map_err(|e| msg(format!("{}: {e}", a.output.display())))?;
-    let metrics_path = a.output.join("metrics.jsonl");
-    let mut metrics = std::io::BufWriter::new(std::fs::File::create(&metrics_path).map_err(|e| msg(format!("{}: {e}", metrics_path.display())))?);
     let weights = |o: &AdamW| o.slots.iter().map(|s| s.value.clone()).collect::<Vec<_>>();
     let heldout_before = heldout_loss(&lg, &session, &windows.heldout, &weights(&opt), a.batch, 4)?;
+    let print = fingerprint(a, &layout, &files);
+    let mut start = 0u64;
+    if a.resume {
+        let ck = jetc_train::checkpoint::latest(&a.output)
+            .map_err(msg)?
+            .ok_or_else(|| msg(format!("{}: nothing to resume (no checkpoint)", a.output.display())))?;
+        for (dir, why) in &ck.skipped {
+            eprintln!("note: skipping {}: {why}", dir.display());
+        }
+        if ck.meta.fingerprint != print {
+            return Err(msg(format!(
+                "{}: the checkpoint belongs to a run with another model, layout, data or settings; resume with the same flags",
+                ck.dir.display()
+            )));
+        }
+        jetc_train::checkpoint::restore(&mut opt, &ck).map_err(msg)?;
+        start = ck.meta.step;
+        eprintln!("resuming at step {start} from {}", ck.dir.display());
+    }
+    std::fs::create_dir_all(&a.output).map_err(|e| msg(format!("{}: {e}", a.output.display())))?;
+    let metrics_path = a.output.join("metrics.jsonl");
+    if a.resume {
+        keep_metrics(&metrics_path, start)?;
+    }
+    let metrics_file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .truncate(false)
+        .open(&metrics_path)
+        .map_err(|e| msg(format!("{}: {e}", metrics_path.display())))?;
+    let mut metrics = std::io::BufWriter::new(metrics_file);
+    let interrupted = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    {
+        let flag = interrupted.clone();
+        if let Err(e) = ctrlc::set_handler(move || flag.store(true, std::sync::atomic::Ordering::SeqCst)) {
+            eprintln!("note: Ctrl-C will not write a checkpoint: {e}");
+        }
+    }
+    let save = |opt: &AdamW| -> Result<PathBuf> {
+        jetc_train::checkpoint::save(&a.output, opt, opt.step * a.batch as u64, &print, 2).map_err(msg)
+    };
     eprintln!(
         "distilling {} linear layers ({} parameters) on {} train windows of {} tokens ({} documents, {} files), {steps} steps of batch {}",
         lg.layers.len(),
@@ -152,14 +227,23 @@ pub fn run(a: &DistillArgs) -> Result<()> {
         a.batch
     );
     let bar = ProgressBar::new(steps);
+    bar.set_position(start);
     bar.set_style(
         ProgressStyle::with_template("{bar:30} {pos}/{len} steps  {msg}  [{elapsed_precise} ETA {eta_precise}]")
             .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
     let started = Instant::now();
     let (mut first, mut last) = (None, f32::NAN);
+    if a.resume {
+        // The run's first loss is the first line of its metrics.
+        first = std::fs::read_to_string(&metrics_path)
+            .ok()
+            .and_then(|t| t.lines().next().and_then(|l| serde_json::from_str::<serde_json::Value>(l).ok()))
+            .and_then(|v| v["loss"].as_f64())
+            .map(|v| v as f32);
+    }
     let mut last_layers = Vec::new();
-    for step in 0..steps {
+    for step in start..steps {
         let lr = schedule.lr(step);
         let ids = batch_ids(&windows.train, step, a.batch);
         let feed = prefill_inputs(&lg.graph, &ids, a.batch, a.seq_len).map_err(msg)?;
@@ -172,13 +256,26 @@ pub fn run(a: &DistillArgs) -> Result<()> {
         last = out.loss;
         last_layers = out.layer_losses.clone();
         let tokens = (step + 1) * (a.batch * a.seq_len) as u64;
-        let tps = tokens as f64 / started.elapsed().as_secs_f64().max(1e-9);
+        let tps = (step + 1 - start) as f64 * (a.batch * a.seq_len) as f64 / started.elapsed().as_secs_f64().max(1e-9);
         let layers: HashMap<String, f32> = out.layer_losses.iter().map(|(l, v)| (l.to_string(), *v)).collect();
         let line = json!({"step": step + 1, "tokens": tokens, "loss": out.loss, "lr": lr, "grad_norm": report.grad_norm, "tokens_per_s": tps, "layers": layers});
         writeln!(metrics, "{line}").map_err(|e| msg(format!("{}: {e}", metrics_path.display())))?;
         bar.set_message(format!("loss {:.4}  {:.0} tok/s", out.loss, tps));
         bar.inc(1);
+        let done = step + 1;
+        if a.checkpoint_every > 0 && done % a.checkpoint_every == 0 && done < steps {
+            metrics.flush().map_err(|e| msg(format!("{}: {e}", metrics_path.display())))?;
+            save(&opt)?;
+        }
+        if interrupted.load(std::sync::atomic::Ordering::SeqCst) {
+            bar.finish_and_clear();
+            metrics.flush().map_err(|e| msg(format!("{}: {e}", metrics_path.display())))?;
+            let dir = save(&opt)?;
+            return Err(msg(format!("interrupted at step {done}: checkpoint {} written; continue with --resume", dir.display())));
+        }
     }
+    metrics.flush().map_err(|e| msg(format!("{}: {e}", metrics_path.display())))?;
+    save(&opt)?;
     bar.finish_and_clear();
     metrics.flush().map_err(|e| msg(format!("{}: {e}", metrics_path.display())))?;
     let secs = started.elapsed().as_secs_f64();

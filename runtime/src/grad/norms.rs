@@ -5,11 +5,29 @@
 //! With `n = x * r` and `r = 1 / sqrt(mean(x^2) + eps)` per row (RMS) or
 //! `r = 1 / sqrt(sum(x^2) + eps)` per head (L2), the backward of `n` is
 //! `dx = r (dn - n mean(dn n))` (RMS) and `dx = r (dn - n sum(dn n))` (L2).
+//!
+//! Weight gradients sum over rows in fixed blocks of [`ROW_BLOCK`] rows, added in order, so
+//! the result is the same bits whatever the thread count or work stealing (resumed training
+//! reproduces an uninterrupted run exactly).
 use ndarray::{ArrayD, IxDyn};
 use rayon::prelude::*;
 
 use super::real::{silu, silu_grad, Real};
 use super::{Bwd, R};
+
+/// Rows per block of the weight-gradient partial sums.
+pub const ROW_BLOCK: usize = 64;
+
+/// Sums per-block partial vectors in block order.
+fn sum_blocks<T: Real>(parts: Vec<Vec<T>>, d: usize) -> Vec<T> {
+    let mut out = vec![T::zero(); d];
+    for p in parts {
+        for (a, b) in out.iter_mut().zip(p) {
+            *a += b;
+        }
+    }
+    out
+}
 
 /// 1 / sqrt(sum(x^2) / div + eps).
 fn inv_norm<T: Real>(x: &[T], div: T, eps: T) -> T {
@@ -41,30 +59,25 @@ pub fn rms_norm<T: Real>(x: &[T], w: &[T], d: usize, eps: T) -> Vec<T> {
 /// Backward of [`rms_norm`]: (dx, dw).
 pub fn rms_norm_backward<T: Real>(x: &[T], w: &[T], dy: &[T], d: usize, eps: T) -> (Vec<T>, Vec<T>) {
     let div = T::of(d as f64);
+    let d1 = d.max(1);
     let mut dx = vec![T::zero(); x.len()];
-    let partial: Vec<Vec<T>> = dx
-        .par_chunks_mut(d.max(1))
-        .zip(x.par_chunks(d.max(1)).zip(dy.par_chunks(d.max(1))))
-        .fold(
-            || vec![T::zero(); d],
-            |mut dw, (dxr, (xr, gr))| {
+    let parts: Vec<Vec<T>> = dx
+        .par_chunks_mut(d1 * ROW_BLOCK)
+        .zip(x.par_chunks(d1 * ROW_BLOCK).zip(dy.par_chunks(d1 * ROW_BLOCK)))
+        .map(|(dxb, (xb, gb))| {
+            let mut dw = vec![T::zero(); d];
+            for (dxr, (xr, gr)) in dxb.chunks_mut(d1).zip(xb.chunks(d1).zip(gb.chunks(d1))) {
                 let r = inv_norm(xr, div, eps);
                 let dn: Vec<T> = gr.iter().zip(w).map(|(&g, &wi)| g * wi).collect();
                 norm_row_vjp(xr, &dn, r, div, dxr);
                 for ((acc, &v), &g) in dw.iter_mut().zip(xr).zip(gr) {
                     *acc += g * v * r;
                 }
-                dw
-            },
-        )
+            }
+            dw
+        })
         .collect();
-    let mut dw = vec![T::zero(); d];
-    for p in partial {
-        for (a, b) in dw.iter_mut().zip(p) {
-            *a += b;
-        }
-    }
-    (dx, dw)
+    (dx, sum_blocks(parts, d))
 }
 
 /// Per-head L2 normalisation of rows of `d`: y = x / sqrt(sum(x^2) + eps).
@@ -102,15 +115,17 @@ pub fn gated_rms_norm<T: Real>(o: &[T], w: &[T], gate: &[T], d: usize, eps: T) -
 /// Backward of [`gated_rms_norm`]: (do, dw, dgate).
 pub fn gated_rms_norm_backward<T: Real>(o: &[T], w: &[T], gate: &[T], dy: &[T], d: usize, eps: T) -> (Vec<T>, Vec<T>, Vec<T>) {
     let div = T::of(d as f64);
+    let d1 = d.max(1);
+    let blk = d1 * ROW_BLOCK;
     let mut dox = vec![T::zero(); o.len()];
     let mut dg = vec![T::zero(); o.len()];
-    let partial: Vec<Vec<T>> = dox
-        .par_chunks_mut(d.max(1))
-        .zip(dg.par_chunks_mut(d.max(1)))
-        .zip(o.par_chunks(d.max(1)).zip(gate.par_chunks(d.max(1))).zip(dy.par_chunks(d.max(1))))
-        .fold(
-            || vec![T::zero(); d],
-            |mut dw, ((dor, dgr), ((or, gr), yr))| {
+    let parts: Vec<Vec<T>> = dox
+        .par_chunks_mut(blk)
+        .zip(dg.par_chunks_mut(blk))
+        .zip(o.par_chunks(blk).zip(gate.par_chunks(blk)).zip(dy.par_chunks(blk)))
+        .map(|((dob, dgb), ((ob, gb), yb))| {
+            let mut dw = vec![T::zero(); d];
+            for ((dor, dgr), ((or, gr), yr)) in dob.chunks_mut(d1).zip(dgb.chunks_mut(d1)).zip(ob.chunks(d1).zip(gb.chunks(d1)).zip(yb.chunks(d1))) {
                 let r = inv_norm(or, div, eps);
                 let mut dn = vec![T::zero(); d];
                 for i in 0..d {
@@ -121,17 +136,11 @@ pub fn gated_rms_norm_backward<T: Real>(o: &[T], w: &[T], gate: &[T], dy: &[T], 
                     dgr[i] = yr[i] * n * w[i] * silu_grad(gr[i]);
                 }
                 norm_row_vjp(or, &dn, r, div, dor);
-                dw
-            },
-        )
+            }
+            dw
+        })
         .collect();
-    let mut dw = vec![T::zero(); d];
-    for p in partial {
-        for (a, b) in dw.iter_mut().zip(p) {
-            *a += b;
-        }
-    }
-    (dox, dw, dg)
+    (dox, sum_blocks(parts, d), dg)
 }
 
 fn data(a: &ArrayD<f32>) -> Vec<f32> {
