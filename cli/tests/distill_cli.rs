@@ -222,3 +222,19 @@ fn resume_after_sigkill_is_bit_exact() {
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(o.status.success() && err.contains("truncated or corrupted") && err.contains("resuming at step 250"), "{err}");
 }
+
+/// A window longer than the model's context (GGUF `context_length`) is refused before any
+/// data is read. Needs SmolLM2's GGUF (JETC_SMOLLM2_GGUF, which scripts/test.sh sets).
+#[test]
+fn seq_len_longer_than_the_context_is_refused() {
+    let Some(gguf) = std::env::var_os("JETC_SMOLLM2_GGUF") else {
+        assert!(std::env::var_os("CI").is_none(), "CI: JETC_SMOLLM2_GGUF is not set");
+        eprintln!("skipping: JETC_SMOLLM2_GGUF not set");
+        return;
+    };
+    let dir = tmp("ctx");
+    let out = dir.0.join("out");
+    let o = jetc(&["distill", gguf.to_str().unwrap(), "-o", out.to_str().unwrap(), "--data", "/nonexistent", "--full-attn", "3,12,20", "--seq-len", "100000"]);
+    fails(&o, &["--seq-len 100000", "context of 8192 tokens"]);
+    assert!(!out.exists());
+}

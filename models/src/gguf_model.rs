@@ -290,6 +290,10 @@ pub fn build_graph(file: &GgufFile) -> Result<Graph, GgufModelError> {
         });
     }
     g.meta.insert("gguf.architecture".into(), arch.architecture.clone());
+    if let Some(n) = arch.context_length {
+        // Read by training (a window longer than the model's context is refused).
+        g.meta.insert("context_length".into(), n.to_string());
+    }
     Ok(g)
 }
 

@@ -26,6 +26,19 @@ pub struct Session<'g> {
     consts: HashMap<NodeId, OnceLock<Value>>,
     /// Supernet switches in topological order (layer order).
     switches: Vec<NodeId>,
+    /// Peak bytes of the values alive at once during the last run (inputs and intermediates;
+    /// constants and bound parameters not counted).
+    peak_bytes: std::sync::atomic::AtomicUsize,
+}
+
+/// Bytes a run-time value holds (floats as f32, integers as i64).
+fn value_bytes(v: &Value) -> usize {
+    v.len()
+        * match v.data {
+            Data::F(_) => 4,
+            Data::I(_) => 8,
+            Data::B(_) => 1,
+        }
 }
 
 impl<'g> Session<'g> {
@@ -51,7 +64,7 @@ impl<'g> Session<'g> {
         for go in &graph.outputs {
             last_use.insert(go.outlet, usize::MAX);
         }
-        Ok(Session { graph, order, last_use, consts, switches })
+        Ok(Session { graph, order, last_use, consts, switches, peak_bytes: std::sync::atomic::AtomicUsize::new(0) })
     }
 
     /// Runs the graph. Inputs are matched by name; outputs come back under the graph's output
@@ -64,6 +77,13 @@ impl<'g> Session<'g> {
     /// order; missing entries take 0). Only the nodes the chosen path needs are evaluated.
     pub fn run_with_choices(&self, inputs: HashMap<String, Value>, choices: &[usize]) -> Result<Vec<(String, Value)>> {
         self.run_with(inputs, &Params::new(), choices)
+    }
+
+    /// Peak bytes of the values alive at once during the last run: what the executor's
+    /// liveness (each value freed after its last use, forward values after their last
+    /// backward use) kept in memory, constants and bound parameters aside.
+    pub fn last_peak_bytes(&self) -> usize {
+        self.peak_bytes.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// The supernet switches in the order `choices` indexes them: node name and the names of
@@ -119,12 +139,15 @@ impl<'g> Session<'g> {
         let needed = self.needed(choices)?;
         let mut profile = std::env::var_os("JETC_PROFILE").map(|_| BTreeMap::<String, (usize, f64)>::new());
         let mut env: HashMap<Outlet, Value> = HashMap::new();
+        let (mut live, mut peak) = (0usize, 0usize);
         for &id in &self.graph.inputs {
             let name = self.graph.value_name(Outlet::new(id, 0)).to_string();
             if let Some(v) = inputs.remove(&name) {
+                live += value_bytes(&v);
                 env.insert(Outlet::new(id, 0), v);
             }
         }
+        peak = peak.max(live);
         for (step, &id) in self.order.iter().enumerate() {
             let node = self.graph.node(id)?;
             if !needed.contains(&id) {
@@ -165,15 +188,22 @@ impl<'g> Session<'g> {
             for (slot, v) in outputs.into_iter().enumerate().take(node.outputs.len()) {
                 let o = Outlet::new(id, slot);
                 if self.last_use.contains_key(&o) {
-                    env.insert(o, v);
+                    live += value_bytes(&v);
+                    if let Some(old) = env.insert(o, v) {
+                        live -= value_bytes(&old);
+                    }
                 }
             }
+            peak = peak.max(live);
             for o in node.inputs().iter().flatten() {
                 if self.last_use.get(o).is_some_and(|&last| last <= step) {
-                    env.remove(o);
+                    if let Some(v) = env.remove(o) {
+                        live -= value_bytes(&v);
+                    }
                 }
             }
         }
+        self.peak_bytes.store(peak, std::sync::atomic::Ordering::Relaxed);
         if let Some(p) = profile {
             print_profile(&p);
         }

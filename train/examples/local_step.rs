@@ -51,16 +51,17 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let out = run_step(&lg, &session, feed, &w)?;
         let t_fb = t.elapsed().as_secs_f64();
         opt.step(&out.grads, 1e-3)?;
-        times.push((t_fb, t.elapsed().as_secs_f64(), out.loss));
+        times.push((t_fb, t.elapsed().as_secs_f64(), out.loss, session.last_peak_bytes()));
     }
     let threads = rayon::current_num_threads();
-    println!("| layers trained | seq x batch | threads | graph build s | step s (fwd+bwd) | step s (+AdamW) | tokens/s | loss |");
-    println!("|---|---|---|---|---|---|---|---|");
-    for (fb, all, loss) in &times {
+    println!("| layers trained | seq x batch | threads | graph build s | step s (fwd+bwd) | step s (+AdamW) | tokens/s | activations at peak | loss |");
+    println!("|---|---|---|---|---|---|---|---|---|");
+    for (fb, all, loss, peak) in &times {
         println!(
-            "| {} | {seq} x {batch} | {threads} | {build_s:.2} | {fb:.2} | {all:.2} | {:.0} | {loss:.4} |",
+            "| {} | {seq} x {batch} | {threads} | {build_s:.2} | {fb:.2} | {all:.2} | {:.0} | {:.0} MB | {loss:.4} |",
             lg.layers.len(),
-            (seq * batch) as f64 / all
+            (seq * batch) as f64 / all,
+            *peak as f64 / 1e6
         );
     }
     Ok(())

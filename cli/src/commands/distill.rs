@@ -258,7 +258,7 @@ pub fn run(a: &DistillArgs) -> Result<()> {
         let tokens = (step + 1) * (a.batch * a.seq_len) as u64;
         let tps = (step + 1 - start) as f64 * (a.batch * a.seq_len) as f64 / started.elapsed().as_secs_f64().max(1e-9);
         let layers: HashMap<String, f32> = out.layer_losses.iter().map(|(l, v)| (l.to_string(), *v)).collect();
-        let line = json!({"step": step + 1, "tokens": tokens, "loss": out.loss, "lr": lr, "grad_norm": report.grad_norm, "tokens_per_s": tps, "layers": layers});
+        let line = json!({"step": step + 1, "tokens": tokens, "loss": out.loss, "lr": lr, "grad_norm": report.grad_norm, "tokens_per_s": tps, "peak_activation_bytes": session.last_peak_bytes(), "layers": layers});
         writeln!(metrics, "{line}").map_err(|e| msg(format!("{}: {e}", metrics_path.display())))?;
         bar.set_message(format!("loss {:.4}  {:.0} tok/s", out.loss, tps));
         bar.inc(1);
@@ -307,7 +307,8 @@ pub fn run(a: &DistillArgs) -> Result<()> {
         "steps": steps,
         "tokens": tokens,
         "seconds": secs,
-        "tokens_per_s": tokens as f64 / secs.max(1e-9),
+        "tokens_per_s": (steps - start) as f64 * (a.batch * a.seq_len) as f64 / secs.max(1e-9),
+        "peak_activation_bytes": session.last_peak_bytes(),
         "loss_first": first,
         "loss_last": last,
         "layer_losses_last": last_layers.iter().map(|(l, v)| json!({"layer": l, "loss": v})).collect::<Vec<_>>(),
@@ -330,8 +331,9 @@ pub fn run(a: &DistillArgs) -> Result<()> {
         println!("{}", serde_json::to_string_pretty(&summary).unwrap_or_default());
     } else {
         eprintln!(
-            "distilled in {secs:.1} s ({:.0} tokens/s): loss {:.4} -> {last:.4}; held-out {} -> {}",
-            tokens as f64 / secs.max(1e-9),
+            "distilled in {secs:.1} s ({:.0} tokens/s, {:.0} MB of activations at peak): loss {:.4} -> {last:.4}; held-out {} -> {}",
+            (steps - start) as f64 * (a.batch * a.seq_len) as f64 / secs.max(1e-9),
+            session.last_peak_bytes() as f64 / 1e6,
             first.unwrap_or(f32::NAN),
             heldout_before.map_or("-".into(), |v| format!("{v:.4}")),
             heldout_after.map_or("-".into(), |v| format!("{v:.4}")),
