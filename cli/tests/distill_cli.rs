@@ -100,6 +100,9 @@ fn distills_a_fixture_and_the_result_runs_in_onnxruntime() {
     let lines = std::fs::read_to_string(out.join("metrics.jsonl")).expect("metrics");
     assert_eq!(lines.lines().count(), 120);
     assert!(out.join("distill.json").is_file());
+    let png = std::fs::read(out.join("loss.png")).expect("loss.png");
+    assert_eq!(&png[..4], b"\x89PNG");
+    assert!(out.join("loss.svg").is_file());
     let onnx = out.join("model/model.onnx");
     assert!(onnx.is_file() && out.join("model/tokenizer.json").is_file());
 
@@ -236,5 +239,11 @@ fn seq_len_longer_than_the_context_is_refused() {
     let out = dir.0.join("out");
     let o = jetc(&["distill", gguf.to_str().unwrap(), "-o", out.to_str().unwrap(), "--data", "/nonexistent", "--full-attn", "3,12,20", "--seq-len", "100000"]);
     fails(&o, &["--seq-len 100000", "context of 8192 tokens"]);
+    assert!(!out.exists());
+    // A tokenizer that is not the model's: ids past its vocabulary are named.
+    let (model, data) = setup(&dir.0);
+    let o = jetc(&["distill", model.to_str().unwrap(), "-o", out.to_str().unwrap(), "--data", data.to_str().unwrap(), "--full-attn", "0", "--tokenizer", gguf.to_str().unwrap()]);
+    let _ = data;
+    fails(&o, &["vocabulary has 128 tokens", "--tokenizer"]);
     assert!(!out.exists());
 }

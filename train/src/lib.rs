@@ -9,5 +9,6 @@ pub mod feed;
 pub mod local;
 pub mod loss;
 pub mod optim;
+pub mod plot;
 
 pub use error::{Result, TrainError};

@@ -1,5 +1,6 @@
 //! `jetc distill`: local (teacher-forced) distillation of a layout's linear mixers, then the
-//! distilled model written the way `jetc convert` writes it.
+//! distilled model written the way `jetc convert` writes it, with the loss curve (loss.png,
+//! loss.svg), per-step metrics (metrics.jsonl), the summary (distill.json) and checkpoints.
 //!
 //! Every linear layer of the layout gets its block built beside the teacher attention, all
 //! trained at once from one streamed teacher forward per batch (`jetc_train::local`). The run
@@ -160,6 +161,23 @@ pub fn run(a: &DistillArgs) -> Result<()> {
     let files = list_files(&a.data).map_err(msg)?;
     let encode = |s: &str| tok.encode(s, false).map_err(|e| e.to_string());
     let windows = pack(&files, &encode, tok.eos_id(), a.seq_len, 20, a.seed).map_err(msg)?;
+    // Token ids past the model's vocabulary: the tokenizer is not the model's own.
+    let vocab = teacher.node_ids().find_map(|id| {
+        let n = teacher.node(id).ok()?;
+        if !matches!(n.op, jetc_ir::Op::Embedding) {
+            return None;
+        }
+        let table = n.inputs().first().copied().flatten()?;
+        teacher.fact(table).ok()?.concrete_shape()?.first().copied()
+    });
+    if let Some(v) = vocab {
+        let max_id = windows.train.iter().chain(&windows.heldout).flatten().copied().max().unwrap_or(0);
+        if max_id >= v as i64 {
+            return Err(msg(format!(
+                "the tokenizer produced token id {max_id}, but the model's vocabulary has {v} tokens: give the model's own tokenizer (--tokenizer)"
+            )));
+        }
+    }
     let steps = match (a.steps, a.tokens) {
         (Some(s), _) => s,
         (None, Some(t)) => t.div_ceil((a.batch * a.seq_len) as u64),
@@ -322,6 +340,26 @@ pub fn run(a: &DistillArgs) -> Result<()> {
         "warmup": warmup,
         "seed": a.seed,
     });
+    // The loss curve of the whole run (metrics.jsonl holds every step, resumed runs too).
+    let curve: Vec<(u64, f32)> = std::fs::read_to_string(&metrics_path)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter_map(|v| Some((v["step"].as_u64()?, v["loss"].as_f64()? as f32)))
+        .collect();
+    let mut held = Vec::new();
+    if let Some(v) = heldout_before {
+        held.push((0, v));
+    }
+    if let Some(v) = heldout_after {
+        held.push((steps, v));
+    }
+    let title = format!("jetc distill: {} {} layers", lg.layers.len(), layout.block.name());
+    match jetc_train::plot::loss_curve(&a.output.join("loss.png"), &a.output.join("loss.svg"), &curve, &held, &title) {
+        Ok(true) => {}
+        Ok(false) => eprintln!("note: no font found for the loss-curve labels (set JETC_FONT to a .ttf); drawn without text"),
+        Err(e) => eprintln!("note: the loss curve was not drawn: {e}"),
+    }
     let summary_path = a.output.join("distill.json");
     std::fs::write(&summary_path, serde_json::to_string_pretty(&summary).unwrap_or_default()).map_err(|e| msg(format!("{}: {e}", summary_path.display())))?;
     let model_dir = a.output.join("model");

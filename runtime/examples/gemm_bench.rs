@@ -1,0 +1,64 @@
+//! GEMM rates of the two CPU GEMM crates on the shapes jetc runs (training projections at
+//! SmolLM2 dims, the prefill MLP of qwen2.5-0.5b, the transposed products of backward
+//! passes), in one run: `cargo run --release -p jetc-runtime --example gemm_bench`.
+use std::time::Instant;
+
+fn gemm_crate(m: usize, n: usize, k: usize, a: &[f32], b: &[f32], c: &mut [f32], at: bool) {
+    let (a_cs, a_rs) = if at { (m as isize, 1) } else { (1, k as isize) };
+    // SAFETY: the buffers hold m*k, k*n and m*n elements with these strides.
+    unsafe {
+        gemm::gemm(m, n, k, c.as_mut_ptr(), 1, n as isize, false, a.as_ptr(), a_cs, a_rs, b.as_ptr(), 1, n as isize, 1.0, 1.0, false, false, false, gemm::Parallelism::Rayon(0));
+    }
+}
+
+fn faer_crate(m: usize, n: usize, k: usize, a: &[f32], b: &[f32], c: &mut [f32], at: bool) {
+    use faer::{Accum, MatMut, MatRef, Par};
+    let (rs, cs) = if at { (1, m as isize) } else { (k as isize, 1) };
+    // SAFETY: as above.
+    let (am, bm, cm) = unsafe {
+        (
+            MatRef::<f32>::from_raw_parts(a.as_ptr(), m, k, rs, cs),
+            MatRef::<f32>::from_raw_parts(b.as_ptr(), k, n, n as isize, 1),
+            MatMut::<f32>::from_raw_parts_mut(c.as_mut_ptr(), m, n, n as isize, 1),
+        )
+    };
+    faer::linalg::matmul::matmul(cm, Accum::Replace, am, bm, 1.0f32, Par::rayon(0));
+}
+
+fn main() {
+    let shapes: [(usize, usize, usize, bool, &str); 7] = [
+        (4096, 432, 576, false, "q/k proj fwd (SmolLM2 JetBlock)"),
+        (4096, 1152, 576, false, "v/g proj fwd"),
+        (4096, 576, 1152, false, "o proj fwd / dx of v"),
+        (576, 1152, 4096, true, "dW of v (A^T dY)"),
+        (512, 4864, 896, false, "qwen2.5-0.5b MLP gate/up"),
+        (512, 896, 4864, false, "qwen2.5-0.5b MLP down"),
+        (512, 512, 64, false, "attention scores per head"),
+    ];
+    println!("| shape m x n x k | what | gemm GFLOP/s | faer GFLOP/s | faer / gemm |");
+    println!("|---|---|---|---|---|");
+    for (m, n, k, at, what) in shapes {
+        let a: Vec<f32> = (0..m * k).map(|i| ((i * 7) % 13) as f32 * 0.01).collect();
+        let b: Vec<f32> = (0..k * n).map(|i| ((i * 5) % 11) as f32 * 0.01).collect();
+        let mut c = vec![0f32; m * n];
+        let flops = 2.0 * (m * n * k) as f64;
+        let time = |f: &dyn Fn(&mut [f32])| -> f64 {
+            let mut c = vec![0f32; m * n];
+            f(&mut c);
+            let reps = ((2e10 / flops) as usize).clamp(3, 200);
+            let t = Instant::now();
+            for _ in 0..reps {
+                f(&mut c);
+            }
+            flops * reps as f64 / t.elapsed().as_secs_f64() / 1e9
+        };
+        let g = time(&|c| gemm_crate(m, n, k, &a, &b, c, at));
+        let f = time(&|c| faer_crate(m, n, k, &a, &b, c, at));
+        gemm_crate(m, n, k, &a, &b, &mut c, at);
+        let mut c2 = vec![0f32; m * n];
+        faer_crate(m, n, k, &a, &b, &mut c2, at);
+        let diff = c.iter().zip(&c2).fold(0f32, |d, (x, y)| d.max((x - y).abs()));
+        assert!(diff < 1e-2, "results differ by {diff}");
+        println!("| {m} x {n} x {k} | {what} | {g:.0} | {f:.0} | {:.2} |", f / g);
+    }
+}

@@ -1,0 +1,110 @@
+//! The loss curve of a run as PNG and SVG (plotters): the mean loss per step, and the
+//! held-out loss where measured.
+//!
+//! Labels need a font (plotters measures text with it, for both backends): the first
+//! DejaVu/Liberation/Noto sans font found in the usual system places, or the file `JETC_FONT`
+//! names. Without one the charts are drawn without text (curves and grid only).
+use std::path::Path;
+
+use plotters::coord::Shift;
+use plotters::prelude::*;
+
+use crate::error::{Result, TrainError};
+
+const FONT_PATHS: &[&str] = &[
+    "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf",
+    "/usr/share/fonts/TTF/DejaVuSans.ttf",
+    "/usr/share/fonts/dejavu/DejaVuSans.ttf",
+    "/usr/share/fonts/truetype/liberation/LiberationSans-Regular.ttf",
+    "/usr/share/fonts/truetype/noto/NotoSans-Regular.ttf",
+    "/System/Library/Fonts/Supplemental/Arial.ttf",
+];
+
+/// Registers a sans-serif font for bitmap text; false when none is found.
+fn register_font() -> bool {
+    static DONE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *DONE.get_or_init(|| {
+        let env = std::env::var("JETC_FONT").ok();
+        for p in env.iter().map(String::as_str).chain(FONT_PATHS.iter().copied()) {
+            if let Ok(bytes) = std::fs::read(p) {
+                let bytes: &'static [u8] = Box::leak(bytes.into_boxed_slice());
+                if plotters::style::register_font("sans-serif", FontStyle::Normal, bytes).is_ok() {
+                    return true;
+                }
+            }
+        }
+        false
+    })
+}
+
+fn draw<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, train: &[(u64, f32)], heldout: &[(u64, f32)], title: &str, text: bool) -> std::result::Result<(), String> {
+    root.fill(&WHITE).map_err(|e| e.to_string())?;
+    let max_step = train.iter().chain(heldout).map(|p| p.0).max().unwrap_or(1).max(1);
+    let (lo, hi) = train.iter().chain(heldout).fold((f32::INFINITY, f32::NEG_INFINITY), |(l, h), p| (l.min(p.1), h.max(p.1)));
+    let (lo, hi) = if lo.is_finite() && hi > lo { (lo.min(0.0), hi * 1.05) } else { (0.0, 1.0) };
+    let mut builder = ChartBuilder::on(root);
+    builder.margin(12).x_label_area_size(if text { 36 } else { 8 }).y_label_area_size(if text { 56 } else { 8 });
+    if text {
+        builder.caption(title, ("sans-serif", 20));
+    }
+    let mut chart = builder.build_cartesian_2d(0u64..max_step, lo..hi).map_err(|e| e.to_string())?;
+    let mut mesh = chart.configure_mesh();
+    if text {
+        mesh.x_desc("step").y_desc("loss (normalized MSE)");
+    } else {
+        mesh.disable_x_axis().disable_y_axis();
+    }
+    mesh.draw().map_err(|e| e.to_string())?;
+    let s = chart.draw_series(LineSeries::new(train.iter().copied(), &BLUE)).map_err(|e| e.to_string())?;
+    if text {
+        s.label("train").legend(|(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], BLUE));
+    }
+    if !heldout.is_empty() {
+        let s = chart
+            .draw_series(heldout.iter().map(|&(x, y)| Circle::new((x, y), 4, RED.filled())))
+            .map_err(|e| e.to_string())?;
+        if text {
+            s.label("held-out").legend(|(x, y)| Circle::new((x + 8, y), 4, RED.filled()));
+        }
+    }
+    if text {
+        chart.configure_series_labels().background_style(WHITE.mix(0.8)).border_style(BLACK).draw().map_err(|e| e.to_string())?;
+    }
+    root.present().map_err(|e| e.to_string())
+}
+
+/// Writes `png` and `svg` with the training curve and held-out points. Returns whether the
+/// charts have text (a font was found).
+pub fn loss_curve(png: &Path, svg: &Path, train: &[(u64, f32)], heldout: &[(u64, f32)], title: &str) -> Result<bool> {
+    let fail = |p: &Path, e: String| TrainError::Other(format!("{}: {e}", p.display()));
+    let text = register_font();
+    {
+        let root = SVGBackend::new(svg, (900, 540)).into_drawing_area();
+        draw(&root, train, heldout, title, text).map_err(|e| fail(svg, e))?;
+    }
+    let root = BitMapBackend::new(png, (900, 540)).into_drawing_area();
+    draw(&root, train, heldout, title, text).map_err(|e| fail(png, e))?;
+    Ok(text)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn writes_png_and_svg() {
+        let dir = std::env::temp_dir().join(format!("jetc-plot-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let train: Vec<(u64, f32)> = (1..=50).map(|s| (s, 1.0 / s as f32)).collect();
+        let (png, svg) = (dir.join("loss.png"), dir.join("loss.svg"));
+        loss_curve(&png, &svg, &train, &[(1, 1.0), (50, 0.1)], "test").unwrap();
+        let bytes = std::fs::read(&png).unwrap();
+        assert_eq!(&bytes[..8], b"\x89PNG\r\n\x1a\n");
+        let s = std::fs::read_to_string(&svg).unwrap();
+        assert!(s.contains("<svg") && s.contains("<polyline"), "svg content");
+        if register_font() {
+            assert!(s.contains("held-out"), "labels drawn when a font is found");
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
