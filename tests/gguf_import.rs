@@ -366,6 +366,7 @@ fn broken_gguf_models_give_clear_errors() {
 #[test]
 fn gguf_files_match_transformers_gguf_loader() {
     let Some(py) = std::env::var_os("JETC_TORCH_PYTHON").map(PathBuf::from) else {
+        assert!(std::env::var_os("JETC_REQUIRE_TORCH").is_none(), "JETC_REQUIRE_TORCH is set but JETC_TORCH_PYTHON is not");
         eprintln!("note: JETC_TORCH_PYTHON not set; skipping the transformers GGUF check");
         return;
     };

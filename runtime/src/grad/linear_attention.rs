@@ -89,14 +89,21 @@ impl<T: Real> HeadInputs<'_, T> {
         let v = &self.v[t * dv..(t + 1) * dv];
         match self.beta {
             Some(beta) => {
+                // r = S^T k, accumulated row by row (contiguous); u = beta (v - r).
                 let mut u = vec![T::zero(); dv];
-                for (j, uj) in u.iter_mut().enumerate() {
-                    let r: T = (0..dk).map(|i| s[i * dv + j] * k[i]).sum();
-                    *uj = beta[t] * (v[j] - r);
+                for i in 0..dk {
+                    let ki = k[i];
+                    for (r, &sv) in u.iter_mut().zip(&s[i * dv..(i + 1) * dv]) {
+                        *r += sv * ki;
+                    }
+                }
+                for (uj, &vj) in u.iter_mut().zip(v) {
+                    *uj = beta[t] * (vj - *uj);
                 }
                 for i in 0..dk {
-                    for j in 0..dv {
-                        s[i * dv + j] += k[i] * u[j];
+                    let ki = k[i];
+                    for (sv, &uj) in s[i * dv..(i + 1) * dv].iter_mut().zip(&u) {
+                        *sv += ki * uj;
                     }
                 }
             }
@@ -115,8 +122,12 @@ impl<T: Real> HeadInputs<'_, T> {
         for g in 0..self.group {
             let q = &self.q[(g * self.t + t) * dk..(g * self.t + t + 1) * dk];
             let out = &mut o[(g * self.t + t) * dv..(g * self.t + t + 1) * dv];
-            for (j, oj) in out.iter_mut().enumerate() {
-                *oj = self.scale * (0..dk).map(|i| s[i * dv + j] * q[i]).sum::<T>();
+            out.iter_mut().for_each(|x| *x = T::zero());
+            for i in 0..dk {
+                let qi = self.scale * q[i];
+                for (oj, &sv) in out.iter_mut().zip(&s[i * dv..(i + 1) * dv]) {
+                    *oj += sv * qi;
+                }
             }
         }
     }
@@ -207,10 +218,18 @@ pub fn head_backward<T: Real>(x: &HeadInputs<T>, do_: Option<&[T]>, ds_final: Op
             match x.beta {
                 Some(beta) => {
                     let b = beta[t];
+                    r.iter_mut().for_each(|x| *x = T::zero());
+                    du.iter_mut().for_each(|x| *x = T::zero());
+                    for i in 0..dk {
+                        let ki = k[i];
+                        let (pr, dr) = (&p[i * dv..(i + 1) * dv], &ds[i * dv..(i + 1) * dv]);
+                        for j in 0..dv {
+                            r[j] += pr[j] * ki;
+                            du[j] += dr[j] * ki;
+                        }
+                    }
                     for j in 0..dv {
-                        r[j] = (0..dk).map(|i| p[i * dv + j] * k[i]).sum();
                         u[j] = b * (v[j] - r[j]);
-                        du[j] = (0..dk).map(|i| ds[i * dv + j] * k[i]).sum();
                     }
                     g.dbeta[t] = (0..dv).map(|j| du[j] * (v[j] - r[j])).sum();
                     for j in 0..dv {
@@ -227,11 +246,14 @@ pub fn head_backward<T: Real>(x: &HeadInputs<T>, do_: Option<&[T]>, ds_final: Op
                     }
                 }
                 None => {
+                    dvt.iter_mut().for_each(|x| *x = T::zero());
                     for i in 0..dk {
-                        dkt[i] = (0..dv).map(|j| ds[i * dv + j] * v[j]).sum();
-                    }
-                    for j in 0..dv {
-                        dvt[j] = (0..dk).map(|i| ds[i * dv + j] * k[i]).sum();
+                        let row = &ds[i * dv..(i + 1) * dv];
+                        dkt[i] = row.iter().zip(v).map(|(&a, &b)| a * b).sum();
+                        let ki = k[i];
+                        for (o, &a) in dvt.iter_mut().zip(row) {
+                            *o += a * ki;
+                        }
                     }
                     dp.copy_from_slice(&ds);
                 }
