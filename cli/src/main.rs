@@ -178,6 +178,9 @@ enum Command {
         /// Continue the run in the output directory from its newest valid checkpoint (same flags).
         #[arg(long)]
         resume: bool,
+        /// Where tokenized corpora are cached (`none`: no cache). Default ~/.cache/jetc/tokens.
+        #[arg(long)]
+        token_cache: Option<PathBuf>,
     },
     /// Generate text: prefill the prompt, then decode token by token (greedy by default).
     /// MODEL is a .gguf, or an .onnx with tokenizer.json (and tokenizer_config.json) beside it.
@@ -304,7 +307,7 @@ fn main() -> ExitCode {
         }
         Command::Distill {
             model, output, data, full_attn, swa, window, block, heads, dk, dv, layout, tokenizer, steps, tokens, seq_len, batch, lr,
-            warmup, weight_decay, clip, seed, threads, format, json, checkpoint_every, resume,
+            warmup, weight_decay, clip, seed, threads, format, json, checkpoint_every, resume, token_cache,
         } => {
             if let Some(n) = threads {
                 if let Err(e) = rayon::ThreadPoolBuilder::new().num_threads(n.max(1)).build_global() {
@@ -313,7 +316,7 @@ fn main() -> ExitCode {
             }
             commands::distill::run(&commands::distill::DistillArgs {
                 model, output, layout, full_attn, swa, window, block, heads, dk, dv, data, tokenizer, steps, tokens, seq_len, batch, lr,
-                warmup, weight_decay, clip, seed, format, json, checkpoint_every, resume,
+                warmup, weight_decay, clip, seed, format, json, checkpoint_every, resume, token_cache,
             })
         }
         Command::Generate { model, prompt, chat, system, max_tokens, temperature, top_p, seed, json, tokenizer } => {

@@ -88,6 +88,7 @@ fn distills_a_fixture_and_the_result_runs_in_onnxruntime() {
     let o = jetc(&[
         "distill", model.to_str().unwrap(), "-o", out.to_str().unwrap(), "--data", data.to_str().unwrap(),
         "--full-attn", "0", "--seq-len", "16", "--batch", "2", "--steps", "120", "--lr", "2e-2", "--warmup", "2", "--json",
+        "--token-cache", dir.0.join("cache").to_str().unwrap(),
     ]);
     assert!(o.status.success(), "distill failed:\n{}", String::from_utf8_lossy(&o.stderr));
     let s: serde_json::Value = serde_json::from_slice(&o.stdout).expect("--json summary");
@@ -103,6 +104,12 @@ fn distills_a_fixture_and_the_result_runs_in_onnxruntime() {
     let png = std::fs::read(out.join("loss.png")).expect("loss.png");
     assert_eq!(&png[..4], b"\x89PNG");
     assert!(out.join("loss.svg").is_file());
+    // A second run reads the tokens from the cache.
+    let o2 = jetc(&[
+        "distill", model.to_str().unwrap(), "-o", dir.0.join("run2").to_str().unwrap(), "--data", data.to_str().unwrap(),
+        "--full-attn", "0", "--seq-len", "16", "--batch", "2", "--steps", "2", "--token-cache", dir.0.join("cache").to_str().unwrap(),
+    ]);
+    assert!(o2.status.success() && String::from_utf8_lossy(&o2.stderr).contains("tokens from the cache"), "{}", String::from_utf8_lossy(&o2.stderr));
     let onnx = out.join("model/model.onnx");
     assert!(onnx.is_file() && out.join("model/tokenizer.json").is_file());
 
@@ -179,7 +186,7 @@ fn resume_after_sigkill_is_bit_exact() {
     let (m, d) = (model.to_str().unwrap(), data.to_str().unwrap());
     let steps = "300";
     let common = |out: &Path| -> Vec<String> {
-        ["distill", m, "-o", out.to_str().unwrap(), "--data", d, "--full-attn", "0", "--seq-len", "32", "--batch", "4", "--steps", steps, "--checkpoint-every", "50", "--lr", "5e-3"]
+        ["distill", m, "-o", out.to_str().unwrap(), "--data", d, "--full-attn", "0", "--seq-len", "32", "--batch", "4", "--steps", steps, "--checkpoint-every", "50", "--lr", "5e-3", "--token-cache", "none"]
             .iter()
             .map(|s| s.to_string())
             .collect()

@@ -2,12 +2,18 @@
 //! tokenized with the model's own tokenizer, EOS between documents, packed into windows of
 //! `seq_len` tokens, split into train and held-out windows, and shuffled by seed.
 //!
+//! The token stream is cached ([`tokenize_cached`]): `<cache>/<key>.tokens` (u32 little
+//! endian) and `<key>.json`, keyed by the SHA-256 of the tokenizer and of every file's path,
+//! size and modification time, and memory-mapped when read back, so a corpus is tokenized
+//! once however many runs use it.
+//!
 //! A missing, empty, non-UTF-8 or wrong-schema file is an error naming the file; nothing is
 //! skipped silently.
 use std::path::{Path, PathBuf};
 
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
+use sha2::{Digest, Sha256};
 
 use crate::error::{Result, TrainError};
 
@@ -91,9 +97,174 @@ pub fn read_documents(path: &Path) -> Result<Vec<String>> {
     }
 }
 
-/// Packed token windows of one corpus.
-#[derive(Clone, Debug, PartialEq)]
+/// A corpus as one token stream: memory-mapped from the cache, or in memory.
+pub enum TokenStream {
+    Mapped(memmap2::Mmap),
+    Owned(Vec<u32>),
+}
+
+impl TokenStream {
+    pub fn len(&self) -> usize {
+        match self {
+            TokenStream::Mapped(m) => m.len() / 4,
+            TokenStream::Owned(v) => v.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Token `i`.
+    pub fn get(&self, i: usize) -> u32 {
+        match self {
+            TokenStream::Mapped(m) => u32::from_le_bytes([m[4 * i], m[4 * i + 1], m[4 * i + 2], m[4 * i + 3]]),
+            TokenStream::Owned(v) => v[i],
+        }
+    }
+
+    /// Tokens `start..start + n` as i64 ids.
+    pub fn slice(&self, start: usize, n: usize) -> Vec<i64> {
+        (start..start + n).map(|i| self.get(i) as i64).collect()
+    }
+}
+
+/// What the cache JSON records beside the tokens.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+struct CacheMeta {
+    tokens: usize,
+    documents: usize,
+    files: Vec<String>,
+}
+
+/// The cache key of a corpus: the tokenizer (its full description), EOS, and each file's
+/// path, size and modification time.
+pub fn cache_key(tokenizer: &str, eos: Option<u32>, files: &[PathBuf]) -> Result<String> {
+    let mut h = Sha256::new();
+    h.update(tokenizer.as_bytes());
+    h.update(format!("eos={eos:?}").as_bytes());
+    for f in files {
+        let m = std::fs::metadata(f).map_err(|e| err(f, e))?;
+        let mtime = m.modified().ok().and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok()).map_or(0, |d| d.as_nanos());
+        h.update(format!("{}|{}|{mtime};", f.display(), m.len()).as_bytes());
+    }
+    Ok(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// Tokenizes every document of `files` (EOS after each) into one stream.
+pub fn tokenize(files: &[PathBuf], encode: &dyn Fn(&str) -> std::result::Result<Vec<u32>, String>, eos: Option<u32>) -> Result<(Vec<u32>, usize)> {
+    let mut stream = Vec::new();
+    let mut documents = 0;
+    for f in files {
+        for doc in read_documents(f)? {
+            let ids = encode(&doc).map_err(|e| err(f, format!("tokenizing: {e}")))?;
+            stream.extend_from_slice(&ids);
+            if let Some(e) = eos {
+                stream.push(e);
+            }
+            documents += 1;
+        }
+    }
+    Ok((stream, documents))
+}
+
+/// The token stream of `files`, from `cache` when it holds this key (memory-mapped), else
+/// tokenized and written there atomically. Returns (stream, documents, whether it was cached).
+pub fn tokenize_cached(
+    files: &[PathBuf],
+    tokenizer: &str,
+    encode: &dyn Fn(&str) -> std::result::Result<Vec<u32>, String>,
+    eos: Option<u32>,
+    cache: Option<&Path>,
+) -> Result<(TokenStream, usize, bool)> {
+    let Some(dir) = cache else {
+        let (v, docs) = tokenize(files, encode, eos)?;
+        return Ok((TokenStream::Owned(v), docs, false));
+    };
+    let key = cache_key(tokenizer, eos, files)?;
+    let (bin, meta_path) = (dir.join(format!("{key}.tokens")), dir.join(format!("{key}.json")));
+    if let (Ok(text), Ok(file)) = (std::fs::read(&meta_path), std::fs::File::open(&bin)) {
+        if let Ok(meta) = serde_json::from_slice::<CacheMeta>(&text) {
+            // SAFETY: the cache file is written once under its content key and never changed
+            // in place (writes go to a temporary name and are renamed).
+            if let Ok(map) = unsafe { memmap2::Mmap::map(&file) } {
+                if map.len() == meta.tokens * 4 {
+                    return Ok((TokenStream::Mapped(map), meta.documents, true));
+                }
+            }
+        }
+    }
+    let (v, documents) = tokenize(files, encode, eos)?;
+    std::fs::create_dir_all(dir).map_err(|e| err(dir, e))?;
+    let bytes: Vec<u8> = v.iter().flat_map(|t| t.to_le_bytes()).collect();
+    let tmp = bin.with_extension("tmp");
+    std::fs::write(&tmp, &bytes).map_err(|e| err(&tmp, e))?;
+    std::fs::rename(&tmp, &bin).map_err(|e| err(&bin, e))?;
+    let meta = CacheMeta { tokens: v.len(), documents, files: files.iter().map(|f| f.display().to_string()).collect() };
+    let json = serde_json::to_vec_pretty(&meta).map_err(|e| err(&meta_path, e))?;
+    std::fs::write(&meta_path, json).map_err(|e| err(&meta_path, e))?;
+    Ok((TokenStream::Owned(v), documents, false))
+}
+
+/// Windows of one corpus as start offsets into its token stream.
 pub struct Windows {
+    pub stream: TokenStream,
+    pub seq_len: usize,
+    pub train: Vec<usize>,
+    pub heldout: Vec<usize>,
+    pub documents: usize,
+}
+
+impl Windows {
+    pub fn tokens(&self) -> usize {
+        self.stream.len()
+    }
+
+    /// The ids of train window `i` (cycling).
+    pub fn train_window(&self, i: usize) -> Vec<i64> {
+        self.stream.slice(self.train[i % self.train.len()], self.seq_len)
+    }
+
+    pub fn heldout_window(&self, i: usize) -> Vec<i64> {
+        self.stream.slice(self.heldout[i], self.seq_len)
+    }
+
+    /// The largest token id of the corpus.
+    pub fn max_id(&self) -> u32 {
+        (0..self.stream.len()).map(|i| self.stream.get(i)).max().unwrap_or(0)
+    }
+}
+
+/// Cuts `stream` into windows of `seq_len`; every `heldout_every`-th window (when > 0) is
+/// held out; train windows are shuffled by `seed`.
+pub fn windows(stream: TokenStream, documents: usize, seq_len: usize, heldout_every: usize, seed: u64) -> Result<Windows> {
+    if seq_len == 0 {
+        return Err(TrainError::Other("--seq-len must be at least 1".into()));
+    }
+    let n = stream.len() / seq_len;
+    let mut train = Vec::new();
+    let mut heldout = Vec::new();
+    for i in 0..n {
+        if heldout_every > 0 && i % heldout_every == heldout_every - 1 {
+            heldout.push(i * seq_len);
+        } else {
+            train.push(i * seq_len);
+        }
+    }
+    if train.is_empty() {
+        return Err(TrainError::Other(format!(
+            "the data holds {} tokens: not one training window of --seq-len {seq_len} (give more text or a shorter --seq-len)",
+            stream.len()
+        )));
+    }
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    train.shuffle(&mut rng);
+    Ok(Windows { stream, seq_len, train, heldout, documents })
+}
+
+/// Packed token windows of one corpus, in memory (see [`windows`] for the cached form).
+#[derive(Clone, Debug, PartialEq)]
+pub struct PackedWindows {
     pub seq_len: usize,
     pub train: Vec<Vec<i64>>,
     pub heldout: Vec<Vec<i64>>,
@@ -112,7 +283,7 @@ pub fn pack(
     seq_len: usize,
     heldout_every: usize,
     seed: u64,
-) -> Result<Windows> {
+) -> Result<PackedWindows> {
     if seq_len == 0 {
         return Err(TrainError::Other("--seq-len must be at least 1".into()));
     }
@@ -145,7 +316,7 @@ pub fn pack(
     }
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     train.shuffle(&mut rng);
-    Ok(Windows { seq_len, train, heldout, tokens, documents })
+    Ok(PackedWindows { seq_len, train, heldout, tokens, documents })
 }
 
 #[cfg(test)]
@@ -176,6 +347,33 @@ mod tests {
         assert_eq!(w.train.len(), 2);
         let again = pack(&[tmp("a.txt", b"abcdef"), tmp("b.jsonl", b"{\"text\": \"xyz\"}\n\n{\"text\": \"uv\"}\n")], &chars, Some(0), 4, 2, 1).unwrap();
         assert_eq!(w, again, "shuffle is deterministic by seed");
+    }
+
+    #[test]
+    fn the_token_cache_is_keyed_and_mapped() {
+        let a = tmp("c.txt", b"abcdefgh");
+        let cache = std::env::temp_dir().join(format!("jetc-tokcache-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&cache);
+        let calls = std::cell::Cell::new(0);
+        let enc = |s: &str| {
+            calls.set(calls.get() + 1);
+            chars(s)
+        };
+        let (s1, d1, hit1) = tokenize_cached(&[a.clone()], "tok-A", &enc, Some(0), Some(&cache)).unwrap();
+        let (s2, d2, hit2) = tokenize_cached(&[a.clone()], "tok-A", &enc, Some(0), Some(&cache)).unwrap();
+        assert!(!hit1 && hit2 && matches!(s2, TokenStream::Mapped(_)));
+        assert_eq!(calls.get(), 1, "tokenized once");
+        assert_eq!((s1.slice(0, 9), d1), (s2.slice(0, 9), d2));
+        // Another tokenizer or a changed file is another key.
+        let (_, _, hit3) = tokenize_cached(&[a.clone()], "tok-B", &enc, Some(0), Some(&cache)).unwrap();
+        assert!(!hit3);
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        std::fs::write(&a, b"abcdefghij").unwrap();
+        let (s4, _, hit4) = tokenize_cached(&[a], "tok-A", &enc, Some(0), Some(&cache)).unwrap();
+        assert!(!hit4 && s4.len() == 11);
+        let w = windows(s4, 1, 4, 0, 3).unwrap();
+        assert_eq!(w.train.len(), 2);
+        let _ = std::fs::remove_dir_all(&cache);
     }
 
     #[test]

@@ -15,7 +15,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use jetc::convert::convert;
 use jetc_ir::{Op, Tensor};
 use jetc_runtime::Session;
-use jetc_train::data::{list_files, pack};
+use jetc_train::data::{list_files, tokenize_cached, windows as windows_of, Windows};
 use jetc_train::feed::prefill_inputs;
 use jetc_train::local::{build_local, initial_values, run_step, LocalGraph};
 use jetc_train::optim::{AdamW, AdamWConfig, Schedule};
@@ -52,6 +52,8 @@ pub struct DistillArgs {
     pub json: bool,
     pub checkpoint_every: u64,
     pub resume: bool,
+    /// Token cache directory (`none`: no cache); default ~/.cache/jetc/tokens.
+    pub token_cache: Option<PathBuf>,
 }
 
 fn msg(e: impl std::fmt::Display) -> CliError {
@@ -101,17 +103,17 @@ fn check_output(dir: &Path) -> Result<()> {
     Ok(())
 }
 
-fn batch_ids(windows: &[Vec<i64>], step: u64, batch: usize) -> Vec<i64> {
-    let n = windows.len();
-    (0..batch).flat_map(|i| windows[(step as usize * batch + i) % n].iter().copied()).collect()
+fn batch_ids(windows: &Windows, step: u64, batch: usize) -> Vec<i64> {
+    (0..batch).flat_map(|i| windows.train_window(step as usize * batch + i)).collect()
 }
 
 /// Mean loss over the held-out windows (at most `max_batches` batches).
-fn heldout_loss(lg: &LocalGraph, session: &Session, windows: &[Vec<i64>], w: &[ArrayD<f32>], batch: usize, max_batches: usize) -> Result<Option<f32>> {
+fn heldout_loss(lg: &LocalGraph, session: &Session, data: &Windows, w: &[ArrayD<f32>], batch: usize, max_batches: usize) -> Result<Option<f32>> {
+    let windows: Vec<Vec<i64>> = (0..data.heldout.len().min(batch * max_batches)).map(|i| data.heldout_window(i)).collect();
     if windows.is_empty() {
         return Ok(None);
     }
-    let seq = windows[0].len();
+    let seq = data.seq_len;
     let mut sum = 0f64;
     let mut n = 0usize;
     for chunk in windows.chunks(batch).take(max_batches) {
@@ -160,7 +162,17 @@ pub fn run(a: &DistillArgs) -> Result<()> {
     };
     let files = list_files(&a.data).map_err(msg)?;
     let encode = |s: &str| tok.encode(s, false).map_err(|e| e.to_string());
-    let windows = pack(&files, &encode, tok.eos_id(), a.seq_len, 20, a.seed).map_err(msg)?;
+    let cache = match &a.token_cache {
+        Some(p) if p.as_os_str() == "none" => None,
+        Some(p) => Some(p.clone()),
+        None => std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/jetc/tokens")),
+    };
+    let tok_key = tok.inner().to_string(false).unwrap_or_else(|_| tok.source().to_string());
+    let (stream, documents, cached) = tokenize_cached(&files, &tok_key, &encode, tok.eos_id(), cache.as_deref()).map_err(msg)?;
+    if cached {
+        eprintln!("tokens from the cache ({} tokens)", stream.len());
+    }
+    let windows = windows_of(stream, documents, a.seq_len, 20, a.seed).map_err(msg)?;
     // Token ids past the model's vocabulary: the tokenizer is not the model's own.
     let vocab = teacher.node_ids().find_map(|id| {
         let n = teacher.node(id).ok()?;
@@ -171,7 +183,7 @@ pub fn run(a: &DistillArgs) -> Result<()> {
         teacher.fact(table).ok()?.concrete_shape()?.first().copied()
     });
     if let Some(v) = vocab {
-        let max_id = windows.train.iter().chain(&windows.heldout).flatten().copied().max().unwrap_or(0);
+        let max_id = windows.max_id() as i64;
         if max_id >= v as i64 {
             return Err(msg(format!(
                 "the tokenizer produced token id {max_id}, but the model's vocabulary has {v} tokens: give the model's own tokenizer (--tokenizer)"
@@ -192,7 +204,7 @@ pub fn run(a: &DistillArgs) -> Result<()> {
         initial_values(&lg).map_err(msg)?,
     );
     let weights = |o: &AdamW| o.slots.iter().map(|s| s.value.clone()).collect::<Vec<_>>();
-    let heldout_before = heldout_loss(&lg, &session, &windows.heldout, &weights(&opt), a.batch, 4)?;
+    let heldout_before = heldout_loss(&lg, &session, &windows, &weights(&opt), a.batch, 4)?;
     let print = fingerprint(a, &layout, &files);
     let mut start = 0u64;
     if a.resume {
@@ -263,7 +275,7 @@ pub fn run(a: &DistillArgs) -> Result<()> {
     let mut last_layers = Vec::new();
     for step in start..steps {
         let lr = schedule.lr(step);
-        let ids = batch_ids(&windows.train, step, a.batch);
+        let ids = batch_ids(&windows, step, a.batch);
         let feed = prefill_inputs(&lg.graph, &ids, a.batch, a.seq_len).map_err(msg)?;
         let out = run_step(&lg, &session, feed, &weights(&opt)).map_err(msg)?;
         if !out.loss.is_finite() {
@@ -298,7 +310,7 @@ pub fn run(a: &DistillArgs) -> Result<()> {
     metrics.flush().map_err(|e| msg(format!("{}: {e}", metrics_path.display())))?;
     let secs = started.elapsed().as_secs_f64();
     let trained = weights(&opt);
-    let heldout_after = heldout_loss(&lg, &session, &windows.heldout, &trained, a.batch, 4)?;
+    let heldout_after = heldout_loss(&lg, &session, &windows, &trained, a.batch, 4)?;
 
     // The converted model, with the distilled weights in place of the initial ones.
     let mut g = teacher.clone();
