@@ -19,8 +19,10 @@
 //! States are recomputed, not stored: one forward pass keeps a checkpoint of `S` at every
 //! chunk boundary (`chunk` tokens, 64 unless the op says otherwise), and the reverse pass
 //! recomputes the states inside one chunk at a time from its checkpoint. Memory is
-//! `T / chunk + chunk` states per head, the work about three forward passes. This per-token
-//! form is the oracle for a chunked (WY) backward; heads run in parallel across batch.
+//! `T / chunk + chunk` states per head, the work about three forward passes. The op's VJP
+//! uses this per-token form for per-key gates (GLA) and the chunked UT-transform backward of
+//! [`super::chunked`] for scalar gates; this form is that one's oracle. Heads run in
+//! parallel across batch.
 use jetc_ir::{LinearAttentionSpec, UpdateRule};
 use ndarray::{ArrayD, IxDyn};
 use rayon::prelude::*;
@@ -115,6 +117,11 @@ impl<T: Real> HeadInputs<'_, T> {
                 }
             }
         }
+    }
+
+    /// [`Self::step`] for the chunked backward.
+    pub(crate) fn step_public(&self, t: usize, s: &mut [T], e: &mut [T]) {
+        self.step(t, s, e)
     }
 
     fn read(&self, s: &[T], t: usize, o: &mut [T]) {
@@ -408,7 +415,11 @@ pub(crate) fn vjp(c: &Bwd, s: &LinearAttentionSpec) -> R<Vec<Option<ArrayD<f32>>
                 beta: bh.as_deref(),
                 h0,
             };
-            (bi, h, head_backward(&x, d_o.as_ref().map(|_| &doh[..]), dsf, chunk))
+            let d_out = d_o.as_ref().map(|_| &doh[..]);
+            // Scalar-gate rules take the chunked (UT-transform) backward; per-key gates the
+            // per-token one (which is also the chunked form's oracle in the tests).
+            let grads = super::chunked::head_backward_chunked(&x, d_out, dsf, chunk).unwrap_or_else(|| head_backward(&x, d_out, dsf, chunk));
+            (bi, h, grads)
         })
         .collect();
     let mut dq = vec![0f32; qd.len()];

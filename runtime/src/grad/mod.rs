@@ -20,6 +20,7 @@
 //! question ahead of time for the autodiff pass.
 pub mod attention;
 pub mod broadcast;
+pub mod chunked;
 pub mod dynamic_conv;
 pub mod elementwise;
 pub mod embedding;
