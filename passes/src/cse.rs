@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use jetc_ir::{Attr, Graph, Op, Outlet};
 
 use crate::error::{PassError, Result};
-use crate::manager::Pass;
+use crate::pass::Pass;
 
 pub struct Cse;
 

@@ -5,7 +5,7 @@ use jetc_ir::{Graph, Op, Outlet, Tensor};
 use jetc_runtime::Value;
 
 use crate::error::{PassError, Result};
-use crate::manager::Pass;
+use crate::pass::Pass;
 
 pub struct Fold {
     /// Results larger than this are left unfolded (they would copy mapped weights).

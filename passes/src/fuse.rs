@@ -9,7 +9,7 @@ use jetc_ir::{
 
 use crate::emit::Emit;
 use crate::error::{PassError, Result};
-use crate::manager::Pass;
+use crate::pass::Pass;
 use crate::pattern::{const_of, input, onnx_producer, scalar_of};
 
 pub struct Fuse;

@@ -12,6 +12,7 @@ pub mod fold;
 pub mod linearize;
 pub mod lower;
 pub mod manager;
+pub mod pass;
 pub mod pattern;
 pub mod raise;
 pub mod shape_of;
@@ -21,4 +22,5 @@ pub mod swa;
 
 pub use error::{PassError, Result};
 pub use raise::Raise;
-pub use manager::{pass_by_name, Pass, PassManager, PASS_NAMES};
+pub use manager::{pass_by_name, PassManager, PASS_NAMES};
+pub use pass::{FnPass, Pass};

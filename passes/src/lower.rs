@@ -22,7 +22,7 @@ use jetc_ir::{Attr, AttentionSpec, DType, Graph, LinearAttentionSpec, OnnxOp, Op
 
 use crate::emit::Emit;
 use crate::error::{PassError, Result};
-use crate::manager::Pass;
+use crate::pass::Pass;
 
 pub const TARGET_OPSET: i64 = 27;
 
@@ -33,11 +33,23 @@ impl Pass for Lower {
         "lower"
     }
 
+    /// A pipeline: a fused JetBlock has no ONNX form of its own, so `unfuse` runs first.
+    fn run(&self, g: &mut Graph) -> Result<bool> {
+        crate::manager::PassManager::named("lower").add(Box::new(crate::fuse::Unfuse)).add(Box::new(LowerOps)).run_changed(g)
+    }
+}
+
+/// The IR ops (decoder ops, mixers) to standard ONNX ops; `Lower` runs it after `unfuse`.
+pub struct LowerOps;
+
+impl Pass for LowerOps {
+    fn name(&self) -> &'static str {
+        "ops"
+    }
+
     fn run(&self, g: &mut Graph) -> Result<bool> {
         let fail = |msg: String| PassError::Other { pass: "lower".into(), msg };
         let ir = |source| PassError::Ir { pass: "lower".into(), source };
-        // A fused JetBlock has no ONNX form of its own: expand it first.
-        crate::fuse::Unfuse.run(g)?;
         upgrade_reduce_axes(g).map_err(fail)?;
         let mut changed = false;
         for id in g.topo_order().map_err(ir)? {

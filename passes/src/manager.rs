@@ -1,14 +1,11 @@
-//! The `Pass` trait and the verifying pass manager.
+//! The verifying pass manager. A pipeline is a value: `PassManager` is itself a [`Pass`], so
+//! pipelines nest (`Raise` and `Lower` are pipelines of sub-passes), and the verifier runs
+//! after every sub-pass, naming it in any error.
 use jetc_ir::verify::verify;
 use jetc_ir::Graph;
 
 use crate::error::{PassError, Result};
-
-pub trait Pass {
-    fn name(&self) -> &'static str;
-    /// Rewrites the graph; returns true when something changed.
-    fn run(&self, graph: &mut Graph) -> Result<bool>;
-}
+pub use crate::pass::{FnPass, Pass};
 
 /// Shape and type inference over the whole graph.
 pub struct Infer;
@@ -53,14 +50,25 @@ pub fn pass_by_name(name: &str) -> Result<Box<dyn Pass>> {
     })
 }
 
-#[derive(Default)]
 pub struct PassManager {
+    name: &'static str,
     passes: Vec<Box<dyn Pass>>,
+}
+
+impl Default for PassManager {
+    fn default() -> Self {
+        PassManager { name: "pipeline", passes: Vec::new() }
+    }
 }
 
 impl PassManager {
     pub fn new() -> PassManager {
         PassManager::default()
+    }
+
+    /// An empty pipeline that reports itself as `name` when nested in another.
+    pub fn named(name: &'static str) -> PassManager {
+        PassManager { name, passes: Vec::new() }
     }
 
     pub fn add(mut self, pass: Box<dyn Pass>) -> PassManager {
@@ -80,10 +88,25 @@ impl PassManager {
 
     /// Runs every pass, verifying the graph after each.
     pub fn run(&self, graph: &mut Graph) -> Result<()> {
+        self.run_changed(graph).map(|_| ())
+    }
+
+    /// Runs every pass, verifying after each; true when one of them changed the graph.
+    pub fn run_changed(&self, graph: &mut Graph) -> Result<bool> {
+        let mut changed = false;
         for p in &self.passes {
-            p.run(graph)?;
-            verify(graph).map_err(|source| PassError::Ir { pass: p.name().to_string(), source })?;
+            changed |= p.run(graph)?;
+            verify(graph).map_err(|source| PassError::Ir { pass: format!("{}/{}", self.name, p.name()), source })?;
         }
-        Ok(())
+        Ok(changed)
+    }
+}
+
+impl Pass for PassManager {
+    fn name(&self) -> &'static str {
+        self.name
+    }
+    fn run(&self, graph: &mut Graph) -> Result<bool> {
+        self.run_changed(graph)
     }
 }

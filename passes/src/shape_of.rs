@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use jetc_ir::{Attr, DType, Dim, Fact, Graph, NodeId, OnnxOp, Op, Outlet, OutputInfo, Tensor};
 
 use crate::error::{PassError, Result};
-use crate::manager::Pass;
+use crate::pass::Pass;
 use crate::pattern::default_opset;
 
 pub struct ShapeOf;

@@ -13,7 +13,7 @@ use jetc_ir::{AttentionSpec, Graph, Op, Outlet, OutputInfo};
 
 use crate::error::{PassError, Result};
 use crate::linearize::{attention_layers, Block, MixerConfig};
-use crate::manager::Pass;
+use crate::pass::Pass;
 
 pub struct Supernet {
     /// SWA alternative window (None: no SWA alternative).

@@ -9,7 +9,7 @@
 use jetc_ir::{AttentionSpec, Graph, Op};
 
 use crate::error::{PassError, Result};
-use crate::manager::Pass;
+use crate::pass::Pass;
 
 pub struct Swa {
     pub layers: Vec<usize>,

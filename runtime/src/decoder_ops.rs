@@ -164,9 +164,7 @@ fn gated_rms_norm(inputs: &[Option<&Value>], heads: usize, eps: f32) -> R<Vec<Va
     Ok(vec![v])
 }
 
-fn silu(v: f32) -> f32 {
-    v / (1.0 + (-v).exp())
-}
+use crate::math::silu;
 
 fn swiglu(inputs: &[Option<&Value>]) -> R<Vec<Value>> {
     let x = floats(arg(inputs, 0, "x")?, "x")?;

@@ -12,13 +12,7 @@ use crate::value::Value;
 
 type R<T> = std::result::Result<T, String>;
 
-fn silu(v: f32) -> f32 {
-    v / (1.0 + (-v).exp())
-}
-
-fn softplus(v: f32) -> f32 {
-    if v > 20.0 { v } else { v.exp().ln_1p() }
-}
+use crate::math::{silu, softplus};
 
 fn arg<'a>(inputs: &[Option<&'a Value>], i: usize, what: &str) -> R<&'a ArrayD<f32>> {
     let v = inputs.get(i).copied().flatten().ok_or_else(|| format!("input {i} ({what}) is missing"))?;

@@ -8,6 +8,7 @@ pub mod exec;
 pub mod grad;
 pub mod jetblock;
 pub mod linear;
+pub mod math;
 pub mod mixer_ops;
 pub mod npz;
 pub mod onnx_ops;

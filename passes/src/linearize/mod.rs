@@ -61,7 +61,7 @@ pub(crate) use parts::redirect_shape_reads;
 use jetc_ir::{Graph, NodeId, Op};
 
 use crate::error::{PassError, Result};
-use crate::manager::Pass;
+use crate::pass::Pass;
 
 /// The linear mixers `linearize` can build.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -19,9 +19,53 @@ mod rmsnorm;
 use jetc_ir::Graph;
 
 use crate::error::{PassError, Result};
-use crate::manager::Pass;
+use crate::manager::{Infer, PassManager};
+use crate::pass::{FnPass, Pass};
 
 pub struct Raise;
+
+/// A raising step as a pass: IR errors carry the step's name.
+macro_rules! step {
+    ($name:literal, $f:expr) => {
+        Box::new(FnPass {
+            name: $name,
+            f: |g: &mut Graph| -> Result<bool> { $f(g).map_err(|source| PassError::Ir { pass: concat!("raise/", $name).into(), source }) },
+        })
+    };
+}
+
+impl Raise {
+    /// The raising pipeline; the verifier runs after every step.
+    pub fn pipeline() -> PassManager {
+        PassManager::named("raise")
+            .add(step!("identity-casts", |g: &mut Graph| -> jetc_ir::Result<bool> {
+                let changed = cleanup::remove_identity_casts(g)?;
+                g.prune_dead()?;
+                Ok(changed)
+            }))
+            .add(Box::new(FnPass {
+                name: "shape-of",
+                f: |g: &mut Graph| -> Result<bool> {
+                    let changed = crate::shape_of::ShapeOf.run(g)?;
+                    jetc_ir::infer::infer_graph(g).map_err(|source| PassError::Ir { pass: "raise/shape-of".into(), source })?;
+                    Ok(changed)
+                },
+            }))
+            .add(Box::new(crate::fold::Fold::default()))
+            .add(Box::new(crate::cse::Cse))
+            .add(step!("rmsnorm", rmsnorm::raise))
+            .add(step!("embedding", embedding::raise))
+            .add(step!("mlp", mlp::raise))
+            .add(step!("attention", attention::raise))
+            .add(step!("linear-attention", linear::raise))
+            .add(step!("dynamic-conv", dynamic_conv::raise))
+            .add(step!("head-norms", head_norms::raise))
+            .add(step!("prune", |g: &mut Graph| -> jetc_ir::Result<bool> { Ok(g.prune_dead()? > 0) }))
+            // Raising can leave twins (each layer's RoPE gather); merge them.
+            .add(Box::new(crate::cse::Cse))
+            .add(Box::new(Infer))
+    }
+}
 
 impl Pass for Raise {
     fn name(&self) -> &'static str {
@@ -29,24 +73,6 @@ impl Pass for Raise {
     }
 
     fn run(&self, g: &mut Graph) -> Result<bool> {
-        let ir = |source| PassError::Ir { pass: "raise".into(), source };
-        let mut changed = cleanup::remove_identity_casts(g).map_err(ir)?;
-        g.prune_dead().map_err(ir)?;
-        changed |= crate::shape_of::ShapeOf.run(g)?;
-        jetc_ir::infer::infer_graph(g).map_err(ir)?;
-        changed |= crate::fold::Fold::default().run(g)?;
-        changed |= crate::cse::Cse.run(g)?;
-        changed |= rmsnorm::raise(g).map_err(ir)?;
-        changed |= embedding::raise(g).map_err(ir)?;
-        changed |= mlp::raise(g).map_err(ir)?;
-        changed |= attention::raise(g).map_err(ir)?;
-        changed |= linear::raise(g).map_err(ir)?;
-        changed |= dynamic_conv::raise(g).map_err(ir)?;
-        changed |= head_norms::raise(g).map_err(ir)?;
-        g.prune_dead().map_err(ir)?;
-        // Raising can leave twins (each layer's RoPE gather); merge them.
-        crate::cse::Cse.run(g)?;
-        jetc_ir::infer::infer_graph(g).map_err(ir)?;
-        Ok(changed)
+        Raise::pipeline().run_changed(g)
     }
 }

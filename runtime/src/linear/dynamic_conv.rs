@@ -41,9 +41,7 @@ pub struct ConvOutput {
     pub cache: Vec<f32>,
 }
 
-pub fn silu(x: f32) -> f32 {
-    x / (1.0 + (-x).exp())
-}
+pub use crate::math::silu;
 
 /// Checks sizes; returns (u, ker, cache) element counts.
 fn check(d: &ConvDims) -> Result<(usize, usize, usize)> {

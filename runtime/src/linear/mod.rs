@@ -180,14 +180,7 @@ pub(crate) fn check_chunk(chunk: usize) -> Result<()> {
     Ok(())
 }
 
-/// `log(1 + exp(x))` as torch computes it (linear above 20).
-pub fn softplus(x: f32) -> f32 {
-    if x > 20.0 {
-        x
-    } else {
-        x.exp().ln_1p()
-    }
-}
+pub use crate::math::softplus;
 
 /// `exp` of a log-decay difference formed in f64 (see the chunked forms), rounded to f32.
 pub(crate) fn dexp(x: f64) -> f32 {

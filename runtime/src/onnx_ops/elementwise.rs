@@ -65,13 +65,7 @@ impl Unary {
                     x
                 }
             }
-            Unary::Softplus => {
-                if x > 20.0 {
-                    x
-                } else {
-                    x.exp().ln_1p()
-                }
-            }
+            Unary::Softplus => crate::math::softplus(x),
             Unary::Softsign => x / (1.0 + x.abs()),
             Unary::Silu => x * sigmoid(x),
         }
@@ -90,14 +84,7 @@ impl Unary {
     }
 }
 
-pub(crate) fn sigmoid(x: f32) -> f32 {
-    if x >= 0.0 {
-        1.0 / (1.0 + (-x).exp())
-    } else {
-        let e = x.exp();
-        e / (1.0 + e)
-    }
-}
+pub(crate) use crate::math::sigmoid;
 
 /// erf with |error| < 1.2e-7 (Numerical Recipes' Chebyshev fit of erfc).
 pub(crate) fn erf(x: f64) -> f64 {
