@@ -66,35 +66,13 @@ enum Command {
         /// Output: a directory for jet-hf and both, a .onnx file for onnx.
         #[arg(short, long)]
         output: PathBuf,
-        /// Layers (0-indexed) that keep full attention, e.g. 14,19.
-        #[arg(long, value_delimiter = ',')]
-        full_attn: Vec<usize>,
-        /// Layers that become sliding-window attention.
-        #[arg(long, value_delimiter = ',')]
-        swa: Vec<usize>,
-        /// SWA window in tokens (each query sees itself and the previous window-1 keys).
-        #[arg(long)]
-        window: Option<usize>,
-        /// Linear mixer for the remaining layers: jetblock, gated-deltanet, deltanet, gla, retnet, mamba2 or rwkv7.
-        #[arg(long, default_value = "jetblock")]
-        block: String,
-        /// Mixer heads (default: the base model's).
-        #[arg(long)]
-        heads: Option<usize>,
-        /// Mixer key head size (default: 3/4 of the base head size).
-        #[arg(long)]
-        dk: Option<usize>,
-        /// Mixer value head size (default: twice the base head size).
-        #[arg(long)]
-        dv: Option<usize>,
+        #[command(flatten)]
+        layout: commands::convert::LayoutFlags,
         /// Output format: onnx (opset 27, LinearAttention), jet-hf (config.json +
         /// model.safetensors in the reference's names), both, or auto (the default: both when
         /// the hybrid fits the Jet-Nemotron layout, else ONNX only, with a note saying why).
         #[arg(long, default_value = "auto")]
         format: String,
-        /// A JSON layout file instead of the flags above.
-        #[arg(long)]
-        layout: Option<PathBuf>,
         /// Seed of the new mixer weights.
         #[arg(long, default_value_t = 0)]
         seed: u64,
@@ -116,26 +94,8 @@ enum Command {
         /// Training text: files or directories of .txt/.md/.rst, or JSONL with a `text` field.
         #[arg(long, value_delimiter = ',', required = true)]
         data: Vec<PathBuf>,
-        /// Layers (0-indexed) that keep full attention.
-        #[arg(long, value_delimiter = ',')]
-        full_attn: Vec<usize>,
-        /// Layers that become sliding-window attention.
-        #[arg(long, value_delimiter = ',')]
-        swa: Vec<usize>,
-        #[arg(long)]
-        window: Option<usize>,
-        /// Linear mixer of the other layers (as `convert --block`).
-        #[arg(long, default_value = "jetblock")]
-        block: String,
-        #[arg(long)]
-        heads: Option<usize>,
-        #[arg(long)]
-        dk: Option<usize>,
-        #[arg(long)]
-        dv: Option<usize>,
-        /// A JSON layout file instead of the flags above (as `convert --layout`).
-        #[arg(long)]
-        layout: Option<PathBuf>,
+        #[command(flatten)]
+        layout: commands::convert::LayoutFlags,
         /// Tokenizer (a .gguf or tokenizer.json) when the model does not carry one.
         #[arg(long)]
         tokenizer: Option<PathBuf>,
@@ -300,14 +260,12 @@ fn main() -> ExitCode {
         Command::Dump { model, passes, raw } => commands::dump::run(&model, &passes, raw),
         Command::Run { model, inputs, out, no_raise } => commands::run::run(&model, &inputs, &out, !no_raise),
         Command::Export { model, output, external_data } => commands::export::run(&model, &output, external_data),
-        Command::Convert { model, output, full_attn, swa, window, block, heads, dk, dv, format, layout, seed, json, cache_dtype } => {
-            commands::convert::run(&commands::convert::ConvertArgs {
-                model, output, full_attn, swa, window, block, heads, dk, dv, format, layout, seed, json, cache_dtype,
-            })
+        Command::Convert { model, output, layout, format, seed, json, cache_dtype } => {
+            commands::convert::run(&commands::convert::ConvertArgs { model, output, layout, format, seed, json, cache_dtype })
         }
         Command::Distill {
-            model, output, data, full_attn, swa, window, block, heads, dk, dv, layout, tokenizer, steps, tokens, seq_len, batch, lr,
-            warmup, weight_decay, clip, seed, threads, format, json, checkpoint_every, resume, token_cache,
+            model, output, data, layout, tokenizer, steps, tokens, seq_len, batch, lr, warmup, weight_decay, clip, seed, threads, format,
+            json, checkpoint_every, resume, token_cache,
         } => {
             if let Some(n) = threads {
                 if let Err(e) = rayon::ThreadPoolBuilder::new().num_threads(n.max(1)).build_global() {
@@ -315,8 +273,8 @@ fn main() -> ExitCode {
                 }
             }
             commands::distill::run(&commands::distill::DistillArgs {
-                model, output, layout, full_attn, swa, window, block, heads, dk, dv, data, tokenizer, steps, tokens, seq_len, batch, lr,
-                warmup, weight_decay, clip, seed, format, json, checkpoint_every, resume, token_cache,
+                model, output, layout, data, tokenizer, steps, tokens, seq_len, batch, lr, warmup, weight_decay, clip, seed, format, json,
+                checkpoint_every, resume, token_cache,
             })
         }
         Command::Generate { model, prompt, chat, system, max_tokens, temperature, top_p, seed, json, tokenizer } => {

@@ -16,56 +16,57 @@ use crate::load;
 pub struct ConvertArgs {
     pub model: PathBuf,
     pub output: PathBuf,
-    pub full_attn: Vec<usize>,
-    pub swa: Vec<usize>,
-    pub window: Option<usize>,
-    pub block: String,
-    pub heads: Option<usize>,
-    pub dk: Option<usize>,
-    pub dv: Option<usize>,
+    pub layout: LayoutFlags,
     pub format: String,
-    pub layout: Option<PathBuf>,
     pub seed: u64,
     pub json: bool,
     pub cache_dtype: Option<String>,
 }
 
-/// The layout flags shared by `convert` and `distill`: a layout file, or the per-flag form.
-pub struct LayoutArgs<'a> {
-    pub layout: Option<&'a Path>,
-    pub full_attn: &'a [usize],
-    pub swa: &'a [usize],
+/// The layout flags shared by `convert` and `distill`: a layout file, or the per-layer form.
+#[derive(clap::Args, Clone, Debug)]
+pub struct LayoutFlags {
+    /// Layers (0-indexed) that keep full attention, e.g. 14,19.
+    #[arg(long, value_delimiter = ',')]
+    pub full_attn: Vec<usize>,
+    /// Layers that become sliding-window attention.
+    #[arg(long, value_delimiter = ',')]
+    pub swa: Vec<usize>,
+    /// SWA window in tokens (each query sees itself and the previous window-1 keys).
+    #[arg(long)]
     pub window: Option<usize>,
-    pub block: &'a str,
+    /// Linear mixer for the remaining layers: jetblock, gated-deltanet, deltanet, gla, retnet, mamba2 or rwkv7.
+    #[arg(long, default_value = "jetblock")]
+    pub block: String,
+    /// Mixer heads (default: the base model's).
+    #[arg(long)]
     pub heads: Option<usize>,
+    /// Mixer key head size (default: 3/4 of the base head size).
+    #[arg(long)]
     pub dk: Option<usize>,
+    /// Mixer value head size (default: twice the base head size).
+    #[arg(long)]
     pub dv: Option<usize>,
+    /// A JSON layout file instead of the flags above.
+    #[arg(long)]
+    pub layout: Option<PathBuf>,
 }
 
-pub fn layout_of(a: &LayoutArgs) -> Result<Layout> {
-    Ok(match a.layout {
+pub fn layout_of(a: &LayoutFlags) -> Result<Layout> {
+    Ok(match &a.layout {
         Some(p) => Layout::from_file(p).map_err(CliError::Msg)?,
         None => Layout {
-            full_attn: a.full_attn.to_vec(),
-            swa: a.swa.to_vec(),
+            full_attn: a.full_attn.clone(),
+            swa: a.swa.clone(),
             window: a.window,
-            block: Block::parse(a.block).map_err(CliError::Msg)?,
+            block: Block::parse(&a.block).map_err(CliError::Msg)?,
             config: MixerConfig { heads: a.heads, dk: a.dk, dv: a.dv, ..MixerConfig::default() },
         },
     })
 }
 
 pub fn run(a: &ConvertArgs) -> Result<()> {
-    let layout = layout_of(&LayoutArgs {
-        layout: a.layout.as_deref(),
-        full_attn: &a.full_attn,
-        swa: &a.swa,
-        window: a.window,
-        block: &a.block,
-        heads: a.heads,
-        dk: a.dk,
-        dv: a.dv,
-    })?;
+    let layout = layout_of(&a.layout)?;
     if !matches!(a.format.as_str(), "onnx" | "jet-hf" | "both" | "auto") {
         return Err(CliError::Msg(format!("unknown format `{}` (onnx, jet-hf, both or auto)", a.format)));
     }

@@ -22,21 +22,14 @@ use jetc_train::optim::{AdamW, AdamWConfig, Schedule};
 use ndarray::ArrayD;
 use serde_json::json;
 
-use super::convert::{layout_of, write_converted, LayoutArgs, Report};
+use super::convert::{layout_of, write_converted, LayoutFlags, Report};
 use crate::error::{CliError, Result};
 use crate::load;
 
 pub struct DistillArgs {
     pub model: PathBuf,
     pub output: PathBuf,
-    pub layout: Option<PathBuf>,
-    pub full_attn: Vec<usize>,
-    pub swa: Vec<usize>,
-    pub window: Option<usize>,
-    pub block: String,
-    pub heads: Option<usize>,
-    pub dk: Option<usize>,
-    pub dv: Option<usize>,
+    pub layout: LayoutFlags,
     pub data: Vec<PathBuf>,
     pub tokenizer: Option<PathBuf>,
     pub steps: Option<u64>,
@@ -126,16 +119,7 @@ fn heldout_loss(lg: &LocalGraph, session: &Session, data: &Windows, w: &[ArrayD<
 }
 
 pub fn run(a: &DistillArgs) -> Result<()> {
-    let layout = layout_of(&LayoutArgs {
-        layout: a.layout.as_deref(),
-        full_attn: &a.full_attn,
-        swa: &a.swa,
-        window: a.window,
-        block: &a.block,
-        heads: a.heads,
-        dk: a.dk,
-        dv: a.dv,
-    })?;
+    let layout = layout_of(&a.layout)?;
     if !matches!(a.format.as_str(), "onnx" | "jet-hf" | "both" | "auto") {
         return Err(msg(format!("unknown format `{}` (onnx, jet-hf, both or auto)", a.format)));
     }
