@@ -1,6 +1,6 @@
 //! GEMM rates of the two CPU GEMM crates on the shapes jetc runs (training projections at
 //! SmolLM2 dims, the prefill MLP of qwen2.5-0.5b, the transposed products of backward
-//! passes), in one run: `cargo run --release -p jetc-runtime --example gemm_bench`.
+//! passes), in one run: `cargo run --release -p jetc-runtime --features bench-faer --example gemm_bench`.
 use std::time::Instant;
 
 fn gemm_crate(m: usize, n: usize, k: usize, a: &[f32], b: &[f32], c: &mut [f32], at: bool) {
