@@ -418,15 +418,23 @@ fn attention(spec: &AttentionSpec, inputs: &[Option<&Value>]) -> R<Vec<Value>> {
                     scores.iter_mut().for_each(|s| *s = c * (*s / c).tanh());
                 }
                 for (ti, row) in scores.chunks_mut(s_len.max(1)).enumerate() {
+                    // The mask's row for this query as a 1-D view (one lookup per key, not a
+                    // 4-D index).
+                    let keep_row = match &mask {
+                        Mask::Bool4 { data } => Some(data.slice(ndarray::s![bi, hi, ti, ..])),
+                        _ => None,
+                    };
+                    let add_row = match &mask {
+                        Mask::Add4 { data } => Some(data.slice(ndarray::s![bi, hi, ti, ..])),
+                        _ => None,
+                    };
+                    let pos = p + ti;
                     masked_softmax(row, |si| {
-                        let pos = p + ti;
                         let mut visible = (!spec.causal || si <= pos) && spec.window.is_none_or(|w| si + w > pos);
-                        let mut add = 0.0;
-                        match &mask {
-                            Mask::None => {}
-                            Mask::Bool4 { data } => visible &= data[[bi, hi, ti, si]],
-                            Mask::Add4 { data } => add = data[[bi, hi, ti, si]],
+                        if let Some(k) = &keep_row {
+                            visible &= k[si];
                         }
+                        let add = add_row.as_ref().map_or(0.0, |a| a[si]);
                         visible.then_some(add)
                     });
                 }
