@@ -19,6 +19,9 @@ pub fn run(arch_name: &str, output: &Path, seed: u64, dtype: &str) -> Result<()>
         other => return Err(CliError::Msg(format!("unknown weight dtype `{other}` (f32, f16 or bf16)"))),
     };
     let g = build(&cfg, seed, dtype)?;
+    if let Some(dir) = output.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|e| CliError::Msg(format!("{}: {e}", dir.display())))?;
+    }
     export_model(&g, output, &ExportOptions { external_data: true, ..Default::default() })?;
     eprintln!("wrote {} ({} layers, hidden {}) with weights in {}.data", output.display(), cfg.layers, cfg.hidden, output.display());
     Ok(())
