@@ -25,14 +25,19 @@ fn placeholder() -> OutputInfo {
 /// through their decomposed form (`jetc_passes::fuse::Unfuse` runs first when the graph has
 /// one). Returns one [`Gradient`] per parameter, in the order of `wrt`.
 pub fn grad(g: &mut Graph, loss: Outlet, wrt: &[NodeId]) -> Result<Vec<Gradient>> {
-    if g.node_ids().any(|id| matches!(g.node(id).map(|n| &n.op), Ok(Op::JetBlock(_)))) {
-        if !wrt.is_empty() {
-            // Unfuse keeps the weight nodes, so parameter ids stay valid.
-            jetc_passes::fuse::Unfuse.run(g)?;
-        }
+    if !wrt.is_empty() && g.node_ids().any(|id| matches!(g.node(id).map(|n| &n.op), Ok(Op::JetBlock(_)))) {
+        // Unfusing splits a packed projection weight into new nodes: parameters must then be
+        // named on the unfused graph (checked below).
+        jetc_passes::fuse::Unfuse.run(g)?;
     }
     check_loss(g, loss)?;
     for &p in wrt {
+        if !g.contains(p) {
+            return Err(AutodiffError::Param {
+                name: format!("{p:?}"),
+                msg: "is not in the graph (a fused JetBlock's packed weight is split by unfusing: take the parameters from the unfused graph)".into(),
+            });
+        }
         let node = g.node(p)?;
         if !matches!(node.op, Op::Const(_) | Op::Input) {
             return Err(AutodiffError::Param { name: node.name.clone(), msg: format!("is a {} node, not a weight or input", node.op.name()) });
@@ -165,7 +170,11 @@ fn check_loss(g: &Graph, loss: Outlet) -> Result<()> {
     let fact = g.fact(loss)?;
     let scalar = fact.concrete_shape().is_some_and(|s| s.iter().product::<usize>() == 1);
     if !fact.dtype.is_float() || !scalar {
-        return Err(AutodiffError::Loss { name: g.value_name(loss).to_string(), fact: fact.to_string() });
+        let name = match g.value_name(loss) {
+            "" => g.node(loss.node)?.name.clone(),
+            n => n.to_string(),
+        };
+        return Err(AutodiffError::Loss { name, fact: fact.to_string() });
     }
     Ok(())
 }

@@ -289,7 +289,7 @@ pub(crate) fn check(s: &LinearAttentionSpec, wrt: &[usize]) -> R<()> {
     if s.rule == UpdateRule::Dplr {
         return Err("LinearAttention with the dplr rule (RWKV7) is not trainable yet".into());
     }
-    if s.kv_heads == 0 || s.q_heads % s.kv_heads != 0 {
+    if s.kv_heads == 0 || !s.q_heads.is_multiple_of(s.kv_heads) {
         return Err(format!("the backward needs q_heads ({}) to be a multiple of kv_heads ({})", s.q_heads, s.kv_heads));
     }
     let allowed: &[usize] = match s.rule {
