@@ -123,11 +123,12 @@ pub struct StepOutput {
     pub grads: Vec<ArrayD<f32>>,
 }
 
-/// Runs the graph on `feed` with the current weights bound; returns losses and gradients.
-pub fn run_step(lg: &LocalGraph, session: &Session, feed: HashMap<String, Value>, weights: &[ArrayD<f32>]) -> Result<StepOutput> {
+/// Runs the graph on `feed` with the current weights bound (owned arrays or references, in
+/// `params` order); returns losses and gradients.
+pub fn run_step<W: std::borrow::Borrow<ArrayD<f32>>>(lg: &LocalGraph, session: &Session, feed: HashMap<String, Value>, weights: &[W]) -> Result<StepOutput> {
     let mut params = Params::new();
     for ((id, _), w) in lg.params.iter().zip(weights) {
-        params.insert(*id, Value::f32(w.clone()));
+        params.insert(*id, Value::f32(w.borrow().clone()));
     }
     let outs: HashMap<String, Value> = session.run_with(feed, &params, &[])?.into_iter().collect();
     let scalar = |name: &str| -> Result<f32> {

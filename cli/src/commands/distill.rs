@@ -101,7 +101,7 @@ fn batch_ids(windows: &Windows, step: u64, batch: usize) -> Vec<i64> {
 }
 
 /// Mean loss over the held-out windows (at most `max_batches` batches).
-fn heldout_loss(lg: &LocalGraph, session: &Session, data: &Windows, w: &[ArrayD<f32>], batch: usize, max_batches: usize) -> Result<Option<f32>> {
+fn heldout_loss(lg: &LocalGraph, session: &Session, data: &Windows, w: &[&ArrayD<f32>], batch: usize, max_batches: usize) -> Result<Option<f32>> {
     let windows: Vec<Vec<i64>> = (0..data.heldout.len().min(batch * max_batches)).map(|i| data.heldout_window(i)).collect();
     if windows.is_empty() {
         return Ok(None);
@@ -187,7 +187,10 @@ pub fn run(a: &DistillArgs) -> Result<()> {
         AdamWConfig { weight_decay: a.weight_decay, clip_norm: (a.clip > 0.0).then_some(a.clip), ..Default::default() },
         initial_values(&lg).map_err(msg)?,
     );
-    let weights = |o: &AdamW| o.slots.iter().map(|s| s.value.clone()).collect::<Vec<_>>();
+    // The optimizer's weights by reference (run_step copies them once into the bound values).
+    fn weights(o: &AdamW) -> Vec<&ArrayD<f32>> {
+        o.slots.iter().map(|s| &s.value).collect()
+    }
     let heldout_before = heldout_loss(&lg, &session, &windows, &weights(&opt), a.batch, 4)?;
     let print = fingerprint(a, &layout, &files);
     let mut start = 0u64;

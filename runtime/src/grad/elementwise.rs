@@ -77,18 +77,23 @@ pub(crate) fn vjp(o: &OnnxOp, c: &Bwd) -> R<Vec<Option<ArrayD<f32>>>> {
     if dy.shape() != shape.as_slice() {
         return Err(format!("cotangent {:?} does not match the broadcast shape {shape:?}", dy.shape()));
     }
-    let (ea, eb) = (expand(a, &shape)?, expand(b, &shape)?);
+    // Only the product rules read the other operand; Add and Sub pass the cotangent through.
     let (ga, gb) = match t {
         "Add" => (dy.clone(), dy.clone()),
         "Sub" => (dy.clone(), dy.mapv(|g| -g)),
-        "Mul" => (map2(dy, &eb, |g, y| g * y), map2(dy, &ea, |g, x| g * x)),
+        "Mul" => {
+            let (ea, eb) = (expand(a, &shape)?, expand(b, &shape)?);
+            (map2(dy, &eb, |g, y| g * y), map2(dy, &ea, |g, x| g * x))
+        }
         "Div" => {
+            let (ea, eb) = (expand(a, &shape)?, expand(b, &shape)?);
             let ga = map2(dy, &eb, |g, y| g / y);
             let mut gb = map2(dy, &ea, |g, x| -g * x);
             Zip::from(&mut gb).and(&eb).for_each(|v, &y| *v /= y * y);
             (ga, gb)
         }
         "Pow" => {
+            let (ea, eb) = (expand(a, &shape)?, expand(b, &shape)?);
             let mut ga = dy.clone();
             Zip::from(&mut ga).and(&ea).and(&eb).for_each(|g, &x, &p| *g *= if p == 0.0 { 0.0 } else { p * x.powf(p - 1.0) });
             (ga, dy.clone())
