@@ -91,9 +91,13 @@ enum Command {
         /// Output directory (new or empty): metrics.jsonl, distill.json, model/.
         #[arg(short, long)]
         output: PathBuf,
-        /// Training text: files or directories of .txt/.md/.rst, or JSONL with a `text` field.
+        /// Training text: files or directories of .txt/.md/.rst, JSONL with a text field, or
+        /// Parquet with a text column (Hugging Face datasets' shards).
         #[arg(long, value_delimiter = ',', required = true)]
         data: Vec<PathBuf>,
+        /// The JSONL field or Parquet column holding the text.
+        #[arg(long, default_value = "text")]
+        text_field: String,
         #[command(flatten)]
         layout: commands::convert::LayoutFlags,
         /// Tokenizer (a .gguf or tokenizer.json) when the model does not carry one.
@@ -141,6 +145,39 @@ enum Command {
         /// Where tokenized corpora are cached (`none`: no cache). Default ~/.cache/jetc/tokens.
         #[arg(long)]
         token_cache: Option<PathBuf>,
+    },
+    /// Score a model on offline tasks: `lm` (NLL, perplexity, bits per byte on --data) and
+    /// `passkey` (a 5-digit key hidden in filler, teacher-forced exact match). MODEL is a
+    /// .gguf, or an .onnx with tokenizer.json beside it.
+    Eval {
+        model: PathBuf,
+        /// Tasks, comma-separated: lm, passkey.
+        #[arg(long = "task", visible_alias = "tasks", value_delimiter = ',', required = true)]
+        tasks: Vec<String>,
+        /// Text for the lm task: files or directories of .txt/.md/.rst, JSONL or Parquet.
+        #[arg(long, value_delimiter = ',')]
+        data: Vec<PathBuf>,
+        /// The JSONL field or Parquet column holding the text.
+        #[arg(long, default_value = "text")]
+        text_field: String,
+        /// Tokenizer (a .gguf or tokenizer.json) when the model does not carry one.
+        #[arg(long)]
+        tokenizer: Option<PathBuf>,
+        /// lm: tokens per scored window (each window starts from a fresh state).
+        #[arg(long, default_value_t = 512)]
+        seq_len: usize,
+        /// At most this many examples per task (lm: windows; passkey: prompts, default 12).
+        #[arg(long)]
+        limit: Option<usize>,
+        /// passkey: tokens of filler around the key (about).
+        #[arg(long, default_value_t = 600)]
+        filler_tokens: usize,
+        /// passkey: seed of the keys and their depths.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Print one JSON object instead of a table.
+        #[arg(long)]
+        json: bool,
     },
     /// Generate text: prefill the prompt, then decode token by token (greedy by default).
     /// MODEL is a .gguf, or an .onnx with tokenizer.json (and tokenizer_config.json) beside it.
@@ -264,8 +301,8 @@ fn main() -> ExitCode {
             commands::convert::run(&commands::convert::ConvertArgs { model, output, layout, format, seed, json, cache_dtype })
         }
         Command::Distill {
-            model, output, data, layout, tokenizer, steps, tokens, seq_len, batch, lr, warmup, weight_decay, clip, seed, threads, format,
-            json, checkpoint_every, resume, token_cache,
+            model, output, data, text_field, layout, tokenizer, steps, tokens, seq_len, batch, lr, warmup, weight_decay, clip, seed, threads,
+            format, json, checkpoint_every, resume, token_cache,
         } => {
             if let Some(n) = threads {
                 if let Err(e) = rayon::ThreadPoolBuilder::new().num_threads(n.max(1)).build_global() {
@@ -273,9 +310,12 @@ fn main() -> ExitCode {
                 }
             }
             commands::distill::run(&commands::distill::DistillArgs {
-                model, output, layout, data, tokenizer, steps, tokens, seq_len, batch, lr, warmup, weight_decay, clip, seed, format, json,
-                checkpoint_every, resume, token_cache,
+                model, output, layout, data, text_field, tokenizer, steps, tokens, seq_len, batch, lr, warmup, weight_decay, clip, seed, format,
+                json, checkpoint_every, resume, token_cache,
             })
+        }
+        Command::Eval { model, tasks, data, text_field, tokenizer, seq_len, limit, filler_tokens, seed, json } => {
+            commands::eval::run(&commands::eval::EvalArgs { model, tasks, data, text_field, tokenizer, seq_len, limit, filler_tokens, seed, json })
         }
         Command::Generate { model, prompt, chat, system, max_tokens, temperature, top_p, seed, json, tokenizer } => {
             commands::generate::run(&commands::generate::GenerateArgs {

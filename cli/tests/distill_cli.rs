@@ -2,39 +2,16 @@
 //! loss falls, metrics and summary are written, the distilled model runs in onnxruntime and
 //! matches jetc; and bad input is refused with a clear error, nothing overwritten.
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 
 use jetc_runtime::npz::{read_npz, write_npz};
 use jetc_runtime::Session;
 
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
+mod common;
+use common::{fails, jetc, python_with_ort, repo, word_text, word_tokenizer, Tmp};
 
-fn jetc(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_jetc")).args(args).output().expect("start jetc")
-}
-
-fn fails(out: &Output, words: &[&str]) {
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "jetc should have failed:\n{stderr}");
-    assert!(!stderr.contains("panicked"), "jetc panicked:\n{stderr}");
-    for w in words {
-        assert!(stderr.contains(w), "stderr should mention `{w}`:\n{stderr}");
-    }
-}
-
-struct Tmp(PathBuf);
-impl Drop for Tmp {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 fn tmp(tag: &str) -> Tmp {
-    let d = std::env::temp_dir().join(format!("jetc-distill-cli-{}-{tag}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).expect("tmp");
-    Tmp(d)
+    common::tmp("distill-cli", tag)
 }
 
 /// The llama fixture (vocab 128) with a word-level tokenizer (token i is `w{i}`) and a text
@@ -42,42 +19,11 @@ fn tmp(tag: &str) -> Tmp {
 fn setup(dir: &Path) -> (PathBuf, PathBuf) {
     let model = dir.join("model.onnx");
     std::fs::copy(repo().join("tests/fixtures/llama-dynamo-opset20-eager-nokv/model.onnx"), &model).expect("copy fixture");
-    let vocab: serde_json::Map<String, serde_json::Value> = (0..128).map(|i| (format!("w{i}"), serde_json::json!(i))).collect();
-    let tokenizer = serde_json::json!({
-        "version": "1.0", "truncation": null, "padding": null,
-        "added_tokens": [{"id": 2, "content": "w2", "single_word": false, "lstrip": false, "rstrip": false, "normalized": false, "special": true}],
-        "normalizer": null, "pre_tokenizer": {"type": "WhitespaceSplit"}, "post_processor": null,
-        "decoder": null,
-        "model": {"type": "WordLevel", "vocab": vocab, "unk_token": "w0"}
-    });
-    std::fs::write(dir.join("tokenizer.json"), tokenizer.to_string()).expect("write");
-    std::fs::write(dir.join("tokenizer_config.json"), serde_json::json!({"eos_token": "w2"}).to_string()).expect("write");
-    let mut x = 12345u64;
-    let words: Vec<String> = (0..1200)
-        .map(|_| {
-            x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-            format!("w{}", 3 + (x >> 33) % 120)
-        })
-        .collect();
+    word_tokenizer(dir, 128, Some(2), serde_json::json!({"eos_token": "w2"}));
+    let words = word_text(1200, 12345);
     let data = dir.join("data.txt");
-    std::fs::write(&data, words.join(" ")).expect("write data");
+    std::fs::write(&data, words).expect("write data");
     (model, data)
-}
-
-fn python_with_ort() -> Option<PathBuf> {
-    let candidates: Vec<PathBuf> =
-        std::env::var_os("JETC_PYTHON").map(PathBuf::from).into_iter().chain([repo().join(".venv/bin/python")]).collect();
-    for py in candidates {
-        let ok = Command::new(&py).args(["-c", "import onnxruntime, numpy"]).output().map(|o| o.status.success()).unwrap_or(false);
-        if ok {
-            return Some(py);
-        }
-    }
-    if std::env::var_os("CI").is_some() {
-        panic!("CI: no Python with onnxruntime found (set JETC_PYTHON or run .ci/run)");
-    }
-    eprintln!("skipping the onnxruntime check: no Python with onnxruntime (set JETC_PYTHON)");
-    None
 }
 
 #[test]
@@ -134,6 +80,22 @@ fn distills_a_fixture_and_the_result_runs_in_onnxruntime() {
 }
 
 #[test]
+fn distills_from_parquet_with_a_named_text_column() {
+    let dir = tmp("parquet");
+    let (model, _) = setup(&dir.0);
+    let out = dir.0.join("out");
+    let data = repo().join("train/tests/fixtures/data/content-column.parquet");
+    let o = jetc(&[
+        "distill", model.to_str().unwrap(), "-o", out.to_str().unwrap(), "--data", data.to_str().unwrap(), "--text-field", "content",
+        "--full-attn", "0", "--seq-len", "8", "--batch", "2", "--steps", "2", "--token-cache", "none", "--json",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let summary: serde_json::Value = serde_json::from_slice(&std::fs::read(out.join("distill.json")).unwrap()).unwrap();
+    assert_eq!(summary["data"]["documents"], 7, "{summary}");
+    assert_eq!(summary["data"]["text_field"], "content");
+}
+
+#[test]
 fn bad_input_is_refused_and_nothing_is_overwritten() {
     let dir = tmp("bad");
     let (model, data) = setup(&dir.0);
@@ -149,6 +111,13 @@ fn bad_input_is_refused_and_nothing_is_overwritten() {
     let bin = dir.0.join("bin.txt");
     std::fs::write(&bin, [0x41u8, 0xff, 0xfe, 0x00, 0x80]).unwrap();
     fails(&jetc(&["distill", m, "-o", o, "--data", bin.to_str().unwrap(), "--full-attn", "0"]), &["bin.txt", "not UTF-8"]);
+    // Parquet: a null text, and a text column that is not there.
+    let parquet = |name: &str| repo().join("train/tests/fixtures/data").join(name).to_str().unwrap().to_string();
+    fails(&jetc(&["distill", m, "-o", o, "--data", &parquet("null-text.parquet"), "--full-attn", "0"]), &["null-text.parquet", "row 2", "null"]);
+    fails(
+        &jetc(&["distill", m, "-o", o, "--data", &parquet("content-column.parquet"), "--text-field", "body", "--full-attn", "0"]),
+        &["content-column.parquet", "no column `body`", "content"],
+    );
     // A layout naming a layer that does not exist.
     fails(&jetc(&["distill", m, "-o", o, "--data", d, "--full-attn", "7"]), &["layer 7", "out of range"]);
     // Not one window of the asked length.
@@ -185,18 +154,18 @@ fn resume_after_sigkill_is_bit_exact() {
     let (model, data) = setup(&dir.0);
     let (m, d) = (model.to_str().unwrap(), data.to_str().unwrap());
     let steps = "300";
-    let common = |out: &Path| -> Vec<String> {
+    let run_args = |out: &Path| -> Vec<String> {
         ["distill", m, "-o", out.to_str().unwrap(), "--data", d, "--full-attn", "0", "--seq-len", "32", "--batch", "4", "--steps", steps, "--checkpoint-every", "50", "--lr", "5e-3", "--token-cache", "none"]
             .iter()
             .map(|s| s.to_string())
             .collect()
     };
     let a = dir.0.join("a");
-    let o = jetc(&common(&a).iter().map(String::as_str).collect::<Vec<_>>());
+    let o = jetc(&run_args(&a).iter().map(String::as_str).collect::<Vec<_>>());
     assert!(o.status.success(), "uninterrupted run failed:\n{}", String::from_utf8_lossy(&o.stderr));
 
     let b = dir.0.join("b");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_jetc")).args(common(&b)).stderr(std::process::Stdio::null()).spawn().expect("start jetc");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_jetc")).args(run_args(&b)).stderr(std::process::Stdio::null()).spawn().expect("start jetc");
     let marker = b.join("checkpoints/step-00000050/state.json");
     let started = std::time::Instant::now();
     while !marker.exists() {
@@ -210,8 +179,8 @@ fn resume_after_sigkill_is_bit_exact() {
     let status = child.wait().expect("wait");
     assert!(!status.success(), "the run was killed, not finished");
     // Without --resume the directory is refused; with it the run continues.
-    fails(&jetc(&common(&b).iter().map(String::as_str).collect::<Vec<_>>()), &["already holds files"]);
-    let mut args = common(&b);
+    fails(&jetc(&run_args(&b).iter().map(String::as_str).collect::<Vec<_>>()), &["already holds files"]);
+    let mut args = run_args(&b);
     args.push("--resume".into());
     let o = jetc(&args.iter().map(String::as_str).collect::<Vec<_>>());
     assert!(o.status.success(), "resume failed:\n{}", String::from_utf8_lossy(&o.stderr));
@@ -219,7 +188,7 @@ fn resume_after_sigkill_is_bit_exact() {
     assert!(checkpoint_bytes(&a, 300) == checkpoint_bytes(&b, 300), "weights and moments differ after resume");
     assert_eq!(losses(&a), losses(&b), "loss sequences differ");
     // A resume with other settings is refused.
-    let mut other = common(&b);
+    let mut other = run_args(&b);
     let lr = other.iter().position(|s| s == "--lr").unwrap() + 1;
     other[lr] = "1e-3".into();
     other.push("--resume".into());

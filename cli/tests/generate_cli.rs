@@ -4,46 +4,16 @@
 //! question and streaming Japanese whole characters (when JETC_SMOLLM2_GGUF is set, as
 //! scripts/test.sh does); and clear errors for models it cannot generate with.
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 
 use jetc::generate::{GenerateOptions, Generator, Sampling};
 use jetc_gguf::{GgufWriter, MetaValue};
 
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
+mod common;
+use common::{fails, jetc, repo, stdout, word_tokenizer, Tmp};
 
-fn jetc(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_jetc")).args(args).output().expect("start jetc")
-}
-
-fn stdout(out: &Output) -> String {
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "jetc failed:\n{stderr}");
-    String::from_utf8(out.stdout.clone()).expect("UTF-8 stdout")
-}
-
-fn fails(out: &Output, words: &[&str]) {
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "jetc should have failed:\n{stderr}");
-    assert!(!stderr.contains("panicked"), "jetc panicked:\n{stderr}");
-    for w in words {
-        assert!(stderr.contains(w), "stderr should mention `{w}`:\n{stderr}");
-    }
-}
-
-/// A temp directory removed on drop.
-struct Tmp(PathBuf);
-impl Drop for Tmp {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 fn tmp(tag: &str) -> Tmp {
-    let d = std::env::temp_dir().join(format!("jetc-generate-cli-{}-{tag}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).expect("tmp");
-    Tmp(d)
+    common::tmp("generate-cli", tag)
 }
 
 /// A fixture decoder (vocab 128) with a word-level tokenizer: token i is `w{i}`, words are
@@ -54,18 +24,10 @@ fn onnx_with_tokenizer(dir: &Path) -> PathBuf {
     for f in ["model.onnx", "model.onnx.data"] {
         std::fs::copy(fixture.join(f), dir.join(f)).expect("copy fixture");
     }
-    let vocab: serde_json::Map<String, serde_json::Value> = (0..128).map(|i| (format!("w{i}"), serde_json::json!(i))).collect();
-    let tokenizer = serde_json::json!({
-        "version": "1.0", "truncation": null, "padding": null, "added_tokens": [],
-        "normalizer": null, "pre_tokenizer": {"type": "WhitespaceSplit"}, "post_processor": null,
-        "decoder": null,
-        "model": {"type": "WordLevel", "vocab": vocab, "unk_token": "w0"}
-    });
-    std::fs::write(dir.join("tokenizer.json"), tokenizer.to_string()).expect("write");
     let config = serde_json::json!({
         "chat_template": "{% for m in messages %}{{ m['content'] }} {% endfor %}{% if add_generation_prompt %}w9{% endif %}"
     });
-    std::fs::write(dir.join("tokenizer_config.json"), config.to_string()).expect("write");
+    word_tokenizer(dir, 128, None, config);
     dir.join("model.onnx")
 }
 

@@ -1,31 +1,16 @@
 //! Kernels for the raised decoder ops: `Embedding`, `RmsNorm`, `SwiGlu` and `Attention`
 //! (projections, RoPE, GQA, KV cache, masks, scale and output projection). Math in f32;
 //! softmax with max subtraction; a query row with no visible key outputs zeros.
-use jetc_ir::{AttentionSpec, Op, RopeStyle};
+use jetc_ir::AttentionSpec;
 use ndarray::{ArrayD, IxDyn};
 use rayon::prelude::*;
 
-use crate::error::{Result, RuntimeError};
+use crate::math::{rope, softmax};
 use crate::onnx_ops::matmul::{sgemm, Mat};
 use crate::value::{Data, Value};
 
-pub fn eval(op: &Op, node: &str, inputs: &[Option<&Value>]) -> Result<Vec<Value>> {
-    let err = |msg: String| RuntimeError::node(node, &op.name(), msg);
-    match op {
-        Op::Embedding => embedding(inputs).map_err(err),
-        Op::RmsNorm(s) => rms_norm(inputs, s.eps).map_err(err),
-        Op::SwiGlu => swiglu(inputs).map_err(err),
-        Op::Attention(spec) => attention(spec, inputs).map_err(err),
-        Op::L2Norm { heads, eps } => l2_norm(inputs, *heads, *eps).map_err(err),
-        Op::GatedRmsNorm { heads, eps } => gated_rms_norm(inputs, *heads, *eps).map_err(err),
-        Op::LinearAttention(spec) => crate::mixer_ops::linear_attention(spec, inputs).map_err(err),
-        Op::DynamicConv(spec) => crate::mixer_ops::dynamic_conv_op(spec, inputs).map_err(err),
-        Op::JetBlock(spec) => crate::jetblock::jetblock(spec, inputs).map_err(err),
-        other => Err(err(format!("no CPU kernel for {}", other.name()))),
-    }
-}
 
-type R<T> = std::result::Result<T, String>;
+pub(crate) type R<T> = std::result::Result<T, String>;
 
 fn arg<'a>(inputs: &[Option<&'a Value>], i: usize, what: &str) -> R<&'a Value> {
     inputs.get(i).copied().flatten().ok_or_else(|| format!("input {i} ({what}) is missing"))
@@ -76,7 +61,7 @@ fn linear(x: &[f32], rows: usize, w: &ArrayD<f32>, bias: Option<&ArrayD<f32>>, w
     Ok(y)
 }
 
-fn embedding(inputs: &[Option<&Value>]) -> R<Vec<Value>> {
+pub(crate) fn embedding(inputs: &[Option<&Value>]) -> R<Vec<Value>> {
     let table = floats(arg(inputs, 0, "table")?, "table")?;
     let ids = arg(inputs, 1, "ids")?.as_i64().ok_or("ids must be integers")?;
     if table.ndim() != 2 {
@@ -97,7 +82,7 @@ fn embedding(inputs: &[Option<&Value>]) -> R<Vec<Value>> {
     Ok(vec![out(shape, data)?])
 }
 
-fn rms_norm(inputs: &[Option<&Value>], eps: f32) -> R<Vec<Value>> {
+pub(crate) fn rms_norm(inputs: &[Option<&Value>], eps: f32) -> R<Vec<Value>> {
     let xv = arg(inputs, 0, "x")?;
     let x = floats(xv, "x")?;
     let w = contiguous(floats(arg(inputs, 1, "weight")?, "weight")?);
@@ -128,7 +113,7 @@ fn head_width(x: &ArrayD<f32>, heads: usize) -> R<usize> {
     Ok(last / heads)
 }
 
-fn l2_norm(inputs: &[Option<&Value>], heads: usize, eps: f32) -> R<Vec<Value>> {
+pub(crate) fn l2_norm(inputs: &[Option<&Value>], heads: usize, eps: f32) -> R<Vec<Value>> {
     let xv = arg(inputs, 0, "x")?;
     let x = floats(xv, "x")?;
     let d = head_width(x, heads)?;
@@ -142,7 +127,7 @@ fn l2_norm(inputs: &[Option<&Value>], heads: usize, eps: f32) -> R<Vec<Value>> {
     Ok(vec![v])
 }
 
-fn gated_rms_norm(inputs: &[Option<&Value>], heads: usize, eps: f32) -> R<Vec<Value>> {
+pub(crate) fn gated_rms_norm(inputs: &[Option<&Value>], heads: usize, eps: f32) -> R<Vec<Value>> {
     let xv = arg(inputs, 0, "o")?;
     let x = floats(xv, "o")?;
     let w = contiguous(floats(arg(inputs, 1, "weight")?, "weight")?);
@@ -164,9 +149,9 @@ fn gated_rms_norm(inputs: &[Option<&Value>], heads: usize, eps: f32) -> R<Vec<Va
     Ok(vec![v])
 }
 
-use crate::math::silu;
+use crate::math::{silu, swiglu_gate};
 
-fn swiglu(inputs: &[Option<&Value>]) -> R<Vec<Value>> {
+pub(crate) fn swiglu(inputs: &[Option<&Value>]) -> R<Vec<Value>> {
     let x = floats(arg(inputs, 0, "x")?, "x")?;
     let wg = floats(arg(inputs, 1, "w_gate")?, "w_gate")?;
     let wu = floats(arg(inputs, 2, "w_up")?, "w_up")?;
@@ -176,7 +161,7 @@ fn swiglu(inputs: &[Option<&Value>]) -> R<Vec<Value>> {
     let xd = contiguous(x);
     let mut h = linear(&xd, rows, wg, None, "gate")?;
     let u = linear(&xd, rows, wu, None, "up")?;
-    h.par_iter_mut().zip(u.par_iter()).for_each(|(a, b)| *a = silu(*a) * b);
+    h.par_iter_mut().zip(u.par_iter()).for_each(|(a, b)| *a = swiglu_gate(*a, *b));
     let y = linear(&h, rows, wd, None, "down")?;
     let mut shape = x.shape().to_vec();
     let last = shape.len() - 1;
@@ -206,34 +191,6 @@ pub(crate) fn rope_table<'a>(v: &'a Value, t: usize, what: &str) -> R<Table<'a>>
     Ok(Table { data: contiguous(a), batch, width })
 }
 
-/// Rotates one head vector in place.
-pub(crate) fn apply_rope(x: &mut [f32], cos: &[f32], sin: &[f32], rot: usize, style: RopeStyle) {
-    let half = rot / 2;
-    let full = cos.len() >= rot;
-    match style {
-        RopeStyle::HalfRotate => {
-            for i in 0..half {
-                let (a, b) = (x[i], x[i + half]);
-                let (c1, s1) = (cos[i], sin[i]);
-                let (c2, s2) = if full { (cos[i + half], sin[i + half]) } else { (c1, s1) };
-                x[i] = a * c1 - b * s1;
-                x[i + half] = b * c2 + a * s2;
-            }
-        }
-        RopeStyle::Interleaved => {
-            for i in 0..half {
-                let (a, b) = (x[2 * i], x[2 * i + 1]);
-                let (c1, s1, c2, s2) = if full {
-                    (cos[2 * i], sin[2 * i], cos[2 * i + 1], sin[2 * i + 1])
-                } else {
-                    (cos[i], sin[i], cos[i], sin[i])
-                };
-                x[2 * i] = a * c1 - b * s1;
-                x[2 * i + 1] = b * c2 + a * s2;
-            }
-        }
-    }
-}
 
 /// The mask broadcast to [B, H, T, S]: booleans keep, floats add.
 enum Mask<'a> {
@@ -254,28 +211,14 @@ fn last_tokens(x: &[f32], groups: usize, len: usize, keep: usize, d: usize) -> V
 
 /// In-place softmax of one score row; `visible(j)` is `None` for a hidden key, else the
 /// additive mask value. A row with no visible key becomes zeros.
-pub(crate) fn masked_softmax(row: &mut [f32], visible: impl Fn(usize) -> Option<f32>) {
-    let mut max = f32::NEG_INFINITY;
+pub(crate) fn masked_softmax<T: crate::math::Real>(row: &mut [T], visible: impl Fn(usize) -> Option<T>) {
     for (j, v) in row.iter_mut().enumerate() {
         *v = match visible(j) {
             Some(add) => *v + add,
-            None => f32::NEG_INFINITY,
+            None => T::neg_infinity(),
         };
-        max = max.max(*v);
     }
-    if max == f32::NEG_INFINITY {
-        row.fill(0.0);
-        return;
-    }
-    let mut sum = 0.0f32;
-    for v in row.iter_mut() {
-        *v = (*v - max).exp();
-        sum += *v;
-    }
-    let inv = 1.0 / sum;
-    for v in row.iter_mut() {
-        *v *= inv;
-    }
+    softmax(row, None);
 }
 
 /// RMSNorm of every group of `w.len()` consecutive elements of `x`, times `w`.
@@ -293,7 +236,7 @@ pub(crate) fn group_rms_norm(x: &mut [f32], w: &[f32], eps: f32, what: &str) -> 
     Ok(())
 }
 
-fn attention(spec: &AttentionSpec, inputs: &[Option<&Value>]) -> R<Vec<Value>> {
+pub(crate) fn attention(spec: &AttentionSpec, inputs: &[Option<&Value>]) -> R<Vec<Value>> {
     let (h, kvh, d) = (spec.heads, spec.kv_heads, spec.head_dim);
     if kvh == 0 || h % kvh != 0 || d == 0 {
         return Err(format!("heads {h} / kv_heads {kvh} / head_dim {d} are inconsistent"));
@@ -341,7 +284,7 @@ fn attention(spec: &AttentionSpec, inputs: &[Option<&Value>]) -> R<Vec<Value>> {
                 let c = &cos.data[base..base + cos.width];
                 let s = &sin.data[base..base + sin.width];
                 for head in chunk.chunks_mut(d) {
-                    apply_rope(&mut head[..rot], c, s, rot, style);
+                    rope(&mut head[..rot], c, s, rot, style);
                 }
             });
         };

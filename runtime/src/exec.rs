@@ -10,7 +10,6 @@ use std::sync::OnceLock;
 
 use jetc_ir::{Dim, Graph, NodeId, Op, Outlet};
 
-use crate::decoder_ops;
 use crate::error::{Result, RuntimeError};
 use crate::onnx_ops;
 use crate::value::{Data, Value};
@@ -172,11 +171,7 @@ impl<'g> Session<'g> {
                         })
                         .collect::<Result<_>>()?;
                     let started = profile.as_ref().map(|_| std::time::Instant::now());
-                    let out = match op {
-                        Op::Onnx(o) => onnx_ops::eval(o, &node.name, &args, node.outputs.len())?,
-                        Op::Backward(b) => crate::grad::eval(b, &node.name, &args)?,
-                        other => decoder_ops::eval(other, &node.name, &args)?,
-                    };
+                    let out = crate::kernels::eval(op, &node.name, &args, node.outputs.len())?;
                     if let (Some(p), Some(t)) = (profile.as_mut(), started) {
                         let e = p.entry(op.name()).or_insert((0, 0.0));
                         e.0 += 1;

@@ -7,6 +7,7 @@ pub mod error;
 pub mod exec;
 pub mod grad;
 pub mod jetblock;
+pub mod kernels;
 pub mod linear;
 pub mod math;
 pub mod mixer_ops;

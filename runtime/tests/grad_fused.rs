@@ -1,9 +1,15 @@
-//! The fused backward math (norms, dynamic conv, linear attention) against float64 central
-//! finite differences of the same generic forward, on random shapes (proptest); and the f32
-//! instances of those forwards against the executor's kernels.
+//! The backward math against float64 central finite differences of the same generic forward
+//! that the executor runs in f32, on random shapes and values (proptest): the scalar unary and
+//! binary ONNX rules, softmax and log-softmax, the SwiGLU gate, the norms, the dynamic conv
+//! and linear attention; and the f32 instances of those forwards against the executor's
+//! kernels.
+use jetc_runtime::grad::attention::{head_backward as attn_head_backward, head_forward as attn_head_forward, HeadCore};
 use jetc_runtime::grad::dynamic_conv::{self as conv, Conv};
 use jetc_runtime::grad::linear_attention::{head_backward, head_forward, Decay, HeadInputs};
+use jetc_runtime::grad::elementwise::{binary_grad, unary_grad, BINARY, UNARY};
 use jetc_runtime::grad::norms;
+use jetc_runtime::math;
+use jetc_runtime::onnx_ops::elementwise::{powf, Arith, Unary};
 use proptest::prelude::*;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -38,6 +44,127 @@ fn rel(a: &[f64], b: &[f64]) -> f64 {
 }
 
 const TOL: f64 = 1e-6;
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(32))]
+
+    /// One attention head (what the Attention rule runs per query head): causal or not, a
+    /// sliding window, past keys, an additive mask, soft-capping, queries fewer than keys.
+    #[test]
+    fn attention_head_matches_f64_finite_differences(
+        t in 1usize..5, past in 0usize..4, d in 1usize..5, causal: bool, window in prop::option::of(1usize..4),
+        capped: bool, masked: bool, seed in 0u64..1000,
+    ) {
+        let mut rng = StdRng::seed_from_u64(seed);
+        let s = past + t;
+        let q = rand_vec(&mut rng, t * d, -1.5, 1.5);
+        let k = rand_vec(&mut rng, s * d, -1.5, 1.5);
+        let v = rand_vec(&mut rng, s * d, -1.0, 1.0);
+        let add = rand_vec(&mut rng, t * s, -1.0, 1.0);
+        let r = rand_vec(&mut rng, t * d, -1.0, 1.0);
+        let visible = |ti: usize, si: usize| -> Option<f64> {
+            let pos = past + ti;
+            let keep = (!causal || si <= pos) && window.is_none_or(|w| si + w > pos);
+            keep.then(|| if masked { add[ti * s + si] } else { 0.0 })
+        };
+        let softcap = capped.then_some(2.5);
+        let ctx_of = |q: &[f64], k: &[f64], v: &[f64]| -> Vec<f64> {
+            let h = HeadCore { t, s, d, q, k, v, scale: 0.6, softcap };
+            attn_head_forward(&h, &visible).expect("forward").ctx
+        };
+        let h = HeadCore { t, s, d, q: &q, k: &k, v: &v, scale: 0.6, softcap };
+        let (mut dk, mut dv) = (vec![0.0; s * d], vec![0.0; s * d]);
+        let (ctx, dq) = attn_head_backward(&h, &visible, &r, &mut dk, &mut dv).expect("backward");
+        prop_assert!(rel(&ctx, &ctx_of(&q, &k, &v)) < 1e-15);
+        prop_assert!(rel(&dq, &fd(&q, &|q| dot(&ctx_of(q, &k, &v), &r))) < TOL, "dq");
+        prop_assert!(rel(&dk, &fd(&k, &|k| dot(&ctx_of(&q, k, &v), &r))) < TOL, "dk");
+        prop_assert!(rel(&dv, &fd(&v, &|v| dot(&ctx_of(&q, &k, v), &r))) < TOL, "dv");
+    }
+}
+
+/// A point of op `t`'s domain away from its kinks (0 for Relu/Abs, and x <= 0 for Log/Sqrt).
+fn in_domain(t: &str, x: f64) -> f64 {
+    match t {
+        "Log" | "Sqrt" | "Reciprocal" => x.abs() + 0.2,
+        "Relu" | "Abs" => if x.abs() < 0.05 { x + 0.1f64.copysign(x) } else { x },
+        _ => x,
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    /// Every scalar unary rule against d/dx of the forward math the executor runs.
+    #[test]
+    fn unary_rules_match_f64_finite_differences(x in -3.0f64..3.0, g in -2.0f64..2.0) {
+        for &t in UNARY.iter().filter(|t| !matches!(**t, "Softmax" | "LogSoftmax")) {
+            let x = in_domain(t, x);
+            let f = |v: f64| if t == "Cast" { v } else { Unary::parse(t).expect("a unary op").apply(v) };
+            let h = 1e-6;
+            let num = g * (f(x + h) - f(x - h)) / (2.0 * h);
+            let got = unary_grad(t, g, x).expect("a rule");
+            prop_assert!((got - num).abs() <= TOL * num.abs().max(1.0), "{t} at {x}: {got} vs {num}");
+        }
+    }
+
+    /// Every binary rule (both operands), with Max/Min picking away from ties.
+    #[test]
+    fn binary_rules_match_f64_finite_differences(a in -3.0f64..3.0, b in -3.0f64..3.0, g in -2.0f64..2.0) {
+        for &t in BINARY {
+            let (a, b) = match t {
+                "Div" => (a, b.abs() + 0.3),
+                "Pow" => (a.abs() + 0.2, b),
+                "Max" | "Min" if (a - b).abs() < 0.05 => (a, b + 0.1),
+                _ => (a, b),
+            };
+            let f = |x: f64, y: f64| match t {
+                "Pow" => powf(x, y),
+                "Add" => Arith::Add.apply(x, y),
+                "Sub" => Arith::Sub.apply(x, y),
+                "Mul" => Arith::Mul.apply(x, y),
+                "Div" => Arith::Div.apply(x, y),
+                "Max" => Arith::Max.apply(x, y),
+                _ => Arith::Min.apply(x, y),
+            };
+            let h = 1e-6;
+            let na = g * (f(a + h, b) - f(a - h, b)) / (2.0 * h);
+            let nb = g * (f(a, b + h) - f(a, b - h)) / (2.0 * h);
+            let (ga, gb) = match t {
+                // The executor's Max/Min rule routes g to the picked operand.
+                "Max" => if a >= b { (g, 0.0) } else { (0.0, g) },
+                "Min" => if a <= b { (g, 0.0) } else { (0.0, g) },
+                _ => binary_grad(t, g, a, b).expect("a rule"),
+            };
+            prop_assert!((ga - na).abs() <= TOL * na.abs().max(1.0), "{t} d/da at ({a}, {b}): {ga} vs {na}");
+            // Pow's exponent carries no gradient (x^c with a constant c).
+            if t != "Pow" {
+                prop_assert!((gb - nb).abs() <= TOL * nb.abs().max(1.0), "{t} d/db at ({a}, {b}): {gb} vs {nb}");
+            }
+        }
+    }
+
+    /// Softmax and log-softmax of a row (with a strongly negative logit among them), and the
+    /// SwiGLU gate.
+    #[test]
+    fn softmax_and_gate_match_f64_finite_differences(n in 1usize..9, seed in 0u64..1000) {
+        let mut rng = StdRng::seed_from_u64(seed);
+        let mut x = rand_vec(&mut rng, n, -4.0, 4.0);
+        x[0] -= 20.0;
+        let r = rand_vec(&mut rng, n, -1.0, 1.0);
+        let soft = |x: &[f64]| { let mut y = x.to_vec(); math::softmax(&mut y, None); y };
+        let (y, mut dx) = (soft(&x), vec![0.0; n]);
+        math::softmax_vjp(&y, &r, &mut dx);
+        prop_assert!(rel(&dx, &fd(&x, &|x| dot(&soft(x), &r))) < TOL, "softmax");
+        let logsoft = |x: &[f64]| { let mut y = x.to_vec(); math::log_softmax(&mut y); y };
+        math::log_softmax_vjp(&y, &r, &mut dx);
+        prop_assert!(rel(&dx, &fd(&x, &|x| dot(&logsoft(x), &r))) < TOL, "log-softmax");
+        let (h, u) = (rand_vec(&mut rng, n, -4.0, 4.0), rand_vec(&mut rng, n, -2.0, 2.0));
+        let gate = |h: &[f64], u: &[f64]| -> Vec<f64> { h.iter().zip(u).map(|(&a, &b)| math::swiglu_gate(a, b)).collect() };
+        let (dh, du): (Vec<f64>, Vec<f64>) = (0..n).map(|i| math::swiglu_gate_vjp(r[i], h[i], u[i])).unzip();
+        prop_assert!(rel(&dh, &fd(&h, &|h| dot(&gate(h, &u), &r))) < TOL, "gate dh");
+        prop_assert!(rel(&du, &fd(&u, &|u| dot(&gate(&h, u), &r))) < TOL, "gate du");
+    }
+}
 
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(24))]

@@ -7,7 +7,7 @@
 //!
 //! The float64 finite-difference checks of the fused math are in `grad_fused.rs`.
 use jetc_ir::{Attr, BackwardSpec, DynamicConvSpec, LinearAttentionSpec, OnnxOp, Op, RmsNormSpec, UpdateRule};
-use jetc_runtime::{decoder_ops, grad, onnx_ops, Value};
+use jetc_runtime::{grad, kernels, Value};
 use ndarray::{ArrayD, IxDyn};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -23,10 +23,7 @@ fn ints(shape: &[usize], v: &[i64]) -> Value {
 
 fn forward(op: &Op, inputs: &[Option<Value>], n_out: usize) -> Vec<Value> {
     let args: Vec<Option<&Value>> = inputs.iter().map(|v| v.as_ref()).collect();
-    match op {
-        Op::Onnx(o) => onnx_ops::eval(o, "fwd", &args, n_out).unwrap_or_else(|e| panic!("{e}")),
-        other => decoder_ops::eval(other, "fwd", &args).unwrap_or_else(|e| panic!("{e}")),
-    }
+    kernels::eval(op, "fwd", &args, n_out).unwrap_or_else(|e| panic!("{e}"))
 }
 
 fn backward(op: &Op, inputs: &[Option<Value>], cot: &[Option<Value>], wrt: &[usize]) -> Vec<ArrayD<f32>> {

@@ -31,6 +31,8 @@ pub struct DistillArgs {
     pub output: PathBuf,
     pub layout: LayoutFlags,
     pub data: Vec<PathBuf>,
+    /// The JSONL field or Parquet column holding the text.
+    pub text_field: String,
     pub tokenizer: Option<PathBuf>,
     pub steps: Option<u64>,
     pub tokens: Option<u64>,
@@ -62,8 +64,8 @@ fn fingerprint(a: &DistillArgs, layout: &jetc::convert::Layout, files: &[PathBuf
         .map(|f| format!("{}:{}", f.display(), std::fs::metadata(f).map(|m| m.len()).unwrap_or(0)))
         .collect();
     let text = format!(
-        "model={} layout={layout:?} data={data:?} steps={:?} tokens={:?} seq_len={} batch={} lr={} warmup={:?} wd={} clip={} seed={}",
-        a.model.display(), a.steps, a.tokens, a.seq_len, a.batch, a.lr, a.warmup, a.weight_decay, a.clip, a.seed
+        "model={} layout={layout:?} data={data:?} text_field={:?} steps={:?} tokens={:?} seq_len={} batch={} lr={} warmup={:?} wd={} clip={} seed={}",
+        a.model.display(), a.text_field, a.steps, a.tokens, a.seq_len, a.batch, a.lr, a.warmup, a.weight_decay, a.clip, a.seed
     );
     Sha256::digest(text.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
 }
@@ -152,7 +154,7 @@ pub fn run(a: &DistillArgs) -> Result<()> {
         None => std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/jetc/tokens")),
     };
     let tok_key = tok.inner().to_string(false).unwrap_or_else(|_| tok.source().to_string());
-    let (stream, documents, cached) = tokenize_cached(&files, &tok_key, &encode, tok.eos_id(), cache.as_deref()).map_err(msg)?;
+    let (stream, documents, cached) = tokenize_cached(&files, &a.text_field, &tok_key, &encode, tok.eos_id(), cache.as_deref()).map_err(msg)?;
     if cached {
         eprintln!("tokens from the cache ({} tokens)", stream.len());
     }
@@ -331,6 +333,7 @@ pub fn run(a: &DistillArgs) -> Result<()> {
         "layer_losses_last": last_layers.iter().map(|(l, v)| json!({"layer": l, "loss": v})).collect::<Vec<_>>(),
         "heldout_loss_before": heldout_before,
         "heldout_loss_after": heldout_after,
+        "data": {"files": files.len(), "documents": windows.documents, "corpus_tokens": windows.tokens(), "text_field": a.text_field},
         "heldout_windows": windows.heldout.len(),
         "train_windows": windows.train.len(),
         "seq_len": a.seq_len,

@@ -3,6 +3,7 @@ pub mod codegen;
 pub mod convert;
 pub mod distill;
 pub mod dump;
+pub mod eval;
 pub mod export;
 pub mod generate;
 pub mod inspect;

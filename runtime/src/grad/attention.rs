@@ -11,14 +11,17 @@
 //! dS = P * (dP - rowsum(dP * P))  [* (1 - tanh^2(s / c)) with soft-capping];
 //! dQ = scale dS K;  dK += scale dS^T Q          (every query head of the group)
 //! ```
-//! then RoPE's transpose, the q/k norm backward, and three projection backwards.
-use jetc_ir::{AttentionSpec, RopeStyle};
+//! ([`head_backward`], generic over the float type so that the f64 finite-difference checks
+//! run the same code), then RoPE's transpose, the q/k norm backward, and three projection
+//! backwards.
+use jetc_ir::AttentionSpec;
 use ndarray::{ArrayD, IxDyn};
 use rayon::prelude::*;
 
 use super::norms::rms_norm_backward;
 use super::{Bwd, R};
-use crate::decoder_ops::{apply_rope, group_rms_norm, masked_softmax, rope_table};
+use crate::decoder_ops::{group_rms_norm, masked_softmax, rope_table};
+use crate::math::{rope, rope_transpose, softmax_vjp, Real};
 use crate::onnx_ops::matmul::{sgemm, Mat};
 use crate::value::Data;
 
@@ -74,29 +77,6 @@ fn project_backward(x: &[f32], rows: usize, w: &ArrayD<f32>, dy: &[f32], dx_acc:
     Ok((dw, db))
 }
 
-/// The transpose of [`apply_rope`] on one head (same pairing and table conventions).
-fn rope_transpose(g: &mut [f32], cos: &[f32], sin: &[f32], rot: usize, style: RopeStyle) {
-    let half = rot / 2;
-    let full = cos.len() >= rot;
-    let pair = |i: usize| -> (usize, usize) {
-        match style {
-            RopeStyle::HalfRotate => (i, i + half),
-            RopeStyle::Interleaved => (2 * i, 2 * i + 1),
-        }
-    };
-    for i in 0..half {
-        let (ia, ib) = pair(i);
-        let (c1, s1, c2, s2) = match (style, full) {
-            (RopeStyle::HalfRotate, true) => (cos[i], sin[i], cos[i + half], sin[i + half]),
-            (RopeStyle::Interleaved, true) => (cos[2 * i], sin[2 * i], cos[2 * i + 1], sin[2 * i + 1]),
-            (_, false) => (cos[i], sin[i], cos[i], sin[i]),
-        };
-        // y_a = a c1 - b s1, y_b = b c2 + a s2.
-        let (ga, gb) = (g[ia], g[ib]);
-        g[ia] = ga * c1 + gb * s2;
-        g[ib] = -ga * s1 + gb * c2;
-    }
-}
 
 pub(crate) fn vjp(c: &Bwd, spec: &AttentionSpec) -> R<Vec<Option<ArrayD<f32>>>> {
     use AttentionSpec as A;
@@ -155,7 +135,7 @@ pub(crate) fn vjp(c: &Bwd, spec: &AttentionSpec) -> R<Vec<Option<ArrayD<f32>>>> 
             buf.par_chunks_mut(heads * d).enumerate().for_each(|(row, chunk)| {
                 let base = table_row(row);
                 for head in chunk.chunks_mut(d) {
-                    apply_rope(&mut head[..rot], &cos.data[base..base + cos.width], &sin.data[base..base + sin.width], rot, style);
+                    rope(&mut head[..rot], &cos.data[base..base + cos.width], &sin.data[base..base + sin.width], rot, style);
                 }
             });
         }
@@ -244,46 +224,19 @@ pub(crate) fn vjp(c: &Bwd, spec: &AttentionSpec) -> R<Vec<Option<ArrayD<f32>>>> 
                     qb.extend_from_slice(&q[o..o + d]);
                     dob.extend_from_slice(&dctx[o..o + d]);
                 }
-                let mut s = vec![0f32; t * s_len];
-                sgemm(t, s_len, d, Mat::rows(&qb, d), Mat::transposed(&ks, d), &mut s, spec.scale, false, false)?;
-                let raw = spec.softcap.map(|_| s.clone());
-                if let Some(cap) = spec.softcap {
-                    s.iter_mut().for_each(|v| *v = cap * (*v / cap).tanh());
-                }
-                let mut prob = s;
-                for (ti, row) in prob.chunks_mut(s_len.max(1)).enumerate() {
-                    masked_softmax(row, |si| {
-                        let pos = p + ti;
-                        let mut visible = (!spec.causal || si <= pos) && spec.window.is_none_or(|w| si + w > pos);
-                        let mut add = 0.0;
-                        match &mask {
-                            M::None => {}
-                            M::Keep(m) => visible &= m[[bi, hi, ti, si]],
-                            M::Add(m) => add = m[[bi, hi, ti, si]],
-                        }
-                        visible.then_some(add)
-                    });
-                }
-                let mut ctx = vec![0f32; t * d];
-                sgemm(t, d, s_len, Mat::rows(&prob, s_len), Mat::rows(&vs, d), &mut ctx, 1.0, false, false)?;
-                // dV += P^T dO; dP = dO V^T.
-                sgemm(s_len, d, t, Mat::transposed(&prob, s_len), Mat::rows(&dob, d), &mut dvs, 1.0, true, false)?;
-                let mut dp = vec![0f32; t * s_len];
-                sgemm(t, s_len, d, Mat::rows(&dob, d), Mat::transposed(&vs, d), &mut dp, 1.0, false, false)?;
-                for (dr, pr) in dp.chunks_mut(s_len.max(1)).zip(prob.chunks(s_len.max(1))) {
-                    let dot: f32 = dr.iter().zip(pr).map(|(a, b)| a * b).sum();
-                    dr.iter_mut().zip(pr).for_each(|(g, &pv)| *g = pv * (*g - dot));
-                }
-                if let (Some(cap), Some(raw)) = (spec.softcap, &raw) {
-                    dp.iter_mut().zip(raw).for_each(|(g, &r)| {
-                        let th = (r / cap).tanh();
-                        *g *= 1.0 - th * th;
-                    });
-                }
-                // dQ = scale dS K; dK += scale dS^T Q.
-                let mut dq = vec![0f32; t * d];
-                sgemm(t, d, s_len, Mat::rows(&dp, s_len), Mat::rows(&ks, d), &mut dq, spec.scale, false, false)?;
-                sgemm(s_len, d, t, Mat::transposed(&dp, s_len), Mat::rows(&qb, d), &mut dks, spec.scale, true, false)?;
+                let core = HeadCore { t, s: s_len, d, q: &qb, k: &ks, v: &vs, scale: spec.scale, softcap: spec.softcap };
+                let visible = |ti: usize, si: usize| -> Option<f32> {
+                    let pos = p + ti;
+                    let mut visible = (!spec.causal || si <= pos) && spec.window.is_none_or(|w| si + w > pos);
+                    let mut add = 0.0;
+                    match &mask {
+                        M::None => {}
+                        M::Keep(m) => visible &= m[[bi, hi, ti, si]],
+                        M::Add(m) => add = m[[bi, hi, ti, si]],
+                    }
+                    visible.then_some(add)
+                };
+                let (ctx, dq) = head_backward(&core, &visible, &dob, &mut dks, &mut dvs)?;
                 ctxs.push(ctx);
                 dqs.push(dq);
             }
@@ -348,4 +301,75 @@ pub(crate) fn vjp(c: &Bwd, spec: &AttentionSpec) -> R<Vec<Option<ArrayD<f32>>>> 
     }
     grads[A::X] = Some(arr(x.shape(), dx)?);
     Ok(grads)
+}
+
+/// One query head against its key/value head: `t` queries over `s` keys (past + new), head
+/// width `d`, row-major `q` [t, d], `k` and `v` [s, d].
+pub struct HeadCore<'a, T> {
+    pub t: usize,
+    pub s: usize,
+    pub d: usize,
+    pub q: &'a [T],
+    pub k: &'a [T],
+    pub v: &'a [T],
+    pub scale: T,
+    pub softcap: Option<T>,
+}
+
+/// The attention mask of one head: `visible(ti, si)` is `None` for a hidden key, else the
+/// additive mask value.
+pub type Visible<'a, T> = dyn Fn(usize, usize) -> Option<T> + 'a;
+
+/// What one head's forward computes.
+pub struct HeadForward<T> {
+    /// The scaled scores before soft-capping (only when capped: the backward needs them).
+    pub raw: Option<Vec<T>>,
+    /// Probabilities [t, s].
+    pub prob: Vec<T>,
+    /// Context [t, d].
+    pub ctx: Vec<T>,
+}
+
+/// Forward of one head. Generic, so the finite-difference checks run it in f64.
+pub fn head_forward<T: Real>(h: &HeadCore<T>, visible: &Visible<T>) -> R<HeadForward<T>> {
+    let (t, s_len, d) = (h.t, h.s, h.d);
+    let mut sc = vec![T::zero(); t * s_len];
+    sgemm(t, s_len, d, Mat::rows(h.q, d), Mat::transposed(h.k, d), &mut sc, h.scale, false, false)?;
+    let raw = h.softcap.map(|_| sc.clone());
+    if let Some(cap) = h.softcap {
+        sc.iter_mut().for_each(|v| *v = cap * (*v / cap).tanh());
+    }
+    for (ti, row) in sc.chunks_mut(s_len.max(1)).enumerate() {
+        masked_softmax(row, |si| visible(ti, si));
+    }
+    let mut ctx = vec![T::zero(); t * d];
+    sgemm(t, d, s_len, Mat::rows(&sc, s_len), Mat::rows(h.v, d), &mut ctx, T::one(), false, false)?;
+    Ok(HeadForward { raw, prob: sc, ctx })
+}
+
+/// Backward of one head from the context cotangent `dout` [t, d]: returns (context, dq) and
+/// adds dk and dv into `dk`, `dv` [s, d] (a key head sums over its query group).
+pub fn head_backward<T: Real>(h: &HeadCore<T>, visible: &Visible<T>, dout: &[T], dk: &mut [T], dv: &mut [T]) -> R<(Vec<T>, Vec<T>)> {
+    let (t, s_len, d) = (h.t, h.s, h.d);
+    let HeadForward { raw, prob, ctx } = head_forward(h, visible)?;
+    // dV += P^T dO; dP = dO V^T.
+    sgemm(s_len, d, t, Mat::transposed(&prob, s_len), Mat::rows(dout, d), dv, T::one(), true, false)?;
+    let mut dp = vec![T::zero(); t * s_len];
+    sgemm(t, s_len, d, Mat::rows(dout, d), Mat::transposed(h.v, d), &mut dp, T::one(), false, false)?;
+    let mut ds = vec![T::zero(); s_len];
+    for (dr, pr) in dp.chunks_mut(s_len.max(1)).zip(prob.chunks(s_len.max(1))) {
+        softmax_vjp(pr, dr, &mut ds[..dr.len()]);
+        dr.copy_from_slice(&ds[..dr.len()]);
+    }
+    if let (Some(cap), Some(raw)) = (h.softcap, &raw) {
+        dp.iter_mut().zip(raw).for_each(|(g, &r)| {
+            let th = (r / cap).tanh();
+            *g *= T::one() - th * th;
+        });
+    }
+    // dQ = scale dS K; dK += scale dS^T Q.
+    let mut dq = vec![T::zero(); t * d];
+    sgemm(t, d, s_len, Mat::rows(&dp, s_len), Mat::rows(h.k, d), &mut dq, h.scale, false, false)?;
+    sgemm(s_len, d, t, Mat::transposed(&dp, s_len), Mat::rows(h.q, d), dk, h.scale, true, false)?;
+    Ok((ctx, dq))
 }

@@ -4,12 +4,15 @@ use jetc_ir::OnnxOp;
 use ndarray::{ArrayD, Axis, IxDyn, Zip};
 
 use super::broadcast::{expand, sum_to_shape};
-use super::real::sigmoid;
+use super::real::{sigmoid, Real};
+use crate::math;
 use super::{Bwd, R};
 use crate::onnx_ops::common::broadcast_shapes;
 
-const UNARY: &[&str] = &["Neg", "Exp", "Log", "Sqrt", "Reciprocal", "Sigmoid", "Tanh", "Softplus", "Relu", "Abs", "Sin", "Cos", "Erf", "Cast", "Softmax", "LogSoftmax"];
-const BINARY: &[&str] = &["Add", "Sub", "Mul", "Div", "Pow", "Max", "Min"];
+/// The unary ops with a rule (Softmax and LogSoftmax along an axis, the rest scalar).
+pub const UNARY: &[&str] = &["Neg", "Exp", "Log", "Sqrt", "Reciprocal", "Sigmoid", "Tanh", "Softplus", "Relu", "Abs", "Sin", "Cos", "Erf", "Cast", "Softmax", "LogSoftmax"];
+/// The broadcasting binary ops with a rule.
+pub const BINARY: &[&str] = &["Add", "Sub", "Mul", "Div", "Pow", "Max", "Min"];
 
 pub(crate) fn check(o: &OnnxOp, wrt: &[usize]) -> R<()> {
     let t = o.op_type.as_str();
@@ -43,28 +46,11 @@ pub(crate) fn vjp(o: &OnnxOp, c: &Bwd) -> R<Vec<Option<ArrayD<f32>>>> {
             return Err(format!("cotangent {:?} does not match the input {:?}", dy.shape(), x.shape()));
         }
         let dx = match t {
-            "Neg" => dy.mapv(|g| -g),
-            "Cast" => dy.clone(),
-            "Exp" => map2(dy, x, |g, v| g * v.exp()),
-            "Log" => map2(dy, x, |g, v| g / v),
-            "Sqrt" => map2(dy, x, |g, v| g * 0.5 / v.sqrt()),
-            "Reciprocal" => map2(dy, x, |g, v| -g / (v * v)),
-            "Sigmoid" => map2(dy, x, |g, v| {
-                let s = sigmoid(v);
-                g * s * (1.0 - s)
-            }),
-            "Tanh" => map2(dy, x, |g, v| {
-                let th = v.tanh();
-                g * (1.0 - th * th)
-            }),
-            "Softplus" => map2(dy, x, |g, v| g * sigmoid(v)),
-            "Relu" => map2(dy, x, |g, v| if v > 0.0 { g } else { 0.0 }),
-            "Abs" => map2(dy, x, |g, v| if v > 0.0 { g } else if v < 0.0 { -g } else { 0.0 }),
-            "Sin" => map2(dy, x, |g, v| g * v.cos()),
-            "Cos" => map2(dy, x, |g, v| -g * v.sin()),
-            "Erf" => map2(dy, x, |g, v| g * std::f32::consts::FRAC_2_SQRT_PI * (-v * v).exp()),
             "Softmax" | "LogSoftmax" => softmax_vjp(x, dy, o.int_or("axis", -1), t == "LogSoftmax")?,
-            _ => return Err(format!("no backward rule for {t}")),
+            _ => {
+                unary_grad::<f32>(t, 0.0, 0.0).ok_or_else(|| format!("no backward rule for {t}"))?;
+                map2(dy, x, |g, v| unary_grad(t, g, v).unwrap_or(f32::NAN))
+            }
         };
         return Ok(vec![Some(dx)]);
     }
@@ -81,22 +67,15 @@ pub(crate) fn vjp(o: &OnnxOp, c: &Bwd) -> R<Vec<Option<ArrayD<f32>>>> {
     let (ga, gb) = match t {
         "Add" => (dy.clone(), dy.clone()),
         "Sub" => (dy.clone(), dy.mapv(|g| -g)),
-        "Mul" => {
+        "Mul" | "Div" | "Pow" => {
             let (ea, eb) = (expand(a, &shape)?, expand(b, &shape)?);
-            (map2(dy, &eb, |g, y| g * y), map2(dy, &ea, |g, x| g * x))
-        }
-        "Div" => {
-            let (ea, eb) = (expand(a, &shape)?, expand(b, &shape)?);
-            let ga = map2(dy, &eb, |g, y| g / y);
-            let mut gb = map2(dy, &ea, |g, x| -g * x);
-            Zip::from(&mut gb).and(&eb).for_each(|v, &y| *v /= y * y);
+            let (mut ga, mut gb) = (dy.clone(), dy.clone());
+            Zip::from(&mut ga).and(&mut gb).and(&ea).and(&eb).for_each(|ga, gb, &x, &y| {
+                let (p, q) = binary_grad(t, *ga, x, y).unwrap_or((f32::NAN, f32::NAN));
+                *ga = p;
+                *gb = q;
+            });
             (ga, gb)
-        }
-        "Pow" => {
-            let (ea, eb) = (expand(a, &shape)?, expand(b, &shape)?);
-            let mut ga = dy.clone();
-            Zip::from(&mut ga).and(&ea).and(&eb).for_each(|g, &x, &p| *g *= if p == 0.0 { 0.0 } else { p * x.powf(p - 1.0) });
-            (ga, dy.clone())
         }
         _ => return Err(format!("no backward rule for {t}")),
     };
@@ -104,6 +83,62 @@ pub(crate) fn vjp(o: &OnnxOp, c: &Bwd) -> R<Vec<Option<ArrayD<f32>>>> {
         if c.wants(slot) { sum_to_shape(g, to).map(Some) } else { Ok(None) }
     };
     Ok(vec![want(0, ga, a.shape())?, want(1, gb, b.shape())?])
+}
+
+/// `g · d op(x)/dx` for the scalar unary ops of [`UNARY`] (`None` for another op), generic
+/// so that the finite-difference checks run it in f64 against the forward math.
+pub fn unary_grad<T: Real>(op_type: &str, g: T, v: T) -> Option<T> {
+    let (zero, one, half) = (T::zero(), T::one(), T::of(0.5));
+    Some(match op_type {
+        "Neg" => -g,
+        "Cast" => g,
+        "Exp" => g * v.exp(),
+        "Log" => g / v,
+        "Sqrt" => g * half / v.sqrt(),
+        "Reciprocal" => -g / (v * v),
+        "Sigmoid" => {
+            let s = sigmoid(v);
+            g * s * (one - s)
+        }
+        "Tanh" => {
+            let th = v.tanh();
+            g * (one - th * th)
+        }
+        "Softplus" => g * sigmoid(v),
+        "Relu" => {
+            if v > zero {
+                g
+            } else {
+                zero
+            }
+        }
+        "Abs" => {
+            if v > zero {
+                g
+            } else if v < zero {
+                -g
+            } else {
+                zero
+            }
+        }
+        "Sin" => g * v.cos(),
+        "Cos" => -g * v.sin(),
+        "Erf" => g * T::of(std::f64::consts::FRAC_2_SQRT_PI) * (-v * v).exp(),
+        _ => return None,
+    })
+}
+
+/// `(g · d/da, g · d/db)` of the binary ops Add, Sub, Mul, Div and Pow (`x^p`: the exponent
+/// gets no gradient), generic like [`unary_grad`].
+pub fn binary_grad<T: Real>(op_type: &str, g: T, a: T, b: T) -> Option<(T, T)> {
+    Some(match op_type {
+        "Add" => (g, g),
+        "Sub" => (g, -g),
+        "Mul" => (g * b, g * a),
+        "Div" => (g / b, -g * a / (b * b)),
+        "Pow" => (if b == T::zero() { T::zero() } else { g * b * a.powf(b - T::one()) }, T::zero()),
+        _ => return None,
+    })
 }
 
 /// Max/Min of any number of inputs: the gradient goes to the input that was picked (the
@@ -144,7 +179,8 @@ fn extreme_vjp(c: &Bwd, dy: &ArrayD<f32>, max: bool) -> R<Vec<Option<ArrayD<f32>
     Ok(out)
 }
 
-/// Softmax: dx = y (dy - sum(dy y)); LogSoftmax: dx = dy - softmax(x) sum(dy), along `axis`.
+/// Softmax and LogSoftmax along `axis`, lane by lane ([`crate::math::softmax_vjp`],
+/// [`crate::math::log_softmax_vjp`]).
 fn softmax_vjp(x: &ArrayD<f32>, dy: &ArrayD<f32>, axis: i64, log: bool) -> R<ArrayD<f32>> {
     let rank = x.ndim() as i64;
     let ax = if axis < 0 { axis + rank } else { axis };
@@ -153,23 +189,17 @@ fn softmax_vjp(x: &ArrayD<f32>, dy: &ArrayD<f32>, axis: i64, log: bool) -> R<Arr
     }
     let ax = Axis(ax as usize);
     let mut dx = x.clone();
-    for ((mut xl, gl), _) in dx.lanes_mut(ax).into_iter().zip(dy.lanes(ax)).zip(0..) {
-        let m = xl.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-        let e: Vec<f32> = xl.iter().map(|&v| (v - m).exp()).collect();
-        let z: f32 = e.iter().sum();
-        let y: Vec<f32> = e.iter().map(|v| v / z).collect();
+    for (mut xl, gl) in dx.lanes_mut(ax).into_iter().zip(dy.lanes(ax)) {
+        let mut p: Vec<f32> = xl.iter().copied().collect();
+        math::softmax(&mut p, None);
+        let g: Vec<f32> = gl.iter().copied().collect();
+        let mut out = vec![0f32; p.len()];
         if log {
-            let s: f32 = gl.iter().sum();
-            for ((o, &g), &p) in xl.iter_mut().zip(gl.iter()).zip(&y) {
-                *o = g - p * s;
-            }
+            math::log_softmax_vjp(&p, &g, &mut out);
         } else {
-            let s: f32 = gl.iter().zip(&y).map(|(&g, &p)| g * p).sum();
-            for ((o, &g), &p) in xl.iter_mut().zip(gl.iter()).zip(&y) {
-                *o = p * (g - s);
-            }
+            math::softmax_vjp(&p, &g, &mut out);
         }
+        xl.iter_mut().zip(out).for_each(|(o, v)| *o = v);
     }
     Ok(dx)
 }
-

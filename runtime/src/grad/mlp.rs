@@ -1,9 +1,11 @@
 //! VJP of the SwiGLU MLP `y = (silu(x Wg) * (x Wu)) Wd`: dx always (it flows through frozen
-//! MLPs), dWg, dWu, dWd when asked. Six GEMMs over all rows at once.
+//! MLPs), dWg, dWu, dWd when asked. Six GEMMs over all rows at once (linear, so their
+//! transposes are checked by the adjoint identity) around the pointwise gate of
+//! [`crate::math::swiglu_gate_vjp`] (checked in f64 against finite differences).
 use ndarray::{ArrayD, IxDyn};
 
 use super::linalg::swap_last;
-use super::real::{silu, silu_grad};
+use crate::math::{swiglu_gate, swiglu_gate_vjp};
 use super::{Bwd, R};
 use crate::onnx_ops::matmul::matmul_f32;
 
@@ -31,9 +33,7 @@ pub(crate) fn swiglu_vjp(c: &Bwd) -> R<Vec<Option<ArrayD<f32>>>> {
     let mut dh = da.clone();
     let mut du = da;
     ndarray::Zip::from(&mut dh).and(&mut du).and(&h).and(&u).for_each(|gh, gu, &hv, &uv| {
-        let g = *gh;
-        *gh = g * uv * silu_grad(hv);
-        *gu = g * silu(hv);
+        (*gh, *gu) = swiglu_gate_vjp(*gh, hv, uv);
     });
     let mut out = vec![None, None, None, None];
     if c.wants(0) {
@@ -50,7 +50,7 @@ pub(crate) fn swiglu_vjp(c: &Bwd) -> R<Vec<Option<ArrayD<f32>>>> {
     }
     if c.wants(3) {
         let mut a = h;
-        ndarray::Zip::from(&mut a).and(&u).for_each(|hv, &uv| *hv = silu(*hv) * uv);
+        ndarray::Zip::from(&mut a).and(&u).for_each(|hv, &uv| *hv = swiglu_gate(*hv, uv));
         out[3] = Some(matmul_f32(&swap_last(&a), &dy2)?);
     }
     Ok(out)

@@ -17,6 +17,7 @@ use rayon::prelude::*;
 
 use super::common::{array, contiguous, to_vec, Ctx, OpResult};
 use super::matmul::{sgemm, Mat};
+use crate::math::softmax;
 use crate::value::{Data, Value};
 
 /// Sizes of one attention problem; Q is [B, Hq, Sq, D], K [B, Hkv, T, D], V [B, Hkv, T, Dv].
@@ -53,26 +54,6 @@ pub(crate) struct AttnParams<'a> {
 /// Adds the mask for query `i` of (batch, q head) to a score row of length T (−inf masks).
 pub(crate) type BiasFn<'a> = dyn Fn(usize, usize, usize, &mut [f32]) + Sync + 'a;
 
-/// Softmax of one row with an optional sink logit; a row with no finite score becomes zeros.
-fn softmax_row(r: &mut [f32], sink: Option<f32>) {
-    let mut max = r.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
-    if let Some(s) = sink {
-        max = max.max(s);
-    }
-    if max == f32::NEG_INFINITY {
-        r.fill(0.0);
-        return;
-    }
-    let mut sum = 0f32;
-    for v in r.iter_mut() {
-        *v = (*v - max).exp();
-        sum += *v;
-    }
-    if let Some(s) = sink {
-        sum += (s - max).exp();
-    }
-    r.iter_mut().for_each(|v| *v /= sum);
-}
 
 /// Computes attention; returns Y [B, Hq, Sq, Dv] and, when asked, the captured scores
 /// [B, Hq, Sq, T] (else an empty vector).
@@ -131,7 +112,7 @@ pub(crate) fn attention_core(
         keep(QkStage::Biased, &sc);
         if t > 0 {
             let sink = p.sinks.map(|s| s[h]);
-            sc.chunks_mut(t).for_each(|row| softmax_row(row, sink));
+            sc.chunks_mut(t).for_each(|row| softmax(row, sink));
         }
         keep(QkStage::Probs, &sc);
         sgemm(sq, dv, t, Mat::rows(&sc, t), Mat::rows(vs, dv), yc, 1.0, false, threads)

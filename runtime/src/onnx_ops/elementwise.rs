@@ -12,8 +12,8 @@ use crate::value::{Data, Value};
 // ---------------------------------------------------------------- unary
 
 /// A float (or signed-int where it makes sense) unary op.
-#[derive(Clone, Copy, Debug)]
-pub(crate) enum Unary {
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Unary {
     Sqrt,
     Reciprocal,
     Neg,
@@ -38,10 +38,39 @@ pub(crate) enum Unary {
 }
 
 impl Unary {
-    fn f(self, x: f32) -> f32 {
+    /// The op of an ONNX op type (`Swish` is SiLU).
+    pub fn parse(op_type: &str) -> Option<Unary> {
+        Some(match op_type {
+            "Sqrt" => Unary::Sqrt,
+            "Reciprocal" => Unary::Reciprocal,
+            "Neg" => Unary::Neg,
+            "Exp" => Unary::Exp,
+            "Log" => Unary::Log,
+            "Sin" => Unary::Sin,
+            "Cos" => Unary::Cos,
+            "Tan" => Unary::Tan,
+            "Tanh" => Unary::Tanh,
+            "Sigmoid" => Unary::Sigmoid,
+            "Erf" => Unary::Erf,
+            "Abs" => Unary::Abs,
+            "Relu" => Unary::Relu,
+            "Floor" => Unary::Floor,
+            "Ceil" => Unary::Ceil,
+            "Round" => Unary::Round,
+            "Sign" => Unary::Sign,
+            "Softplus" => Unary::Softplus,
+            "Softsign" => Unary::Softsign,
+            "Swish" => Unary::Silu,
+            _ => return None,
+        })
+    }
+
+    /// The float math, generic so that the finite-difference checks run it in f64.
+    pub fn apply<T: Real>(self, x: T) -> T {
+        let (zero, one) = (T::zero(), T::one());
         match self {
             Unary::Sqrt => x.sqrt(),
-            Unary::Reciprocal => 1.0 / x,
+            Unary::Reciprocal => one / x,
             Unary::Neg => -x,
             Unary::Exp => x.exp(),
             Unary::Log => x.ln(),
@@ -50,24 +79,24 @@ impl Unary {
             Unary::Tan => x.tan(),
             Unary::Tanh => x.tanh(),
             Unary::Sigmoid => sigmoid(x),
-            Unary::Erf => erf(x as f64) as f32,
+            Unary::Erf => T::of(erf(x.to_f64().unwrap_or(f64::NAN))),
             Unary::Abs => x.abs(),
-            Unary::Relu => x.max(0.0),
+            Unary::Relu => x.max(zero),
             Unary::Floor => x.floor(),
             Unary::Ceil => x.ceil(),
-            Unary::Round => x.round_ties_even(),
+            Unary::Round => round_ties_even(x),
             Unary::Sign => {
-                if x > 0.0 {
-                    1.0
-                } else if x < 0.0 {
-                    -1.0
+                if x > zero {
+                    one
+                } else if x < zero {
+                    -one
                 } else {
                     x
                 }
             }
             Unary::Softplus => crate::math::softplus(x),
-            Unary::Softsign => x / (1.0 + x.abs()),
-            Unary::Silu => x * sigmoid(x),
+            Unary::Softsign => x / (one + x.abs()),
+            Unary::Silu => crate::math::silu(x),
         }
     }
 
@@ -85,30 +114,38 @@ impl Unary {
 }
 
 pub(crate) use crate::math::sigmoid;
+use crate::math::Real;
 
-/// erf with |error| < 1.2e-7 (Numerical Recipes' Chebyshev fit of erfc).
-pub(crate) fn erf(x: f64) -> f64 {
-    let z = x.abs();
-    let t = 1.0 / (1.0 + 0.5 * z);
-    let poly = -z * z - 1.265_512_23
-        + t * (1.000_023_68
-            + t * (0.374_091_96
-                + t * (0.096_784_18
-                    + t * (-0.186_288_06
-                        + t * (0.278_868_07
-                            + t * (-1.135_203_98 + t * (1.488_515_87 + t * (-0.822_152_23 + t * 0.170_872_77))))))));
-    let erfc = t * poly.exp();
-    if x >= 0.0 {
-        1.0 - erfc
-    } else {
-        erfc - 1.0
+/// Rounds half to even (ONNX `Round`).
+fn round_ties_even<T: Real>(x: T) -> T {
+    let r = x.round();
+    if (x - x.trunc()).abs() == T::of(0.5) {
+        // A tie: round() went away from zero; step back when that landed on an odd number.
+        let two = T::of(2.0);
+        if (r / two).fract() != T::zero() {
+            return r - x.signum();
+        }
     }
+    r
+}
+
+/// erf to within an ulp (musl's, through the `libm` crate). A polynomial fit accurate only
+/// in value would not do: its slope is off by percents near 0, and the backward rule uses
+/// erf's true derivative.
+pub(crate) fn erf(x: f64) -> f64 {
+    libm::erf(x)
+}
+
+/// The unary op that the node's op type names (see [`Unary::parse`]).
+pub(crate) fn unary_named(ctx: &Ctx) -> OpResult {
+    let u = Unary::parse(&ctx.op.op_type).ok_or_else(|| format!("{} is not a unary op", ctx.op.op_type))?;
+    unary(ctx, u)
 }
 
 pub(crate) fn unary(ctx: &Ctx, u: Unary) -> OpResult {
     let x = ctx.input(0)?;
     let data = match &x.data {
-        Data::F(a) => Data::F(a.mapv(|v| u.f(v))),
+        Data::F(a) => Data::F(a.mapv(|v| u.apply(v))),
         Data::I(a) => {
             if u.i(0).is_none() {
                 return Err(format!("{u:?} needs a float input, got {}", x.dtype));
@@ -204,7 +241,7 @@ pub(crate) fn not(ctx: &Ctx) -> OpResult {
 // ---------------------------------------------------------------- binary arithmetic
 
 #[derive(Clone, Copy, Debug, PartialEq)]
-pub(crate) enum Arith {
+pub enum Arith {
     Add,
     Sub,
     Mul,
@@ -214,7 +251,8 @@ pub(crate) enum Arith {
 }
 
 impl Arith {
-    fn f(self, a: f32, b: f32) -> f32 {
+    /// The float math (NaN propagates through Max and Min), generic for the f64 checks.
+    pub fn apply<T: Real>(self, a: T, b: T) -> T {
         match self {
             Arith::Add => a + b,
             Arith::Sub => a - b,
@@ -222,14 +260,14 @@ impl Arith {
             Arith::Div => a / b,
             Arith::Max => {
                 if a.is_nan() || b.is_nan() {
-                    f32::NAN
+                    T::nan()
                 } else {
                     a.max(b)
                 }
             }
             Arith::Min => {
                 if a.is_nan() || b.is_nan() {
-                    f32::NAN
+                    T::nan()
                 } else {
                     a.min(b)
                 }
@@ -252,7 +290,7 @@ impl Arith {
 
 fn arith_values(x: &Value, y: &Value, op: Arith) -> OpResult<Value> {
     let data = match (&x.data, &y.data) {
-        (Data::F(a), Data::F(b)) => Data::F(zip2(a, b, |p, q| op.f(p, q))?),
+        (Data::F(a), Data::F(b)) => Data::F(zip2(a, b, |p, q| op.apply(p, q))?),
         (Data::I(a), Data::I(b)) => {
             if op == Arith::Div && b.iter().any(|&v| v == 0) {
                 return Err("integer division by zero".into());
@@ -305,10 +343,11 @@ pub(crate) fn pow(ctx: &Ctx) -> OpResult {
     Ok(vec![Value { dtype: x.dtype, data }])
 }
 
-fn powf(a: f32, b: f32) -> f32 {
-    if b == 2.0 {
+/// `a^b` (squares and square roots exact), generic for the f64 checks.
+pub fn powf<T: Real>(a: T, b: T) -> T {
+    if b == T::of(2.0) {
         a * a
-    } else if b == 0.5 {
+    } else if b == T::of(0.5) {
         a.sqrt()
     } else {
         a.powf(b)

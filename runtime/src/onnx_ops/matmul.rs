@@ -7,6 +7,7 @@ use ndarray::ArrayD;
 use rayon::prelude::*;
 
 use super::common::{array, broadcast_shapes, broadcast_to, contiguous, to_vec, Ctx, OpResult};
+use crate::math::Real;
 use crate::value::{Data, Value};
 
 /// Products at least this large (m·n·k) use several threads.
@@ -14,20 +15,20 @@ const PARALLEL_WORK: usize = 1 << 18;
 
 /// A strided matrix operand: element (r, c) is at `data[r * rs + c * cs]`.
 #[derive(Clone, Copy)]
-pub(crate) struct Mat<'a> {
-    pub data: &'a [f32],
+pub(crate) struct Mat<'a, T = f32> {
+    pub data: &'a [T],
     pub rs: usize,
     pub cs: usize,
 }
 
-impl<'a> Mat<'a> {
+impl<'a, T> Mat<'a, T> {
     /// A row-major matrix with `cols` columns.
-    pub fn rows(data: &'a [f32], cols: usize) -> Mat<'a> {
+    pub fn rows(data: &'a [T], cols: usize) -> Mat<'a, T> {
         Mat { data, rs: cols, cs: 1 }
     }
 
     /// The transpose of a row-major matrix with `cols` columns.
-    pub fn transposed(data: &'a [f32], cols: usize) -> Mat<'a> {
+    pub fn transposed(data: &'a [T], cols: usize) -> Mat<'a, T> {
         Mat { data, rs: 1, cs: cols }
     }
 
@@ -37,16 +38,17 @@ impl<'a> Mat<'a> {
 }
 
 /// `c = (accumulate ? c : 0) + alpha · a · b` where `a` is m×k, `b` is k×n and `c` is a
-/// row-major m×n buffer. `threads` lets large products use the rayon pool.
+/// row-major m×n buffer. `threads` lets large products use the rayon pool. Generic over the
+/// float type (f32 in the executor, f64 in the finite-difference checks).
 #[allow(clippy::too_many_arguments)]
-pub(crate) fn sgemm(
+pub(crate) fn sgemm<T: Real>(
     m: usize,
     n: usize,
     k: usize,
-    a: Mat<'_>,
-    b: Mat<'_>,
-    c: &mut [f32],
-    alpha: f32,
+    a: Mat<'_, T>,
+    b: Mat<'_, T>,
+    c: &mut [T],
+    alpha: T,
     accumulate: bool,
     threads: bool,
 ) -> OpResult<()> {
@@ -58,7 +60,7 @@ pub(crate) fn sgemm(
     }
     if k == 0 {
         if !accumulate {
-            c[..m * n].fill(0.0);
+            c[..m * n].fill(T::zero());
         }
         return Ok(());
     }
@@ -80,7 +82,7 @@ pub(crate) fn sgemm(
             b.data.as_ptr(),
             b.cs as isize,
             b.rs as isize,
-            1.0,
+            T::one(),
             alpha,
             false,
             false,

@@ -12,7 +12,7 @@
 mod attention;
 mod cast;
 pub(crate) mod common;
-pub(crate) mod elementwise;
+pub mod elementwise;
 mod gather;
 mod gqa;
 pub(crate) mod matmul;
@@ -64,27 +64,8 @@ fn lookup(op: &OnnxOp) -> Option<Kernel> {
 
 fn default_domain(op_type: &str) -> Option<Kernel> {
     let k: Kernel = match op_type {
+        t if Unary::parse(t).is_some() => elementwise::unary_named,
         // Unary math.
-        "Sqrt" => |c| elementwise::unary(c, Unary::Sqrt),
-        "Reciprocal" => |c| elementwise::unary(c, Unary::Reciprocal),
-        "Neg" => |c| elementwise::unary(c, Unary::Neg),
-        "Exp" => |c| elementwise::unary(c, Unary::Exp),
-        "Log" => |c| elementwise::unary(c, Unary::Log),
-        "Sin" => |c| elementwise::unary(c, Unary::Sin),
-        "Cos" => |c| elementwise::unary(c, Unary::Cos),
-        "Tan" => |c| elementwise::unary(c, Unary::Tan),
-        "Tanh" => |c| elementwise::unary(c, Unary::Tanh),
-        "Sigmoid" => |c| elementwise::unary(c, Unary::Sigmoid),
-        "Erf" => |c| elementwise::unary(c, Unary::Erf),
-        "Abs" => |c| elementwise::unary(c, Unary::Abs),
-        "Relu" => |c| elementwise::unary(c, Unary::Relu),
-        "Floor" => |c| elementwise::unary(c, Unary::Floor),
-        "Ceil" => |c| elementwise::unary(c, Unary::Ceil),
-        "Round" => |c| elementwise::unary(c, Unary::Round),
-        "Sign" => |c| elementwise::unary(c, Unary::Sign),
-        "Softplus" => |c| elementwise::unary(c, Unary::Softplus),
-        "Softsign" => |c| elementwise::unary(c, Unary::Softsign),
-        "Swish" => |c| elementwise::unary(c, Unary::Silu),
         "Gelu" => elementwise::gelu,
         "LeakyRelu" => elementwise::leaky_relu,
         "Elu" => elementwise::elu,

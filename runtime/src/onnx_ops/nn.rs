@@ -17,27 +17,25 @@ use ndarray::ArrayD;
 use rayon::prelude::*;
 
 use super::common::{array, broadcast_to, contiguous, norm_axis, owned, to_vec, zip2, Ctx, OpResult};
+use crate::math;
 use crate::value::{Data, Value};
 
 /// Rows longer than this many total elements are processed in parallel.
 const PARALLEL_ELEMS: usize = 1 << 15;
 
-/// Normalises each row of length `n` in place: softmax, or log-softmax.
+/// Normalises each row of length `n` in place: softmax, or log-softmax. A row whose every
+/// logit is -inf gives NaN, as onnxruntime and the ONNX reference give.
 pub(crate) fn softmax_rows(data: &mut [f32], n: usize, log: bool) {
     if n == 0 {
         return;
     }
     let row = |r: &mut [f32]| {
-        let max = r.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
-        let mut sum = 0f32;
-        for v in r.iter() {
-            sum += (v - max).exp();
-        }
         if log {
-            let l = sum.ln();
-            r.iter_mut().for_each(|v| *v = *v - max - l);
+            math::log_softmax(r);
+        } else if r.iter().all(|&v| v == f32::NEG_INFINITY) {
+            r.fill(f32::NAN);
         } else {
-            r.iter_mut().for_each(|v| *v = (*v - max).exp() / sum);
+            math::softmax(r, None);
         }
     };
     if data.len() >= PARALLEL_ELEMS {

@@ -9,7 +9,9 @@
 //! interleaved pairs 2i with 2i+1; both use cos/sin entry i:
 //! `x1' = x1·cos − x2·sin`, `x2' = x1·sin + x2·cos`.
 use super::common::{array, contiguous, to_vec, Ctx, OpResult};
+use crate::math::rope;
 use crate::value::{Data, Value};
+use jetc_ir::RopeStyle;
 
 /// Where the heads of a [B, S, N, H] or [B, N, S, H] buffer are.
 #[derive(Clone, Copy, Debug)]
@@ -34,16 +36,6 @@ impl HeadLayout {
     }
 }
 
-/// Rotates the first `2 · cos.len()` elements of one head vector in place.
-pub(crate) fn rotate_head(x: &mut [f32], cos: &[f32], sin: &[f32], interleaved: bool) {
-    let half = cos.len();
-    for i in 0..half {
-        let (p, q) = if interleaved { (2 * i, 2 * i + 1) } else { (i, i + half) };
-        let (x1, x2) = (x[p], x[q]);
-        x[p] = x1 * cos[i] - x2 * sin[i];
-        x[q] = x1 * sin[i] + x2 * cos[i];
-    }
-}
 
 /// A cos/sin cache: `rows` rows of `half` entries each.
 pub(crate) struct Cache<'a> {
@@ -56,13 +48,14 @@ pub(crate) struct Cache<'a> {
 /// checked to be in range.
 pub(crate) fn apply_rope(x: &mut [f32], l: &HeadLayout, cache: &Cache, rows: &[usize], interleaved: bool) {
     let h = cache.half;
+    let style = if interleaved { RopeStyle::Interleaved } else { RopeStyle::HalfRotate };
     for b in 0..l.batch {
         for s in 0..l.seq {
             let r = rows[b * l.seq + s];
             let (c, sn) = (&cache.cos[r * h..(r + 1) * h], &cache.sin[r * h..(r + 1) * h]);
             for n in 0..l.heads {
                 let o = l.offset(b, s, n);
-                rotate_head(&mut x[o..o + l.head_size], c, sn, interleaved);
+                rope(&mut x[o..o + l.head_size], c, sn, 2 * h, style);
             }
         }
     }

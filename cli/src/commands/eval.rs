@@ -1,0 +1,111 @@
+//! `jetc eval`: scores a model on offline tasks (`jetc_eval`): `lm` (NLL, perplexity and
+//! bits per byte on `--data`) and `passkey` (synthetic retrieval). Prints a table, or one
+//! JSON object with `--json`.
+use std::path::PathBuf;
+use std::time::Instant;
+
+use indicatif::{ProgressBar, ProgressStyle};
+use jetc_eval::{lm, passkey, Score, TASKS};
+use jetc_models::generate::Generator;
+use jetc_train::data::{list_files, tokenize};
+use serde_json::json;
+
+use crate::error::{CliError, Result};
+use crate::load;
+
+pub struct EvalArgs {
+    pub model: PathBuf,
+    pub tasks: Vec<String>,
+    pub data: Vec<PathBuf>,
+    pub text_field: String,
+    pub tokenizer: Option<PathBuf>,
+    pub seq_len: usize,
+    pub limit: Option<usize>,
+    pub filler_tokens: usize,
+    pub seed: u64,
+    pub json: bool,
+}
+
+fn msg(e: impl std::fmt::Display) -> CliError {
+    CliError::Msg(e.to_string())
+}
+
+fn bar(n: usize, what: &str, quiet: bool) -> ProgressBar {
+    if quiet {
+        return ProgressBar::hidden();
+    }
+    let pb = ProgressBar::new(n as u64);
+    if let Ok(style) = ProgressStyle::with_template("{msg:>10} [{bar:30}] {pos}/{len} {per_sec} eta {eta}") {
+        pb.set_style(style.progress_chars("=> "));
+    }
+    pb.set_message(what.to_string());
+    pb
+}
+
+pub fn run(a: &EvalArgs) -> Result<()> {
+    if a.tasks.is_empty() {
+        return Err(msg(format!("no task given (--task; one of {})", TASKS.join(", "))));
+    }
+    if let Some(t) = a.tasks.iter().find(|t| !TASKS.contains(&t.as_str())) {
+        return Err(msg(format!("unknown task `{t}` (the tasks are {})", TASKS.join(", "))));
+    }
+    if a.tasks.iter().any(|t| t == "lm") && a.data.is_empty() {
+        return Err(msg("the lm task scores a text set: give --data FILE|DIR (.txt, .md, .jsonl, .parquet)"));
+    }
+    let started = Instant::now();
+    let (tok, _) = match &a.tokenizer {
+        Some(p) => super::generate::text_from(p)?,
+        None => super::generate::text_of(&a.model)?,
+    };
+    let graph = load::load_raised(&a.model)?;
+    let mut gen = Generator::new(&graph).map_err(msg)?;
+    let encode = |s: &str| tok.encode(s, false).map_err(|e| jetc_eval::EvalError::Task { task: "tokenizer".into(), msg: e.to_string() });
+    let mut scores: Vec<(Score, f64)> = Vec::new();
+    for task in &a.tasks {
+        let t0 = Instant::now();
+        let score = match task.as_str() {
+            "lm" => {
+                let files = list_files(&a.data).map_err(msg)?;
+                let enc = |s: &str| tok.encode(s, false).map_err(|e| e.to_string());
+                let (stream, _) = tokenize(&files, &a.text_field, &enc, tok.eos_id()).map_err(msg)?;
+                let windows = lm::windows(&stream, a.seq_len, a.limit).map_err(msg)?;
+                let pb = bar(windows.len(), "lm", a.json);
+                let bytes = |ids: &[u32]| tok.decode(ids, false).map(|s| s.len()).unwrap_or(0);
+                let s = lm::score(&mut gen, &windows, &bytes, &mut |_| pb.inc(1)).map_err(msg)?;
+                pb.finish_and_clear();
+                s
+            }
+            _ => {
+                let opts = passkey::Options { prompts: a.limit.unwrap_or(12), filler_tokens: a.filler_tokens, seed: a.seed };
+                let prompts = passkey::prompts(&opts, &|s| encode(s).map(|v| v.len())).map_err(msg)?;
+                let pb = bar(prompts.len(), "passkey", a.json);
+                let s = passkey::score(&mut gen, &encode, &prompts, &mut |_| pb.inc(1)).map_err(msg)?;
+                pb.finish_and_clear();
+                s
+            }
+        };
+        scores.push((score, t0.elapsed().as_secs_f64()));
+    }
+    if a.json {
+        let tasks: Vec<serde_json::Value> = scores
+            .iter()
+            .map(|(s, secs)| {
+                let metrics: serde_json::Map<String, serde_json::Value> =
+                    s.metrics.iter().map(|m| (m.name.clone(), json!({"value": m.value, "stderr": m.stderr}))).collect();
+                json!({"task": s.task, "examples": s.examples, "metrics": metrics, "seconds": secs})
+            })
+            .collect();
+        let out = json!({"model": a.model.display().to_string(), "tasks": tasks, "seed": a.seed, "seconds": started.elapsed().as_secs_f64()});
+        println!("{}", serde_json::to_string_pretty(&out).map_err(msg)?);
+        return Ok(());
+    }
+    println!("{}", a.model.display());
+    println!("{:<10} {:<16} {:>14} {:>10} {:>9}", "task", "metric", "value", "stderr", "examples");
+    for (s, _) in &scores {
+        for m in &s.metrics {
+            let err = m.stderr.map_or("-".to_string(), |e| format!("{e:.4}"));
+            println!("{:<10} {:<16} {:>14.4} {:>10} {:>9}", s.task, m.name, m.value, err, s.examples);
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,123 @@
+//! `jetc eval` as a user runs it: the `lm` task's NLL on a fixture decoder equals the NLL
+//! computed from onnxruntime's logits on the same windows; `passkey` runs and reports its
+//! accuracy; SmolLM2's GGUF (when JETC_SMOLLM2_GGUF is set, as scripts/test.sh does) finds
+//! passkeys and scores a plausible perplexity; bad requests are refused.
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use jetc_runtime::npz::{read_npz, write_npz};
+
+mod common;
+use common::{fails, jetc, python_with_ort, repo, stdout, word_text, word_tokenizer, Tmp};
+
+fn tmp(tag: &str) -> Tmp {
+    common::tmp("eval-cli", tag)
+}
+
+/// The no-cache llama fixture (vocab 128) with a word-level tokenizer (EOS `w2`) and a text.
+fn setup(dir: &Path) -> (PathBuf, PathBuf, String) {
+    let model = dir.join("model.onnx");
+    std::fs::copy(repo().join("tests/fixtures/llama-dynamo-opset20-eager-nokv/model.onnx"), &model).expect("copy fixture");
+    word_tokenizer(dir, 128, Some(2), serde_json::json!({"eos_token": "w2"}));
+    let text = word_text(100, 99);
+    let data = dir.join("heldout.txt");
+    std::fs::write(&data, &text).expect("write");
+    (model, data, text)
+}
+
+fn json(out: &std::process::Output) -> serde_json::Value {
+    serde_json::from_str(&stdout(out)).expect("--json prints JSON")
+}
+
+#[test]
+fn lm_nll_equals_onnxruntimes() {
+    let dir = tmp("lm");
+    let (model, data, text) = setup(&dir.0);
+    let j = json(&jetc(&["eval", model.to_str().unwrap(), "--task", "lm", "--data", data.to_str().unwrap(), "--seq-len", "16", "--limit", "3", "--json"]));
+    let lm = &j["tasks"][0];
+    assert_eq!(lm["task"], "lm");
+    assert_eq!(lm["examples"], 3);
+    let nll = lm["metrics"]["nll"]["value"].as_f64().unwrap();
+    let ppl = lm["metrics"]["ppl"]["value"].as_f64().unwrap();
+    assert!((ppl - nll.exp()).abs() < 1e-9 * ppl);
+    assert_eq!(lm["metrics"]["tokens"]["value"], 45.0);
+    assert!(lm["metrics"]["nll"]["stderr"].as_f64().is_some());
+
+    // The same three windows through onnxruntime: word i is token i, EOS after the text.
+    let Some(py) = python_with_ort() else { return };
+    let mut ids: Vec<i64> = text.split(' ').map(|w| w[1..].parse::<i64>().unwrap()).collect();
+    ids.push(2);
+    let ids: Vec<i64> = ids[..48].to_vec();
+    let g = jetc_models::pipeline::load_raised(&model).expect("load");
+    let feed = jetc_train::feed::prefill_inputs(&g, &ids, 3, 16).expect("feed");
+    let inputs: Vec<(String, jetc_runtime::Value)> = feed.into_iter().collect();
+    write_npz(&dir.0.join("in.npz"), &inputs).expect("npz");
+    let r = Command::new(&py).arg(repo().join("scripts/ort_run.py")).args([&model, &dir.0.join("in.npz"), &dir.0.join("out.npz")]).output().expect("python");
+    assert!(r.status.success(), "onnxruntime: {}", String::from_utf8_lossy(&r.stderr));
+    let outs = read_npz(&dir.0.join("out.npz")).expect("ort outputs");
+    let logits = outs.iter().find(|(n, _)| n == "logits").map(|(_, v)| v.as_f32().unwrap().clone()).expect("logits");
+    let vocab = logits.shape()[2];
+    let flat: Vec<f64> = logits.iter().map(|&v| v as f64).collect();
+    let mut total = 0.0;
+    for w in 0..3 {
+        for i in 1..16 {
+            let row = &flat[((w * 16) + i - 1) * vocab..((w * 16) + i) * vocab];
+            let max = row.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+            let lse = max + row.iter().map(|v| (v - max).exp()).sum::<f64>().ln();
+            total += lse - row[ids[w * 16 + i] as usize];
+        }
+    }
+    let want = total / 45.0;
+    assert!((nll - want).abs() < 1e-4 * want.abs(), "jetc {nll} vs onnxruntime {want}");
+}
+
+#[test]
+fn passkey_runs_seeded_and_reports_accuracy() {
+    let dir = tmp("passkey");
+    let (model, _, _) = setup(&dir.0);
+    let m = model.to_str().unwrap();
+    let run = || json(&jetc(&["eval", m, "--task", "passkey", "--limit", "3", "--filler-tokens", "40", "--json"]));
+    let j = run();
+    let p = &j["tasks"][0];
+    assert_eq!((p["task"].as_str(), p["examples"].as_u64()), (Some("passkey"), Some(3)));
+    let acc = p["metrics"]["acc"]["value"].as_f64().unwrap();
+    assert!((0.0..=1.0).contains(&acc));
+    assert_eq!(run()["tasks"][0]["metrics"], p["metrics"], "seeded: the same verdicts twice");
+    // The table form names the metrics.
+    let table = stdout(&jetc(&["eval", m, "--task", "passkey", "--limit", "2", "--filler-tokens", "20"]));
+    assert!(table.contains("passkey") && table.contains("acc"), "{table}");
+}
+
+#[test]
+fn bad_requests_are_refused() {
+    let dir = tmp("bad");
+    let (model, data, _) = setup(&dir.0);
+    let m = model.to_str().unwrap();
+    fails(&jetc(&["eval", m, "--task", "mmlu-pro-max"]), &["unknown task `mmlu-pro-max`", "lm", "passkey"]);
+    fails(&jetc(&["eval", m, "--task", "lm"]), &["--data"]);
+    fails(&jetc(&["eval", m, "--task", "lm", "--data", "/nonexistent/t.txt"]), &["/nonexistent/t.txt", "no such file"]);
+    fails(&jetc(&["eval", m, "--task", "lm", "--data", data.to_str().unwrap(), "--seq-len", "1"]), &["--seq-len must be at least 2"]);
+}
+
+/// SmolLM2-135M-Instruct as shipped: it finds passkeys behind ~300 tokens of filler and its
+/// perplexity on plain English is that of a small LM, not of a broken one.
+#[test]
+fn smollm2_finds_passkeys() {
+    let Some(gguf) = std::env::var_os("JETC_SMOLLM2_GGUF").map(PathBuf::from) else {
+        if std::env::var_os("CI").is_some() {
+            panic!("CI: JETC_SMOLLM2_GGUF is not set (scripts/test.sh fetches SmolLM2)");
+        }
+        eprintln!("skipping: JETC_SMOLLM2_GGUF is not set");
+        return;
+    };
+    let dir = tmp("smollm2");
+    let data = dir.0.join("prose.txt");
+    std::fs::write(&data, "The river runs through the old town, past the market and the church. In the morning the baker opens his shop, and the smell of fresh bread fills the street. Children walk to school while their parents hurry to work.").unwrap();
+    let j = json(&jetc(&[
+        "eval", gguf.to_str().unwrap(), "--task", "passkey,lm", "--data", data.to_str().unwrap(), "--limit", "3", "--filler-tokens", "300", "--json",
+    ]));
+    let passkey = &j["tasks"][0]["metrics"]["acc"]["value"];
+    assert!(passkey.as_f64().unwrap() >= 2.0 / 3.0, "passkey {passkey}");
+    let ppl = j["tasks"][1]["metrics"]["ppl"]["value"].as_f64().unwrap();
+    assert!((2.0..60.0).contains(&ppl), "perplexity {ppl}");
+}

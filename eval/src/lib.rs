@@ -1,0 +1,43 @@
+//! Scoring a decoder on offline tasks, the way lm-evaluation-harness scores them: each task
+//! returns its metrics with a standard error and the number of examples.
+//!
+//! - [`lm`]: next-token NLL, perplexity and bits per byte on a text set;
+//! - [`passkey`]: synthetic passkey retrieval (a 5-digit key hidden in filler), scored by
+//!   teacher-forced exact match of the answer tokens (one forward per prompt, equal to what
+//!   greedy decoding would print);
+//! - [`stats`]: means and standard errors.
+//!
+//! Tasks run on a [`jetc_models::generate::Generator`], so they score any model jetc loads:
+//! an imported teacher, a converted hybrid, or (later) a subnet of a trained supernet.
+pub mod error;
+pub mod lm;
+pub mod passkey;
+pub mod stats;
+
+pub use error::{EvalError, Result};
+
+/// One metric of a task: its value and, where it has one, its standard error.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct Metric {
+    pub name: String,
+    pub value: f64,
+    pub stderr: Option<f64>,
+}
+
+/// A task's result.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct Score {
+    pub task: String,
+    pub examples: usize,
+    pub metrics: Vec<Metric>,
+}
+
+impl Score {
+    /// The value of metric `name`.
+    pub fn get(&self, name: &str) -> Option<f64> {
+        self.metrics.iter().find(|m| m.name == name).map(|m| m.value)
+    }
+}
+
+/// The names `jetc eval --task` takes.
+pub const TASKS: &[&str] = &["lm", "passkey"];
