@@ -39,7 +39,8 @@ pub fn linear_attention(spec: &LinearAttentionSpec, inputs: &[Option<&Value>]) -
     let v = required(inputs, LinearAttentionSpec::V, "v")?;
     let state = floats(inputs, LinearAttentionSpec::STATE, "past_state")?;
     let decay = floats(inputs, LinearAttentionSpec::DECAY, "decay")?;
-    let beta = floats(inputs, LinearAttentionSpec::BETA, "beta")?;
+    let mut beta = floats(inputs, LinearAttentionSpec::BETA, "beta")?;
+    check_widths(spec, b, t, decay.as_deref(), &mut beta)?;
     let need = |x: &Option<std::borrow::Cow<'_, [f32]>>, what: &str| -> R<Vec<f32>> {
         x.as_deref().map(|s| s.to_vec()).ok_or_else(|| format!("the {} rule needs `{what}`", spec.rule.name()))
     };
@@ -85,6 +86,40 @@ pub fn linear_attention(spec: &LinearAttentionSpec, inputs: &[Option<&Value>]) -
     Ok(vec![o, value(&[b, spec.kv_heads, spec.dk, spec.dv], out.state)?])
 }
 
+/// The decay and beta widths a rule reads, checked before any kernel runs: a shape the kernel
+/// would read differently is an error, never a different computation. A beta of width 1
+/// (one value per token, the standard op allows it) is broadcast over the heads.
+fn check_widths(spec: &LinearAttentionSpec, b: usize, t: usize, decay: Option<&[f32]>, beta: &mut Option<std::borrow::Cow<'_, [f32]>>) -> R<()> {
+    let (h, dk) = (spec.kv_heads, spec.dk);
+    let rows = b * t;
+    if let Some(d) = decay {
+        let per_key = matches!(spec.rule, UpdateRule::GatedVector | UpdateRule::Dplr);
+        let want = rows * h * if per_key { dk } else { 1 };
+        if d.len() != want {
+            let hint = if spec.rule == UpdateRule::GatedDelta && d.len() == rows * h * dk {
+                ": a per-key decay [B, T, H*d_k] with update_rule gated_delta is not supported yet (a per-head decay [B, T, H] is)"
+            } else {
+                ""
+            };
+            return Err(format!(
+                "decay has {} values; the {} rule reads {want} ([B={b}, T={t}, {}]){hint}",
+                d.len(),
+                spec.rule.name(),
+                if per_key { format!("H*d_k={}", h * dk) } else { format!("H={h}") }
+            ));
+        }
+    }
+    if let Some(be) = beta.as_deref() {
+        if be.len() == rows && h > 1 {
+            let wide: Vec<f32> = be.iter().flat_map(|&v| std::iter::repeat_n(v, h)).collect();
+            *beta = Some(std::borrow::Cow::Owned(wide));
+        } else if be.len() != rows * h {
+            return Err(format!("beta has {} values; expected [B={b}, T={t}, H={h}] or [B, T, 1]", be.len()));
+        }
+    }
+    Ok(())
+}
+
 pub fn dynamic_conv_op(spec: &DynamicConvSpec, inputs: &[Option<&Value>]) -> R<Vec<Value>> {
     let uv = inputs.first().copied().flatten().ok_or("input 0 (u) is missing")?;
     let shape = uv.shape();
@@ -113,4 +148,48 @@ pub fn spec_from_onnx(op: &OnnxOp, inputs: &[Option<&Value>]) -> R<LinearAttenti
     let q = width(LinearAttentionSpec::Q)?.ok_or("input 0 (query) is missing")?;
     let v = width(LinearAttentionSpec::V)?.ok_or("input 2 (value) is missing")?;
     LinearAttentionSpec::from_onnx(op, q, v, width(LinearAttentionSpec::DECAY)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn val(shape: &[usize], f: impl Fn(usize) -> f32) -> Value {
+        let n = shape.iter().product();
+        Value::f32(ArrayD::from_shape_vec(IxDyn(shape), (0..n).map(f).collect()).expect("shape"))
+    }
+
+    fn spec(rule: UpdateRule) -> LinearAttentionSpec {
+        LinearAttentionSpec { rule, q_heads: 2, kv_heads: 2, dk: 3, dv: 2, scale: 0.5, chunk: 0 }
+    }
+
+    #[test]
+    fn beta_of_width_one_is_broadcast_over_heads() {
+        let (b, t, h) = (1, 4, 2);
+        let q = val(&[b, t, h * 3], |i| ((i * 7) % 5) as f32 * 0.1 - 0.2);
+        let k = val(&[b, t, h * 3], |i| ((i * 3) % 7) as f32 * 0.1 - 0.3);
+        let v = val(&[b, t, h * 2], |i| (i % 4) as f32 * 0.2 - 0.3);
+        let g = val(&[b, t, h], |i| -0.1 * (i % 3) as f32);
+        let narrow = val(&[b, t, 1], |i| 0.2 + 0.1 * i as f32);
+        let wide = val(&[b, t, h], |i| 0.2 + 0.1 * (i / h) as f32);
+        let run = |beta: &Value| {
+            let ins = [Some(&q), Some(&k), Some(&v), None, Some(&g), Some(beta)];
+            linear_attention(&spec(UpdateRule::GatedDelta), &ins).expect("runs")
+        };
+        assert_eq!(run(&narrow), run(&wide));
+    }
+
+    #[test]
+    fn widths_the_rule_cannot_read_are_errors() {
+        let (b, t, h) = (1, 3, 2);
+        let q = val(&[b, t, h * 3], |i| i as f32 * 0.01);
+        let v = val(&[b, t, h * 2], |i| i as f32 * 0.01);
+        let per_key = val(&[b, t, h * 3], |_| -0.1);
+        let beta = val(&[b, t, h], |_| 0.5);
+        let e = linear_attention(&spec(UpdateRule::GatedDelta), &[Some(&q), Some(&q), Some(&v), None, Some(&per_key), Some(&beta)]).unwrap_err();
+        assert!(e.contains("per-key decay") && e.contains("gated_delta is not supported yet"), "{e}");
+        let odd = val(&[b, t, 5], |_| 0.5);
+        let e = linear_attention(&spec(UpdateRule::Delta), &[Some(&q), Some(&q), Some(&v), None, None, Some(&odd)]).unwrap_err();
+        assert!(e.contains("beta has 15 values"), "{e}");
+    }
 }

@@ -63,7 +63,7 @@ pub(crate) fn text_of(model: &Path) -> Result<(Tokenizer, Option<ChatTemplate>)>
     }
     if model.extension().and_then(|e| e.to_str()) != Some("onnx") {
         return Err(msg(format!(
-            "{}: jetc generate reads a .gguf model, or an .onnx model with tokenizer.json beside it",
+            "{}: a model with text is a .gguf, or an .onnx with tokenizer.json beside it (or give --tokenizer PATH)",
             model.display()
         )));
     }
@@ -71,7 +71,7 @@ pub(crate) fn text_of(model: &Path) -> Result<(Tokenizer, Option<ChatTemplate>)>
     let tokenizer = dir.join("tokenizer.json");
     if !tokenizer.is_file() {
         return Err(msg(format!(
-            "{}: no tokenizer: jetc generate needs a Hugging Face tokenizer.json beside an ONNX model ({} does not exist), or --tokenizer PATH (a .gguf or tokenizer.json)",
+            "{}: no tokenizer: an ONNX model needs a Hugging Face tokenizer.json beside it ({} does not exist), or --tokenizer PATH (a .gguf or tokenizer.json)",
             model.display(),
             tokenizer.display()
         )));
