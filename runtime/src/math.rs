@@ -23,6 +23,33 @@ impl Real for f64 {
     }
 }
 
+/// Dot product over eight independent partial sums, so that the compiler vectorizes it (one
+/// running float sum is sequential and does not); the order is fixed, so results reproduce.
+pub fn dot<T: Real>(a: &[T], b: &[T]) -> T {
+    let n = a.len().min(b.len());
+    let (a, b) = (&a[..n], &b[..n]);
+    let mut acc = [T::zero(); 8];
+    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
+    let (ra, rb) = (ca.remainder(), cb.remainder());
+    for (x, y) in ca.zip(cb) {
+        for i in 0..8 {
+            acc[i] += x[i] * y[i];
+        }
+    }
+    let mut s = ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
+    for (&x, &y) in ra.iter().zip(rb) {
+        s += x * y;
+    }
+    s
+}
+
+/// `y += alpha x` elementwise (over the shorter of the two).
+pub fn axpy<T: Real>(y: &mut [T], alpha: T, x: &[T]) {
+    for (a, &b) in y.iter_mut().zip(x) {
+        *a += alpha * b;
+    }
+}
+
 /// Numerically stable logistic function.
 pub fn sigmoid<T: Real>(x: T) -> T {
     let one = T::one();

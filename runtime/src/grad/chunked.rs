@@ -18,6 +18,7 @@
 //! `dg` is the reverse cumulative sum of `dG` within the chunk (fla's order).
 use super::linear_attention::{Decay, HeadGrads, HeadInputs};
 use super::real::Real;
+use crate::math::{axpy, dot};
 
 /// Chunked backward of one state head (scalar or no decay); `None` for per-key decays.
 pub fn head_backward_chunked<T: Real>(x: &HeadInputs<T>, do_: Option<&[T]>, ds_final: Option<&[T]>, chunk: usize) -> Option<HeadGrads<T>> {
@@ -50,7 +51,6 @@ pub fn head_backward_chunked<T: Real>(x: &HeadInputs<T>, do_: Option<&[T]>, ds_f
         dh0: Vec::new(),
     };
     let mut ds = ds_final.map_or_else(|| vec![z; n], |d| d.to_vec());
-    let dot = |a: &[T], b: &[T]| -> T { a.iter().zip(b).map(|(&p, &q)| p * q).sum() };
     for ci in (0..chunks).rev() {
         let start = ci * c;
         let l = (start + c).min(tt) - start;
@@ -180,10 +180,9 @@ pub fn head_backward_chunked<T: Real>(x: &HeadInputs<T>, do_: Option<&[T]>, ds_f
                         }
                         let dm = x.scale * dot(doi, &vn[j * dv..(j + 1) * dv]);
                         let f = dm * d_ij;
-                        for p in 0..dk {
-                            g.dq[(gq * tt + start + i) * dk + p] += f * kr(j)[p];
-                            g.dk[(start + j) * dk + p] += f * q[p];
-                        }
+                        let qi = gq * tt + start + i;
+                        axpy(&mut g.dq[qi * dk..(qi + 1) * dk], f, kr(j));
+                        axpy(&mut g.dk[(start + j) * dk..(start + j + 1) * dk], f, q);
                         let e = dm * m_ij;
                         dgc[i] += e;
                         dgc[j] -= e;
@@ -245,30 +244,24 @@ pub fn head_backward_chunked<T: Real>(x: &HeadInputs<T>, do_: Option<&[T]>, ds_f
                 let mut tmp = vec![z; l * l]; // dT T^T
                 for i in 0..l {
                     for j in 0..l {
-                        let mut acc = z;
-                        for m in 0..l {
-                            acc += dt[i * l + m] * tm[j * l + m];
-                        }
-                        tmp[i * l + j] = acc;
+                        tmp[i * l + j] = dot(&dt[i * l..(i + 1) * l], &tm[j * l..(j + 1) * l]);
                     }
                 }
+                // Column access made row access: T^T and (dT T^T)^T.
+                let transpose = |a: &[T]| -> Vec<T> { (0..l * l).map(|idx| a[(idx % l) * l + idx / l]).collect() };
+                let (tm_t, tmp_t) = (transpose(&tm), transpose(&tmp));
                 for i in 0..l {
                     for j in 0..i {
-                        let mut acc = z;
-                        for m in 0..l {
-                            acc += tm[m * l + i] * tmp[m * l + j];
-                        }
-                        let da = -acc;
+                        let da = -dot(&tm_t[i * l..(i + 1) * l], &tmp_t[j * l..(j + 1) * l]);
                         // A_ij = β_i (k_i . k_j) D_ij.
                         let kk = dot(kr(i), kr(j));
                         let d_ij = dmat(i, j);
                         g.dbeta[start + i] += da * kk * d_ij;
                         let f = da * b[i] * d_ij;
-                        for p in 0..dk {
-                            let (ki, kj) = (kr(i)[p], kr(j)[p]);
-                            g.dk[(start + i) * dk + p] += f * kj;
-                            g.dk[(start + j) * dk + p] += f * ki;
-                        }
+                        // Rows i > j of dk: disjoint slices.
+                        let (lo, hi) = g.dk.split_at_mut((start + i) * dk);
+                        axpy(&mut hi[..dk], f, kr(j));
+                        axpy(&mut lo[(start + j) * dk..(start + j + 1) * dk], f, kr(i));
                         let e = da * b[i] * kk * d_ij;
                         dgc[i] += e;
                         dgc[j] -= e;

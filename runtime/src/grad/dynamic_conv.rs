@@ -58,39 +58,73 @@ pub fn forward<T: Real>(s: &Conv, u: &[T], ker: &[T], past: Option<&[T]>) -> (Ve
 }
 
 /// Backward: (du, dker, dpast) for cotangents of y and (optionally) of the new cache.
+///
+/// Token-major (rows of `C` contiguous channels), batches in parallel: token `t` reads
+/// `x(t - W + 1 + i)` for tap `i`, where a negative position is a slot of `past`.
 pub fn backward<T: Real>(s: &Conv, u: &[T], ker: &[T], past: Option<&[T]>, dy: Option<&[T]>, dpresent: Option<&[T]>) -> (Vec<T>, Vec<T>, Vec<T>) {
+    use rayon::prelude::*;
+    let (tt, c, w) = (s.t, s.c, s.w);
     let mut du = vec![T::zero(); u.len()];
     let mut dker = vec![T::zero(); ker.len()];
-    let mut dpast = vec![T::zero(); s.b * s.c * s.w];
-    for b in 0..s.b {
-        for ch in 0..s.c {
-            let e = s.ext(u, past, b, ch);
-            let mut de = vec![T::zero(); s.w + s.t];
+    let mut dpast = vec![T::zero(); s.b * c * w];
+    du.par_chunks_mut(tt * c.max(1))
+        .zip(dker.par_chunks_mut((tt * c * w).max(1)))
+        .zip(dpast.par_chunks_mut((c * w).max(1)))
+        .enumerate()
+        .for_each(|(b, ((du, dker), dpast))| {
+            // The cache's cotangent: its slot p is position T - W + p of u_ext.
+            let mut dx_past = vec![T::zero(); c * w]; // [C, W], u_ext slots before the sequence
             if let Some(dp) = dpresent {
-                for p in 0..s.w {
-                    de[s.t + p] += dp[(b * s.c + ch) * s.w + p];
+                for ch in 0..c {
+                    for p in 0..w {
+                        let pos = tt as isize - w as isize + p as isize;
+                        let g = dp[(b * c + ch) * w + p];
+                        if pos >= 0 {
+                            du[pos as usize * c + ch] += g;
+                        } else {
+                            dx_past[ch * w + (w as isize + pos) as usize] += g;
+                        }
+                    }
                 }
             }
             if let Some(dy) = dy {
-                for t in 0..s.t {
-                    let row = (b * s.t + t) * s.c + ch;
-                    let mut z = T::zero();
-                    for i in 0..s.w {
-                        z += ker[row * s.w + i] * e[t + 1 + i];
+                let mut z = vec![T::zero(); c];
+                for t in 0..tt {
+                    let krow = &ker[(b * tt + t) * c * w..(b * tt + t + 1) * c * w];
+                    z.iter_mut().for_each(|v| *v = T::zero());
+                    for i in 0..w {
+                        let pos = t as isize - w as isize + 1 + i as isize;
+                        for ch in 0..c {
+                            let x = if pos >= 0 {
+                                u[(b * tt + pos as usize) * c + ch]
+                            } else {
+                                past.map_or(T::zero(), |p| p[(b * c + ch) * w + (w as isize + pos) as usize])
+                            };
+                            z[ch] += krow[ch * w + i] * x;
+                        }
                     }
-                    let dz = dy[row] * silu_grad(z);
-                    for i in 0..s.w {
-                        dker[row * s.w + i] = dz * e[t + 1 + i];
-                        de[t + 1 + i] += dz * ker[row * s.w + i];
+                    let dyr = &dy[(b * tt + t) * c..(b * tt + t + 1) * c];
+                    for ch in 0..c {
+                        let dz = dyr[ch] * silu_grad(z[ch]);
+                        for i in 0..w {
+                            let pos = t as isize - w as isize + 1 + i as isize;
+                            let k = krow[ch * w + i];
+                            if pos >= 0 {
+                                let x = u[(b * tt + pos as usize) * c + ch];
+                                dker[t * c * w + ch * w + i] = dz * x;
+                                du[pos as usize * c + ch] += dz * k;
+                            } else {
+                                let slot = (w as isize + pos) as usize;
+                                let x = past.map_or(T::zero(), |p| p[(b * c + ch) * w + slot]);
+                                dker[t * c * w + ch * w + i] = dz * x;
+                                dx_past[ch * w + slot] += dz * k;
+                            }
+                        }
                     }
                 }
             }
-            for t in 0..s.t {
-                du[(b * s.t + t) * s.c + ch] = de[s.w + t];
-            }
-            dpast[(b * s.c + ch) * s.w..(b * s.c + ch + 1) * s.w].copy_from_slice(&de[..s.w]);
-        }
-    }
+            dpast.copy_from_slice(&dx_past);
+        });
     (du, dker, dpast)
 }
 
@@ -106,7 +140,7 @@ pub(crate) fn vjp(c: &Bwd, spec: &DynamicConvSpec) -> R<Vec<Option<ArrayD<f32>>>
     if ker.len() != b * t * ch * s.w || past.is_some_and(|p| p.len() != b * ch * s.w) {
         return Err(format!("kernels {:?} / past {:?} do not fit u {:?} with width {}", ker.shape(), past.map(|p| p.shape()), u.shape(), s.w));
     }
-    let v = |a: &ArrayD<f32>| a.iter().copied().collect::<Vec<f32>>();
+    let v = |a: &ArrayD<f32>| crate::onnx_ops::common::contiguous(a).into_owned();
     let pd = past.map(v);
     let dy = c.dy(0)?.map(v);
     let dp = c.dy(1)?.map(v);

@@ -7,7 +7,8 @@ use ndarray::{ArrayD, IxDyn};
 
 use super::broadcast::sum_to_shape;
 use super::{Bwd, R};
-use crate::onnx_ops::matmul::matmul_f32;
+use crate::onnx_ops::common::contiguous;
+use crate::onnx_ops::matmul::{matmul_f32, sgemm, Mat};
 
 pub(crate) fn is_linalg(o: &OnnxOp) -> bool {
     (o.domain.is_empty() || o.domain == "ai.onnx") && matches!(o.op_type.as_str(), "MatMul" | "Gemm")
@@ -39,6 +40,9 @@ fn matmul_vjp(c: &Bwd) -> R<Vec<Option<ArrayD<f32>>>> {
     if a.ndim() == 0 || b.ndim() == 0 {
         return Err("MatMul operands must have rank >= 1".into());
     }
+    if a.ndim() >= 2 && b.ndim() == 2 {
+        return shared_weight_vjp(c, a, b, dy);
+    }
     let a2 = if a.ndim() == 1 { reshape(a, &[1, a.len()])? } else { a.clone() };
     let b2 = if b.ndim() == 1 { reshape(b, &[b.len(), 1])? } else { b.clone() };
     // The cotangent with the axes that 1-D operands removed put back.
@@ -68,6 +72,34 @@ fn matmul_vjp(c: &Bwd) -> R<Vec<Option<ArrayD<f32>>>> {
             sum_to_shape(matmul_f32(&swap_last(&a2), &dy2)?, b2.shape())?
         };
         Some(reshape(&g, b.shape())?)
+    } else {
+        None
+    };
+    Ok(vec![da, db])
+}
+
+/// `[.., m, k] @ [k, n]`, the projection of every layer: both products as strided GEMMs on
+/// the operands' own buffers (no transposed or reshaped copies), all rows at once.
+fn shared_weight_vjp(c: &Bwd, a: &ArrayD<f32>, b: &ArrayD<f32>, dy: &ArrayD<f32>) -> R<Vec<Option<ArrayD<f32>>>> {
+    let (k, n) = (b.shape()[0], b.shape()[1]);
+    let rows = a.len() / k.max(1);
+    if a.shape()[a.ndim() - 1] != k || dy.len() != rows * n {
+        return Err(format!("MatMul shapes {:?} @ {:?} do not match the cotangent {:?}", a.shape(), b.shape(), dy.shape()));
+    }
+    let (ad, bd, gd) = (contiguous(a), contiguous(b), contiguous(dy));
+    let da = if c.wants(0) {
+        // dA [rows, k] = dY [rows, n] · B^T [n, k]
+        let mut out = vec![0f32; rows * k];
+        sgemm(rows, k, n, Mat::rows(&gd, n), Mat::transposed(&bd, n), &mut out, 1.0, false, true)?;
+        Some(ArrayD::from_shape_vec(IxDyn(a.shape()), out).map_err(|e| e.to_string())?)
+    } else {
+        None
+    };
+    let db = if c.wants(1) {
+        // dB [k, n] = A^T [k, rows] · dY [rows, n]
+        let mut out = vec![0f32; k * n];
+        sgemm(k, n, rows, Mat::transposed(&ad, k), Mat::rows(&gd, n), &mut out, 1.0, false, true)?;
+        Some(ArrayD::from_shape_vec(IxDyn(b.shape()), out).map_err(|e| e.to_string())?)
     } else {
         None
     };

@@ -345,7 +345,7 @@ pub(crate) fn vjp(c: &Bwd, s: &LinearAttentionSpec) -> R<Vec<Option<ArrayD<f32>>
     if qw != l.hq * l.dk {
         return Err(format!("q width {qw} is not {} heads x {}", l.hq, l.dk));
     }
-    let flat = |a: &ArrayD<f32>| a.iter().copied().collect::<Vec<f32>>();
+    let flat = |a: &ArrayD<f32>| crate::onnx_ops::common::contiguous(a).into_owned();
     let k = flat(c.xf(LinearAttentionSpec::K, "k")?);
     let v = flat(c.xf(LinearAttentionSpec::V, "v")?);
     let qd = flat(q);
