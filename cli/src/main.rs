@@ -145,6 +145,25 @@ enum Command {
         /// Where tokenized corpora are cached (`none`: no cache). Default ~/.cache/jetc/tokens.
         #[arg(long)]
         token_cache: Option<PathBuf>,
+        /// `local`: each block matches its attention from the teacher's layer input. `path`:
+        /// the student runs the layout end to end, every layer's hidden state matched to the
+        /// teacher's.
+        #[arg(long, default_value = "local")]
+        phase: String,
+        /// Path phase: `fixed` (the layout given), `uniform` (each layer attention or linear
+        /// with equal odds) or `budget:K` (K attention layers drawn per step).
+        #[arg(long, default_value = "fixed")]
+        sample: String,
+        /// Path phase: weight of the cross-entropy against the teacher's logits (0: none).
+        #[arg(long, default_value_t = 0.0)]
+        kl: f32,
+        /// Start from the weights of an earlier distill run's newest checkpoint (DIR).
+        #[arg(long)]
+        init_from: Option<PathBuf>,
+        /// Measure the layout's held-out NLL every N steps (in metrics.jsonl; 0: only before
+        /// and after).
+        #[arg(long, default_value_t = 0)]
+        eval_every: u64,
     },
     /// Score a model on offline tasks: `lm` (NLL, perplexity, bits per byte on --data) and
     /// `passkey` (a 5-digit key hidden in filler, teacher-forced exact match). MODEL is a
@@ -302,7 +321,7 @@ fn main() -> ExitCode {
         }
         Command::Distill {
             model, output, data, text_field, layout, tokenizer, steps, tokens, seq_len, batch, lr, warmup, weight_decay, clip, seed, threads,
-            format, json, checkpoint_every, resume, token_cache,
+            format, json, checkpoint_every, resume, token_cache, phase, sample, kl, init_from, eval_every,
         } => {
             if let Some(n) = threads {
                 if let Err(e) = rayon::ThreadPoolBuilder::new().num_threads(n.max(1)).build_global() {
@@ -311,7 +330,7 @@ fn main() -> ExitCode {
             }
             commands::distill::run(&commands::distill::DistillArgs {
                 model, output, layout, data, text_field, tokenizer, steps, tokens, seq_len, batch, lr, warmup, weight_decay, clip, seed, format,
-                json, checkpoint_every, resume, token_cache,
+                json, checkpoint_every, resume, token_cache, phase, sample, kl, init_from, eval_every,
             })
         }
         Command::Eval { model, tasks, data, text_field, tokenizer, seq_len, limit, filler_tokens, seed, json } => {

@@ -59,24 +59,112 @@ fn distills_a_fixture_and_the_result_runs_in_onnxruntime() {
     let onnx = out.join("model/model.onnx");
     assert!(onnx.is_file() && out.join("model/tokenizer.json").is_file());
 
-    // The distilled model: onnxruntime == jetc on the written file.
-    let g = jetc_models::pipeline::load_raised(&onnx).expect("load distilled");
+    onnxruntime_agrees(&dir.0, &onnx);
+}
+
+/// The distilled model: onnxruntime == jetc on the written file.
+fn onnxruntime_agrees(dir: &Path, onnx: &Path) {
+    let g = jetc_models::pipeline::load_raised(onnx).expect("load distilled");
     let ids: Vec<i64> = (0..2 * 7).map(|i| (i * 11 % 120) as i64).collect();
     let feed = jetc_train::feed::prefill_inputs(&g, &ids, 2, 7).expect("feed");
     let session = Session::new(&g).expect("session");
     let ours = session.run(feed.clone()).expect("run");
     let Some(py) = python_with_ort() else { return };
     let inputs: Vec<(String, jetc_runtime::Value)> = feed.into_iter().collect();
-    write_npz(&dir.0.join("in.npz"), &inputs).expect("npz");
-    let r = Command::new(&py).arg(repo().join("scripts/ort_run.py")).args([&onnx, &dir.0.join("in.npz"), &dir.0.join("out.npz")]).output().expect("python");
+    write_npz(&dir.join("in.npz"), &inputs).expect("npz");
+    let r = Command::new(&py).arg(repo().join("scripts/ort_run.py")).args([onnx, &dir.join("in.npz"), &dir.join("out.npz")]).output().expect("python");
     assert!(r.status.success(), "onnxruntime: {}", String::from_utf8_lossy(&r.stderr));
-    let theirs = read_npz(&dir.0.join("out.npz")).expect("ort outputs");
+    let theirs = read_npz(&dir.join("out.npz")).expect("ort outputs");
     let (name, mine) = &ours[0];
     let other = theirs.iter().find(|(n, _)| n == name).map(|(_, v)| v).expect("same output");
     let (a, b) = (mine.as_f32().unwrap(), other.as_f32().unwrap());
     let scale = b.iter().fold(1e-6f32, |m, v| m.max(v.abs()));
     let err = a.iter().zip(b.iter()).fold(0f32, |m, (x, y)| m.max((x - y).abs())) / scale;
     assert!(err < 1e-4, "{name}: jetc vs onnxruntime {err:.2e}");
+}
+
+fn summary(out: &std::process::Output) -> serde_json::Value {
+    assert!(out.status.success(), "distill failed:\n{}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).expect("--json summary")
+}
+
+fn metric_lines(run: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(run.join("metrics.jsonl")).expect("metrics").lines().map(|l| serde_json::from_str(l).expect("json line")).collect()
+}
+
+/// Local phase, then the path phase from its weights: the composed model's hidden states and
+/// its distribution move toward the teacher's (what the path phase is for), the held-out NLL
+/// is measured on schedule, and the written hybrid runs in onnxruntime and agrees with jetc.
+#[test]
+fn path_phase_after_local_moves_the_hybrid_toward_the_teacher() {
+    let dir = tmp("path");
+    let (model, data) = setup(&dir.0);
+    let (m, d) = (model.to_str().unwrap(), data.to_str().unwrap());
+    let cache = dir.0.join("cache");
+    let local = dir.0.join("local");
+    let common = ["--full-attn", "0", "--seq-len", "16", "--batch", "2", "--warmup", "2", "--json", "--token-cache", cache.to_str().unwrap()];
+    let args = |out: &Path, more: &[&str]| -> Vec<String> {
+        ["distill", m, "-o", out.to_str().unwrap(), "--data", d].iter().chain(&common).chain(more).map(|s| s.to_string()).collect()
+    };
+    let run = |a: Vec<String>| jetc(&a.iter().map(String::as_str).collect::<Vec<_>>());
+    let s = summary(&run(args(&local, &["--steps", "40", "--lr", "2e-2"])));
+    let local_nll = s["heldout_nll_after"].as_f64().expect("held-out NLL of the local run");
+    let path = dir.0.join("path");
+    let s = summary(&run(args(&path, &["--steps", "60", "--lr", "5e-3", "--phase", "path", "--kl", "1", "--eval-every", "20", "--init-from", local.to_str().unwrap()])));
+    let (before, after) = (s["heldout_nll_before"].as_f64().unwrap(), s["heldout_nll_after"].as_f64().unwrap());
+    assert!((before - local_nll).abs() < 1e-4, "--init-from: the path run starts at {before}, the local run ended at {local_nll}");
+    // The fixture's teacher is a random decoder on random words: its NLL is near the uniform
+    // one, so the student's NLL has little room; its distance to the teacher is what falls.
+    assert!(after < before + 0.01, "held-out NLL {before} -> {after}");
+    let lines = metric_lines(&path);
+    assert_eq!(lines.len(), 60);
+    assert_eq!(lines.iter().filter(|l| l["heldout_nll"].is_number()).count(), 3, "every 20 steps and at the end");
+    let mean = |key: &str, r: std::ops::Range<usize>| lines[r.clone()].iter().map(|l| l[key].as_f64().expect(key)).sum::<f64>() / r.len() as f64;
+    let (kl0, kl1) = (mean("kl", 0..10), mean("kl", 50..60));
+    assert!(kl1 < 0.8 * kl0, "KL to the teacher {kl0} -> {kl1}");
+    let (f0, f1) = (mean("features", 0..10), mean("features", 50..60));
+    assert!(f1 < 0.8 * f0, "hidden-state loss {f0} -> {f1}");
+    assert!(lines.iter().all(|l| l["full_attn"] == serde_json::json!([0])));
+    onnxruntime_agrees(&dir.0, &path.join("model/model.onnx"));
+}
+
+/// Sampled layouts: each step's layout is logged, a block's weights update only on the steps
+/// whose layout made its layer linear (per-weight step counts in the checkpoint), and the
+/// same seed replays the same layouts.
+#[test]
+fn sampled_layouts_update_only_the_blocks_on_the_path() {
+    let dir = tmp("sample");
+    let (model, data) = setup(&dir.0);
+    let (m, d) = (model.to_str().unwrap(), data.to_str().unwrap());
+    let out = dir.0.join("run");
+    let o = jetc(&[
+        "distill", m, "-o", out.to_str().unwrap(), "--data", d, "--full-attn", "0", "--seq-len", "16", "--batch", "2", "--steps", "12",
+        "--phase", "path", "--sample", "uniform", "--json", "--token-cache", "none",
+    ]);
+    summary(&o);
+    let lines = metric_lines(&out);
+    let linear_steps = |l: u64| lines.iter().filter(|x| !x["full_attn"].as_array().unwrap().iter().any(|v| v.as_u64() == Some(l))).count() as u64;
+    let (n0, n1) = (linear_steps(0), linear_steps(1));
+    assert!(n0 > 0 && n1 > 0 && (n0 < 12 || n1 < 12), "uniform sampling over 12 steps: layer 0 linear {n0}x, layer 1 {n1}x");
+    let meta: serde_json::Value = serde_json::from_slice(&std::fs::read(out.join("checkpoints/step-00000012/state.json")).unwrap()).unwrap();
+    let names = meta["params"].as_array().unwrap();
+    let steps = meta["param_steps"].as_array().expect("per-weight steps");
+    for (n, s) in names.iter().zip(steps) {
+        let n = n.as_str().unwrap();
+        let want = if n.starts_with("layers.0.") { n0 } else { n1 };
+        assert_eq!(s.as_u64(), Some(want), "{n}");
+    }
+    // The same run again samples the same layouts.
+    let again = dir.0.join("again");
+    let o = jetc(&[
+        "distill", m, "-o", again.to_str().unwrap(), "--data", d, "--full-attn", "0", "--seq-len", "16", "--batch", "2", "--steps", "12",
+        "--phase", "path", "--sample", "uniform", "--json", "--token-cache", "none",
+    ]);
+    summary(&o);
+    let layouts = |r: &Path| metric_lines(r).iter().map(|l| l["full_attn"].clone()).collect::<Vec<_>>();
+    assert_eq!(layouts(&out), layouts(&again));
+    fails(&jetc(&["distill", m, "-o", dir.0.join("x").to_str().unwrap(), "--data", d, "--sample", "budget:2", "--phase", "path"]), &["budget:2", "every one"]);
+    fails(&jetc(&["distill", m, "-o", dir.0.join("x").to_str().unwrap(), "--data", d, "--sample", "uniform"]), &["--phase path"]);
 }
 
 #[test]
@@ -150,13 +238,25 @@ fn losses(run: &Path) -> Vec<String> {
 /// and Adam moments, bit for bit, and the same loss sequence, as an uninterrupted run.
 #[test]
 fn resume_after_sigkill_is_bit_exact() {
-    let dir = tmp("resume");
+    resume_bit_exact("resume", 300, 50, &[]);
+}
+
+/// The same for the path phase with sampled layouts (the layouts replay from the seed, and
+/// the per-weight step counts come back from the checkpoint).
+#[test]
+fn path_phase_resume_after_sigkill_is_bit_exact() {
+    resume_bit_exact("resume-path", 60, 10, &["--phase", "path", "--sample", "uniform", "--kl", "0.5"]);
+}
+
+fn resume_bit_exact(tag: &str, total: u64, every: u64, extra: &[&str]) {
+    let dir = tmp(tag);
     let (model, data) = setup(&dir.0);
     let (m, d) = (model.to_str().unwrap(), data.to_str().unwrap());
-    let steps = "300";
+    let (steps, every_s) = (total.to_string(), every.to_string());
     let run_args = |out: &Path| -> Vec<String> {
-        ["distill", m, "-o", out.to_str().unwrap(), "--data", d, "--full-attn", "0", "--seq-len", "32", "--batch", "4", "--steps", steps, "--checkpoint-every", "50", "--lr", "5e-3", "--token-cache", "none"]
+        ["distill", m, "-o", out.to_str().unwrap(), "--data", d, "--full-attn", "0", "--seq-len", "32", "--batch", "4", "--steps", &steps, "--checkpoint-every", &every_s, "--lr", "5e-3", "--token-cache", "none"]
             .iter()
+            .chain(extra)
             .map(|s| s.to_string())
             .collect()
     };
@@ -166,7 +266,7 @@ fn resume_after_sigkill_is_bit_exact() {
 
     let b = dir.0.join("b");
     let mut child = Command::new(env!("CARGO_BIN_EXE_jetc")).args(run_args(&b)).stderr(std::process::Stdio::null()).spawn().expect("start jetc");
-    let marker = b.join("checkpoints/step-00000050/state.json");
+    let marker = b.join(format!("checkpoints/step-{every:08}/state.json"));
     let started = std::time::Instant::now();
     while !marker.exists() {
         assert!(started.elapsed().as_secs() < 120, "no checkpoint after 120 s");
@@ -185,7 +285,7 @@ fn resume_after_sigkill_is_bit_exact() {
     let o = jetc(&args.iter().map(String::as_str).collect::<Vec<_>>());
     assert!(o.status.success(), "resume failed:\n{}", String::from_utf8_lossy(&o.stderr));
     assert!(String::from_utf8_lossy(&o.stderr).contains("resuming at step"), "{}", String::from_utf8_lossy(&o.stderr));
-    assert!(checkpoint_bytes(&a, 300) == checkpoint_bytes(&b, 300), "weights and moments differ after resume");
+    assert!(checkpoint_bytes(&a, total) == checkpoint_bytes(&b, total), "weights and moments differ after resume");
     assert_eq!(losses(&a), losses(&b), "loss sequences differ");
     // A resume with other settings is refused.
     let mut other = run_args(&b);
@@ -194,12 +294,12 @@ fn resume_after_sigkill_is_bit_exact() {
     other.push("--resume".into());
     fails(&jetc(&other.iter().map(String::as_str).collect::<Vec<_>>()), &["another model, layout, data or settings"]);
     // A truncated newest checkpoint is reported and the older one used.
-    let newest = b.join("checkpoints/step-00000300/state.safetensors");
+    let newest = b.join(format!("checkpoints/step-{total:08}/state.safetensors"));
     let bytes = std::fs::read(&newest).unwrap();
     std::fs::write(&newest, &bytes[..bytes.len() / 3]).unwrap();
     let o = jetc(&args.iter().map(String::as_str).collect::<Vec<_>>());
     let err = String::from_utf8_lossy(&o.stderr);
-    assert!(o.status.success() && err.contains("truncated or corrupted") && err.contains("resuming at step 250"), "{err}");
+    assert!(o.status.success() && err.contains("truncated or corrupted") && err.contains(&format!("resuming at step {}", total - every)), "{err}");
 }
 
 /// A window longer than the model's context (GGUF `context_length`) is refused before any

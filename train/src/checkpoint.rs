@@ -38,6 +38,10 @@ pub struct Meta {
     pub sha256: String,
     /// Parameter names in optimizer order.
     pub params: Vec<String>,
+    /// Updates of each parameter (in `params` order) when some steps skipped it (path
+    /// training); absent in older checkpoints and when every parameter had every step.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub param_steps: Option<Vec<u64>>,
 }
 
 /// A checkpoint read back.
@@ -109,6 +113,7 @@ pub fn save(run: &Path, opt: &AdamW, data_cursor: u64, fingerprint: &str, keep: 
         fingerprint: fingerprint.to_string(),
         sha256: sha,
         params: opt.slots.iter().map(|s| s.name.clone()).collect(),
+        param_steps: opt.slots.iter().any(|s| s.steps != opt.step).then(|| opt.slots.iter().map(|s| s.steps).collect()),
     };
     let json = serde_json::to_vec_pretty(&meta).map_err(|e| io(&dir, e))?;
     write_atomic(&dir.join(META), &json)?;
@@ -191,7 +196,8 @@ pub fn restore(opt: &mut AdamW, ck: &Loaded) -> Result<()> {
     if names != ck.meta.params.iter().map(String::as_str).collect::<Vec<_>>() {
         return Err(TrainError::Other(format!("{}: the checkpoint's parameters differ from this run's", ck.dir.display())));
     }
-    for s in &mut opt.slots {
+    for (i, s) in opt.slots.iter_mut().enumerate() {
+        s.steps = ck.meta.param_steps.as_ref().and_then(|p| p.get(i).copied()).unwrap_or(ck.meta.step);
         let (w, m, v) = ck.state.get(&s.name).ok_or_else(|| TrainError::Param { name: s.name.clone(), msg: "missing from the checkpoint".into() })?;
         if w.shape() != s.value.shape() {
             return Err(TrainError::Param { name: s.name.clone(), msg: format!("checkpoint shape {:?}, this run {:?}", w.shape(), s.value.shape()) });

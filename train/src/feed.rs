@@ -22,6 +22,12 @@ fn int_or_float(dtype: DType, shape: &[usize], v: Vec<i64>) -> Result<Value> {
 
 /// The feed for `ids` `[B, T]` (row-major).
 pub fn prefill_inputs(g: &Graph, ids: &[i64], batch: usize, seq: usize) -> Result<HashMap<String, Value>> {
+    prefill_inputs_except(g, ids, batch, seq, &|_| false)
+}
+
+/// The feed for `ids`, leaving out the inputs that `skip` names (fed by the caller: a
+/// training graph's targets).
+pub fn prefill_inputs_except(g: &Graph, ids: &[i64], batch: usize, seq: usize, skip: &dyn Fn(&str) -> bool) -> Result<HashMap<String, Value>> {
     if ids.len() != batch * seq {
         return Err(TrainError::Other(format!("{} token ids for a batch of {batch} x {seq}", ids.len())));
     }
@@ -29,6 +35,9 @@ pub fn prefill_inputs(g: &Graph, ids: &[i64], batch: usize, seq: usize) -> Resul
     for &id in &g.inputs {
         let o = Outlet::new(id, 0);
         let name = g.value_name(o).to_string();
+        if skip(&name) {
+            continue;
+        }
         let fact = g.fact(o)?;
         let v = match name.as_str() {
             "input_ids" => int_or_float(fact.dtype, &[batch, seq], ids.to_vec())?,

@@ -1,7 +1,8 @@
 //! Training on top of the executor and the autodiff pass: the optimizer ([`optim`]: AdamW
 //! with decoupled weight decay, warmup + cosine schedules, global-norm clipping, parameter
 //! groups), the losses ([`loss`]: the normalized MSE of feature distillation), and local
-//! teacher-forced distillation of a layout's linear mixers as one graph ([`local`]).
+//! teacher-forced distillation of a layout's linear mixers as one graph ([`local`]), and path
+//! distillation of a layout run end to end against the teacher's hidden states ([`path`]).
 pub mod checkpoint;
 pub mod data;
 pub mod error;
@@ -9,6 +10,7 @@ pub mod feed;
 pub mod local;
 pub mod loss;
 pub mod optim;
+pub mod path;
 pub mod plot;
 
 pub use error::{Result, TrainError};

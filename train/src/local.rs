@@ -102,9 +102,14 @@ pub fn build_local(teacher: &Graph, layout: &Layout, seed: u64) -> Result<LocalG
 
 /// The initial values of the trainable weights, in `params` order.
 pub fn initial_values(lg: &LocalGraph) -> Result<Vec<(String, ArrayD<f32>)>> {
-    lg.params
+    weight_values(&lg.graph, &lg.params)
+}
+
+/// The values of the named weight nodes of a graph, in the order given.
+pub fn weight_values(g: &Graph, params: &[(NodeId, String)]) -> Result<Vec<(String, ArrayD<f32>)>> {
+    params
         .iter()
-        .map(|(id, name)| match &lg.graph.node(*id)?.op {
+        .map(|(id, name)| match &g.node(*id)?.op {
             Op::Const(t) => {
                 let v = Value::from_tensor(t);
                 let a = v.as_f32().cloned().ok_or_else(|| TrainError::Param { name: name.clone(), msg: "is not a float weight".into() })?;

@@ -34,6 +34,9 @@ pub struct Slot {
     pub decay: bool,
     /// The group's learning-rate multiplier.
     pub lr_scale: f32,
+    /// Updates this slot has had (its Adam bias correction): fewer than the optimizer's steps
+    /// when some steps gave it no gradient (a supernet candidate off the sampled path).
+    pub steps: u64,
 }
 
 /// True for parameters that take no weight decay: norms, biases, A_log, dt_bias and 1-D
@@ -70,6 +73,7 @@ impl AdamW {
                 name,
                 value,
                 lr_scale: 1.0,
+                steps: 0,
             })
             .collect();
         AdamW { config, slots, step: 0 }
@@ -78,11 +82,20 @@ impl AdamW {
     /// One update with gradients in slot order, at learning rate `lr`. A non-finite gradient
     /// stops with an error naming the parameter, before anything is changed.
     pub fn step(&mut self, grads: &[ArrayD<f32>], lr: f32) -> Result<StepReport> {
+        let some: Vec<Option<&ArrayD<f32>>> = grads.iter().map(Some).collect();
+        self.step_some(&some, lr)
+    }
+
+    /// One update where a slot without a gradient (`None`: its parameter was not on this
+    /// step's path) is left as it is: weight, moments and bias correction untouched, and no
+    /// weight decay. A zero gradient would instead decay the weight and age its moments.
+    pub fn step_some(&mut self, grads: &[Option<&ArrayD<f32>>], lr: f32) -> Result<StepReport> {
         if grads.len() != self.slots.len() {
             return Err(TrainError::Other(format!("{} gradients for {} parameters", grads.len(), self.slots.len())));
         }
         let mut sq = 0f64;
         for (s, g) in self.slots.iter().zip(grads) {
+            let Some(g) = g else { continue };
             if g.shape() != s.value.shape() {
                 return Err(TrainError::Param { name: s.name.clone(), msg: format!("gradient {:?} for a weight {:?}", g.shape(), s.value.shape()) });
             }
@@ -101,13 +114,14 @@ impl AdamW {
             _ => 1.0,
         };
         let c = &self.config;
-        let t = (self.step + 1) as i32;
-        let bc1 = 1.0 - c.beta1.powi(t);
-        let bc2 = 1.0 - c.beta2.powi(t);
         for (s, g) in self.slots.iter_mut().zip(grads) {
+            let Some(g) = g else { continue };
+            let t = (s.steps + 1) as i32;
+            let bc1 = 1.0 - c.beta1.powi(t);
+            let bc2 = 1.0 - c.beta2.powi(t);
             let lr_s = lr * s.lr_scale;
             let wd = if s.decay { c.weight_decay } else { 0.0 };
-            Zip::from(&mut s.value).and(&mut s.m).and(&mut s.v).and(g).for_each(|w, m, v, &gr| {
+            Zip::from(&mut s.value).and(&mut s.m).and(&mut s.v).and(*g).for_each(|w, m, v, &gr| {
                 let gr = gr * clip;
                 *m = c.beta1 * *m + (1.0 - c.beta1) * gr;
                 *v = c.beta2 * *v + (1.0 - c.beta2) * gr * gr;
@@ -117,6 +131,7 @@ impl AdamW {
                 *w *= 1.0 - lr_s * wd;
                 *w -= lr_s * mh / (vh.sqrt() + c.eps);
             });
+            s.steps += 1;
         }
         self.step += 1;
         Ok(StepReport { grad_norm: norm, lr })
@@ -149,6 +164,30 @@ impl Schedule {
 mod tests {
     use super::*;
     use ndarray::IxDyn;
+
+    /// A slot without a gradient is untouched (weight, moments, step count); when it next
+    /// gets one, its update is the one a fresh optimizer's first step would make (its own
+    /// bias correction), and the global-norm clip counts only the gradients present.
+    #[test]
+    fn slots_without_a_gradient_are_left_alone() {
+        let w = ArrayD::from_shape_vec(IxDyn(&[2]), vec![1.0f32, -1.0]).unwrap();
+        let cfg = AdamWConfig { weight_decay: 0.1, clip_norm: Some(1.0), ..Default::default() };
+        let mut opt = AdamW::new(cfg.clone(), vec![("a.weight".into(), w.clone()), ("b.weight".into(), w.clone())]);
+        let g = ArrayD::from_shape_vec(IxDyn(&[2]), vec![0.3f32, -0.4]).unwrap();
+        for _ in 0..3 {
+            opt.step_some(&[Some(&g), None], 1e-2).unwrap();
+        }
+        assert_eq!(opt.slots[1].value, w);
+        assert_eq!((opt.slots[0].steps, opt.slots[1].steps, opt.step), (3, 0, 3));
+        assert!(opt.slots[1].m.iter().all(|&x| x == 0.0));
+        // b's first update equals a fresh optimizer's first step.
+        let big = ArrayD::from_shape_vec(IxDyn(&[2]), vec![3.0f32, 4.0]).unwrap();
+        opt.step_some(&[None, Some(&big)], 1e-2).unwrap();
+        let mut fresh = AdamW::new(cfg, vec![("b.weight".into(), w)]);
+        fresh.step(&[big], 1e-2).unwrap();
+        assert_eq!(opt.slots[1].value, fresh.slots[0].value);
+        assert_eq!(opt.slots[1].steps, 1);
+    }
 
     /// AdamW against a float64 transcription of PyTorch's `torch.optim.AdamW` update.
     #[test]

@@ -1,11 +1,19 @@
-//! `jetc distill`: local (teacher-forced) distillation of a layout's linear mixers, then the
-//! distilled model written the way `jetc convert` writes it, with the loss curve (loss.png,
-//! loss.svg), per-step metrics (metrics.jsonl), the summary (distill.json) and checkpoints.
+//! `jetc distill`: distillation of a layout's linear mixers, then the distilled model written
+//! the way `jetc convert` writes it, with the loss curve (loss.png, loss.svg), per-step
+//! metrics (metrics.jsonl), the summary (distill.json) and checkpoints.
 //!
-//! Every linear layer of the layout gets its block built beside the teacher attention, all
-//! trained at once from one streamed teacher forward per batch (`jetc_train::local`). The run
-//! writes `metrics.jsonl` (one line per step) and `distill.json` (the summary) into the
-//! output directory, and refuses a directory that already holds files.
+//! Two phases (`--phase`):
+//! - `local`: every linear layer of the layout gets its block built beside the teacher
+//!   attention, all trained at once from one streamed teacher forward per batch
+//!   (`jetc_train::local`);
+//! - `path`: the student runs a layout end to end and every layer's output hidden state is
+//!   matched to the teacher's (`jetc_train::path`), optionally with the cross-entropy against
+//!   the teacher's logits (`--kl`). The layout is the one given, or one sampled per step
+//!   (`--sample uniform|budget:K`: PostNAS's once-for-all training of every layer's block).
+//!
+//! `--init-from RUN` starts from the weights of an earlier run's newest checkpoint (a local
+//! phase before a path phase). With `--eval-every N` the held-out NLL of the layout's model
+//! is measured every N steps. The run refuses an output directory that already holds files.
 use std::collections::HashMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -49,6 +57,64 @@ pub struct DistillArgs {
     pub resume: bool,
     /// Token cache directory (`none`: no cache); default ~/.cache/jetc/tokens.
     pub token_cache: Option<PathBuf>,
+    /// `local` or `path`.
+    pub phase: String,
+    /// Path phase: `fixed` (the layout given), `uniform` or `budget:K`.
+    pub sample: String,
+    /// Path phase: weight of the cross-entropy against the teacher's logits.
+    pub kl: f32,
+    /// Start from the weights of this earlier run's newest checkpoint.
+    pub init_from: Option<PathBuf>,
+    /// Held-out NLL of the layout's model every N steps (0: before and after only).
+    pub eval_every: u64,
+}
+
+/// How the path phase picks a layout per step.
+#[derive(Clone, Debug, PartialEq)]
+enum Sample {
+    Fixed,
+    /// Every layer independently attention or linear, with equal odds.
+    Uniform,
+    /// Exactly K layers keep attention, chosen uniformly.
+    Budget(usize),
+}
+
+fn parse_sample(s: &str) -> Result<Sample> {
+    match s {
+        "fixed" => Ok(Sample::Fixed),
+        "uniform" => Ok(Sample::Uniform),
+        _ => match s.strip_prefix("budget:").map(str::parse::<usize>) {
+            Some(Ok(k)) => Ok(Sample::Budget(k)),
+            _ => Err(msg(format!("unknown --sample `{s}` (fixed, uniform or budget:K)"))),
+        },
+    }
+}
+
+/// The layout of step `step` (seeded by the run's seed and the step, so a resumed run
+/// replays the same layouts).
+fn sampled_layout(base: &jetc::convert::Layout, sample: &Sample, layers: usize, seed: u64, step: u64) -> jetc::convert::Layout {
+    use rand::seq::SliceRandom;
+    use rand::{Rng, SeedableRng};
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed ^ step.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+    let mut layout = base.clone();
+    layout.swa.clear();
+    layout.full_attn = match sample {
+        Sample::Fixed => return base.clone(),
+        Sample::Uniform => (0..layers).filter(|_| rng.random_bool(0.5)).collect(),
+        Sample::Budget(k) => {
+            let mut all: Vec<usize> = (0..layers).collect();
+            all.shuffle(&mut rng);
+            let mut keep = all[..(*k).min(layers)].to_vec();
+            keep.sort_unstable();
+            keep
+        }
+    };
+    if layout.full_attn.len() == layers {
+        // At least one layer trains.
+        let drop = rng.random_range(0..layers);
+        layout.full_attn.retain(|&l| l != drop);
+    }
+    layout
 }
 
 fn msg(e: impl std::fmt::Display) -> CliError {
@@ -64,8 +130,12 @@ fn fingerprint(a: &DistillArgs, layout: &jetc::convert::Layout, files: &[PathBuf
         .map(|f| format!("{}:{}", f.display(), std::fs::metadata(f).map(|m| m.len()).unwrap_or(0)))
         .collect();
     let text = format!(
-        "model={} layout={layout:?} data={data:?} text_field={:?} steps={:?} tokens={:?} seq_len={} batch={} lr={} warmup={:?} wd={} clip={} seed={}",
-        a.model.display(), a.text_field, a.steps, a.tokens, a.seq_len, a.batch, a.lr, a.warmup, a.weight_decay, a.clip, a.seed
+        "model={} layout={layout:?} data={data:?} text_field={:?} steps={:?} tokens={:?} seq_len={} batch={} lr={} warmup={:?} wd={} clip={} seed={}{}",
+        a.model.display(), a.text_field, a.steps, a.tokens, a.seq_len, a.batch, a.lr, a.warmup, a.weight_decay, a.clip, a.seed,
+        // The local phase's fingerprint is unchanged from before the path phase existed.
+        if a.phase == "local" && a.init_from.is_none() { String::new() } else {
+            format!(" phase={} sample={} kl={} init_from={:?}", a.phase, a.sample, a.kl, a.init_from)
+        }
     );
     Sha256::digest(text.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
 }
@@ -102,7 +172,19 @@ fn batch_ids(windows: &Windows, step: u64, batch: usize) -> Vec<i64> {
     (0..batch).flat_map(|i| windows.train_window(step as usize * batch + i)).collect()
 }
 
-/// Mean loss over the held-out windows (at most `max_batches` batches).
+/// What one training step of either phase gives the loop.
+struct PhaseStep {
+    loss: f32,
+    /// Per-layer losses (layer index as text -> loss).
+    layers: Vec<(usize, f32)>,
+    /// Gradients in the optimizer's slot order (`None`: the slot's weight was off this step's
+    /// path).
+    grads: Vec<Option<ArrayD<f32>>>,
+    /// Phase-specific numbers for the metrics line.
+    extra: serde_json::Map<String, serde_json::Value>,
+}
+
+/// Mean loss over the held-out windows (at most `max_batches` batches) of the local graph.
 fn heldout_loss(lg: &LocalGraph, session: &Session, data: &Windows, w: &[&ArrayD<f32>], batch: usize, max_batches: usize) -> Result<Option<f32>> {
     let windows: Vec<Vec<i64>> = (0..data.heldout.len().min(batch * max_batches)).map(|i| data.heldout_window(i)).collect();
     if windows.is_empty() {
@@ -120,6 +202,71 @@ fn heldout_loss(lg: &LocalGraph, session: &Session, data: &Windows, w: &[&ArrayD
     Ok(Some((sum / n as f64) as f32))
 }
 
+/// The layout's model for held-out NLL: `convert`'s hybrid with only the logits kept.
+struct NllModel {
+    graph: jetc_ir::Graph,
+    /// Weight nodes by name (those the optimizer trains).
+    params: Vec<(jetc_ir::NodeId, String)>,
+}
+
+impl NllModel {
+    fn new(teacher: &jetc_ir::Graph, layout: &jetc::convert::Layout, seed: u64, names: &[&str]) -> Result<NllModel> {
+        let mut g = teacher.clone();
+        convert(&mut g, layout, seed).map_err(msg)?;
+        g.outputs.retain(|o| o.name == "logits");
+        if g.outputs.is_empty() {
+            return Err(msg("the model has no `logits` output to score"));
+        }
+        g.prune_dead()?;
+        let wanted: std::collections::HashSet<&str> = names.iter().copied().collect();
+        let params = g
+            .node_ids()
+            .filter_map(|id| {
+                let n = g.node(id).ok()?;
+                (matches!(n.op, Op::Const(_)) && wanted.contains(n.name.as_str())).then(|| (id, n.name.clone()))
+            })
+            .collect();
+        Ok(NllModel { graph: g, params })
+    }
+
+    /// Mean next-token NLL over at most `max_windows` held-out windows, with the optimizer's
+    /// current weights bound.
+    fn heldout_nll(&self, session: &Session, data: &Windows, opt: &AdamW, max_windows: usize) -> Result<Option<f64>> {
+        let count = data.heldout.len().min(max_windows);
+        if count == 0 {
+            return Ok(None);
+        }
+        let by_name: HashMap<&str, &ArrayD<f32>> = opt.slots.iter().map(|s| (s.name.as_str(), &s.value)).collect();
+        let mut params = jetc_runtime::Params::new();
+        for (id, name) in &self.params {
+            if let Some(v) = by_name.get(name.as_str()) {
+                params.insert(*id, jetc_runtime::Value::f32((*v).clone()));
+            }
+        }
+        let (mut total, mut tokens) = (0f64, 0usize);
+        for i in 0..count {
+            let ids = data.heldout_window(i);
+            let feed = prefill_inputs(&self.graph, &ids, 1, data.seq_len).map_err(msg)?;
+            let outs = session.run_with(feed, &params, &[])?;
+            let logits = outs.into_iter().find(|(n, _)| n == "logits").and_then(|(_, v)| v.as_f32().cloned()).ok_or_else(|| msg("no logits"))?;
+            let vocab = logits.shape().last().copied().unwrap_or(1);
+            let l = jetc_models::generate::Logits { vocab, data: logits.iter().copied().collect() };
+            let ids32: Vec<u32> = ids.iter().map(|&t| t as u32).collect();
+            total += jetc_eval::lm::window_nll(&l, &ids32).map_err(msg)?;
+            tokens += ids32.len() - 1;
+        }
+        Ok(Some(total / tokens.max(1) as f64))
+    }
+}
+
+/// Weights of an earlier run's newest checkpoint, by name.
+fn init_weights(run: &Path) -> Result<HashMap<String, ArrayD<f32>>> {
+    let ck = jetc_train::checkpoint::latest(run)
+        .map_err(msg)?
+        .ok_or_else(|| msg(format!("--init-from {}: no checkpoint in it", run.display())))?;
+    Ok(ck.state.into_iter().map(|(name, (w, _, _))| (name, w)).collect())
+}
+
 pub fn run(a: &DistillArgs) -> Result<()> {
     let layout = layout_of(&a.layout)?;
     if !matches!(a.format.as_str(), "onnx" | "jet-hf" | "both" | "auto") {
@@ -127,6 +274,18 @@ pub fn run(a: &DistillArgs) -> Result<()> {
     }
     if a.batch == 0 || a.seq_len == 0 {
         return Err(msg("--batch and --seq-len must be at least 1"));
+    }
+    let path_phase = match a.phase.as_str() {
+        "local" => false,
+        "path" => true,
+        p => return Err(msg(format!("unknown --phase `{p}` (local or path)"))),
+    };
+    let sample = parse_sample(&a.sample)?;
+    if !path_phase && (sample != Sample::Fixed || a.kl != 0.0) {
+        return Err(msg("--sample and --kl belong to the path phase (--phase path)"));
+    }
+    if !(a.kl >= 0.0 && a.kl.is_finite()) {
+        return Err(msg(format!("--kl must be a finite weight >= 0, got {}", a.kl)));
     }
     if a.resume {
         if !jetc_train::checkpoint::checkpoints_dir(&a.output).is_dir() {
@@ -141,7 +300,21 @@ pub fn run(a: &DistillArgs) -> Result<()> {
             return Err(msg(format!("--seq-len {} is longer than the model's context of {ctx} tokens", a.seq_len)));
         }
     }
-    let lg = build_local(&teacher, &layout, a.seed).map_err(|e| msg(format!("{}: {e}", a.model.display())))?;
+    let n_layers = jetc_passes::linearize::attention_layers(&teacher).map_err(msg)?.len();
+    if let Sample::Budget(k) = sample {
+        if k >= n_layers {
+            return Err(msg(format!("--sample budget:{k} keeps every one of the model's {n_layers} layers as attention")));
+        }
+    }
+    let init = a.init_from.as_deref().map(init_weights).transpose()?;
+    // The local graph is built for either phase's checks; the path phase builds its own.
+    let lg = if path_phase { None } else { Some(build_local(&teacher, &layout, a.seed).map_err(|e| msg(format!("{}: {e}", a.model.display())))?) };
+    let path_opts = jetc_train::path::PathOptions { kl_weight: a.kl };
+    let fixed_path = if path_phase {
+        Some(jetc_train::path::build_path(&teacher, &layout, a.seed, path_opts).map_err(|e| msg(format!("{}: {e}", a.model.display())))?)
+    } else {
+        None
+    };
     let (tok, _) = match &a.tokenizer {
         Some(p) => super::generate::text_from(p)?,
         None => super::generate::text_of(&a.model)?,
@@ -184,16 +357,111 @@ pub fn run(a: &DistillArgs) -> Result<()> {
     .max(1);
     let warmup = a.warmup.unwrap_or((steps / 10).min(100));
     let schedule = Schedule { peak: a.lr, warmup, total: steps, min_ratio: 0.1 };
-    let session = Session::new(&lg.graph)?;
-    let mut opt = AdamW::new(
-        AdamWConfig { weight_decay: a.weight_decay, clip_norm: (a.clip > 0.0).then_some(a.clip), ..Default::default() },
-        initial_values(&lg).map_err(msg)?,
-    );
-    // The optimizer's weights by reference (run_step copies them once into the bound values).
-    fn weights(o: &AdamW) -> Vec<&ArrayD<f32>> {
-        o.slots.iter().map(|s| &s.value).collect()
+    // The optimizer's weights: the trained layout's, and for a sampled path phase every
+    // layer's block (the all-linear layout names them all).
+    let mut initial = match (&lg, &fixed_path) {
+        (Some(lg), _) => initial_values(lg).map_err(msg)?,
+        (None, Some(pg)) => jetc_train::path::initial_values(pg).map_err(msg)?,
+        _ => return Err(msg("internal: no training graph")),
+    };
+    if path_phase && sample != Sample::Fixed {
+        let mut all = layout.clone();
+        all.full_attn.clear();
+        all.swa.clear();
+        let every = jetc_train::path::build_path(&teacher, &all, a.seed, path_opts).map_err(msg)?;
+        let have: std::collections::HashSet<String> = initial.iter().map(|(n, _)| n.clone()).collect();
+        initial.extend(jetc_train::path::initial_values(&every).map_err(msg)?.into_iter().filter(|(n, _)| !have.contains(n)));
+        initial.sort_by(|x, y| x.0.cmp(&y.0));
     }
-    let heldout_before = heldout_loss(&lg, &session, &windows, &weights(&opt), a.batch, 4)?;
+    if let Some(init) = &init {
+        let mut taken = 0;
+        for (name, value) in initial.iter_mut() {
+            if let Some(w) = init.get(name) {
+                if w.shape() != value.shape() {
+                    return Err(msg(format!("--init-from: `{name}` has shape {:?} there, {:?} here (another model or mixer config?)", w.shape(), value.shape())));
+                }
+                *value = w.clone();
+                taken += 1;
+            }
+        }
+        eprintln!("initialized {taken} of {} weights from {}", initial.len(), a.init_from.as_ref().map(|p| p.display().to_string()).unwrap_or_default());
+    }
+    let mut opt = AdamW::new(AdamWConfig { weight_decay: a.weight_decay, clip_norm: (a.clip > 0.0).then_some(a.clip), ..Default::default() }, initial);
+    let slot_of: HashMap<String, usize> = opt.slots.iter().enumerate().map(|(i, s)| (s.name.clone(), i)).collect();
+    let names: Vec<&str> = opt.slots.iter().map(|s| s.name.as_str()).collect();
+    let nll_model = NllModel::new(&teacher, &layout, a.seed, &names)?;
+    let nll_session = Session::new(&nll_model.graph)?;
+    const NLL_WINDOWS: usize = 8;
+
+    // The step of each phase, as a closure over its graphs.
+    let local_session = match &lg {
+        Some(lg) => Some(Session::new(&lg.graph)?),
+        None => None,
+    };
+    let teacher_graph = if path_phase { Some(jetc_train::path::teacher_graph(&teacher, a.kl > 0.0).map_err(msg)?) } else { None };
+    let teacher_session = match &teacher_graph {
+        Some(g) => Some(Session::new(g)?),
+        None => None,
+    };
+    let fixed_session = match &fixed_path {
+        Some(pg) if sample == Sample::Fixed => Some(Session::new(&pg.graph)?),
+        _ => None,
+    };
+    let path_step = |pg: &jetc_train::path::PathGraph, session: &Session, ids: &[i64], opt: &AdamW| -> Result<PhaseStep> {
+        let ts = teacher_session.as_ref().ok_or_else(|| msg("internal: no teacher session"))?;
+        let tg = teacher_graph.as_ref().ok_or_else(|| msg("internal: no teacher graph"))?;
+        let tfeed = prefill_inputs(tg, ids, a.batch, a.seq_len).map_err(msg)?;
+        let targets = jetc_train::path::teacher_targets(ts, tfeed, pg.layers, a.kl > 0.0).map_err(msg)?;
+        let is_target = |n: &str| n.starts_with("target.") || n == jetc_train::path::TEACHER_PROBS;
+        let feed = jetc_train::feed::prefill_inputs_except(&pg.graph, ids, a.batch, a.seq_len, &is_target).map_err(msg)?;
+        let w: Vec<&ArrayD<f32>> = pg
+            .params
+            .iter()
+            .map(|(_, n)| slot_of.get(n).map(|&i| &opt.slots[i].value).ok_or_else(|| msg(format!("internal: no optimizer slot for `{n}`"))))
+            .collect::<Result<_>>()?;
+        let out = jetc_train::path::run_path(pg, session, feed, &targets, &w).map_err(msg)?;
+        let mut grads: Vec<Option<ArrayD<f32>>> = vec![None; opt.slots.len()];
+        for ((_, n), g) in pg.params.iter().zip(out.grads) {
+            grads[slot_of[n]] = Some(g);
+        }
+        let mut extra = serde_json::Map::new();
+        extra.insert("features".into(), json!(out.features));
+        if let (Some(ce), Some(h)) = (out.cross_entropy, targets.entropy) {
+            extra.insert("cross_entropy".into(), json!(ce));
+            extra.insert("kl".into(), json!(ce as f64 - h));
+        }
+        extra.insert("full_attn".into(), json!(pg.layout.full_attn));
+        Ok(PhaseStep { loss: out.loss, layers: out.layer_losses.into_iter().enumerate().collect(), grads, extra })
+    };
+    let step_fn = |step: u64, ids: &[i64], opt: &AdamW| -> Result<PhaseStep> {
+        if let (Some(lg), Some(session)) = (&lg, &local_session) {
+            let feed = prefill_inputs(&lg.graph, ids, a.batch, a.seq_len).map_err(msg)?;
+            let w: Vec<&ArrayD<f32>> = opt.slots.iter().map(|s| &s.value).collect();
+            let out = run_step(lg, session, feed, &w).map_err(msg)?;
+            return Ok(PhaseStep { loss: out.loss, layers: out.layer_losses, grads: out.grads.into_iter().map(Some).collect(), extra: serde_json::Map::new() });
+        }
+        match (&fixed_path, &fixed_session) {
+            (Some(pg), Some(session)) => path_step(pg, session, ids, opt),
+            _ => {
+                let l = sampled_layout(&layout, &sample, n_layers, a.seed, step);
+                let pg = jetc_train::path::build_path(&teacher, &l, a.seed, path_opts).map_err(msg)?;
+                let session = Session::new(&pg.graph)?;
+                path_step(&pg, &session, ids, opt)
+            }
+        }
+    };
+    let heldout_fn = |opt: &AdamW| -> Result<Option<f32>> {
+        match (&lg, &local_session) {
+            (Some(lg), Some(session)) => {
+                let w: Vec<&ArrayD<f32>> = opt.slots.iter().map(|s| &s.value).collect();
+                heldout_loss(lg, session, &windows, &w, a.batch, 4)
+            }
+            _ => Ok(nll_model.heldout_nll(&nll_session, &windows, opt, NLL_WINDOWS)?.map(|v| v as f32)),
+        }
+    };
+    let heldout_name = if path_phase { "held-out NLL" } else { "held-out loss" };
+    let heldout_before = heldout_fn(&opt)?;
+    let nll_before = if path_phase { heldout_before.map(f64::from) } else { nll_model.heldout_nll(&nll_session, &windows, &opt, NLL_WINDOWS)? };
     let print = fingerprint(a, &layout, &files);
     let mut start = 0u64;
     if a.resume {
@@ -218,13 +486,12 @@ pub fn run(a: &DistillArgs) -> Result<()> {
     if a.resume {
         keep_metrics(&metrics_path, start)?;
     }
-    let metrics_file = std::fs::OpenOptions::new()
+    let mut metrics = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
         .truncate(false)
         .open(&metrics_path)
         .map_err(|e| msg(format!("{}: {e}", metrics_path.display())))?;
-    let mut metrics = std::io::BufWriter::new(metrics_file);
     let interrupted = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     {
         let flag = interrupted.clone();
@@ -235,9 +502,16 @@ pub fn run(a: &DistillArgs) -> Result<()> {
     let save = |opt: &AdamW| -> Result<PathBuf> {
         jetc_train::checkpoint::save(&a.output, opt, opt.step * a.batch as u64, &print, 2).map_err(msg)
     };
+    let trained_layers: Vec<usize> = match (&lg, &fixed_path) {
+        (Some(lg), _) => lg.layers.clone(),
+        (None, Some(pg)) => pg.linear.clone(),
+        _ => Vec::new(),
+    };
     eprintln!(
-        "distilling {} linear layers ({} parameters) on {} train windows of {} tokens ({} documents, {} files), {steps} steps of batch {}",
-        lg.layers.len(),
+        "distilling ({} phase{}) {} linear layers ({} parameters) on {} train windows of {} tokens ({} documents, {} files), {steps} steps of batch {}",
+        a.phase,
+        if path_phase && sample != Sample::Fixed { format!(", layouts sampled {}", a.sample) } else { String::new() },
+        trained_layers.len(),
         opt.slots.iter().map(|s| s.value.len()).sum::<usize>(),
         windows.train.len(),
         a.seq_len,
@@ -265,41 +539,60 @@ pub fn run(a: &DistillArgs) -> Result<()> {
     for step in start..steps {
         let lr = schedule.lr(step);
         let ids = batch_ids(&windows, step, a.batch);
-        let feed = prefill_inputs(&lg.graph, &ids, a.batch, a.seq_len).map_err(msg)?;
-        let out = run_step(&lg, &session, feed, &weights(&opt)).map_err(msg)?;
+        let out = step_fn(step, &ids, &opt)?;
         if !out.loss.is_finite() {
             return Err(msg(format!("step {step}: the loss is not finite ({}); training stopped, nothing written", out.loss)));
         }
-        let report = opt.step(&out.grads, lr).map_err(msg)?;
+        let grads: Vec<Option<&ArrayD<f32>>> = out.grads.iter().map(Option::as_ref).collect();
+        let report = opt.step_some(&grads, lr).map_err(msg)?;
         first.get_or_insert(out.loss);
         last = out.loss;
-        last_layers = out.layer_losses.clone();
-        let tokens = (step + 1) * (a.batch * a.seq_len) as u64;
-        let tps = (step + 1 - start) as f64 * (a.batch * a.seq_len) as f64 / started.elapsed().as_secs_f64().max(1e-9);
-        let layers: HashMap<String, f32> = out.layer_losses.iter().map(|(l, v)| (l.to_string(), *v)).collect();
-        let line = json!({"step": step + 1, "tokens": tokens, "loss": out.loss, "lr": lr, "grad_norm": report.grad_norm, "tokens_per_s": tps, "peak_activation_bytes": session.last_peak_bytes(), "layers": layers});
-        writeln!(metrics, "{line}").map_err(|e| msg(format!("{}: {e}", metrics_path.display())))?;
-        bar.set_message(format!("loss {:.4}  {:.0} tok/s", out.loss, tps));
-        bar.inc(1);
+        last_layers = out.layers.clone();
         let done = step + 1;
+        let tokens = done * (a.batch * a.seq_len) as u64;
+        let tps = (done - start) as f64 * (a.batch * a.seq_len) as f64 / started.elapsed().as_secs_f64().max(1e-9);
+        let layers: HashMap<String, f32> = out.layers.iter().map(|(l, v)| (l.to_string(), *v)).collect();
+        let mut line = json!({"step": done, "tokens": tokens, "loss": out.loss, "lr": lr, "grad_norm": report.grad_norm, "tokens_per_s": tps, "peak_activation_bytes": bar_peak(&local_session, &fixed_session), "layers": layers});
+        for (k, v) in out.extra {
+            line[k] = v;
+        }
+        if a.eval_every > 0 && done % a.eval_every == 0 && done < steps {
+            if let Some(v) = nll_model.heldout_nll(&nll_session, &windows, &opt, NLL_WINDOWS)? {
+                line["heldout_nll"] = json!(v);
+            }
+        }
+        // One line per step, flushed: a run watched from outside (or killed) shows every step.
+        writeln!(metrics, "{line}").map_err(|e| msg(format!("{}: {e}", metrics_path.display())))?;
+        bar.set_message(format!("{} loss {:.4}  {:.0} tok/s", a.phase, out.loss, tps));
+        bar.inc(1);
         if a.checkpoint_every > 0 && done % a.checkpoint_every == 0 && done < steps {
-            metrics.flush().map_err(|e| msg(format!("{}: {e}", metrics_path.display())))?;
             save(&opt)?;
         }
         if interrupted.load(std::sync::atomic::Ordering::SeqCst) {
             bar.finish_and_clear();
-            metrics.flush().map_err(|e| msg(format!("{}: {e}", metrics_path.display())))?;
             let dir = save(&opt)?;
             return Err(msg(format!("interrupted at step {done}: checkpoint {} written; continue with --resume", dir.display())));
         }
     }
-    metrics.flush().map_err(|e| msg(format!("{}: {e}", metrics_path.display())))?;
     save(&opt)?;
     bar.finish_and_clear();
-    metrics.flush().map_err(|e| msg(format!("{}: {e}", metrics_path.display())))?;
     let secs = started.elapsed().as_secs_f64();
-    let trained = weights(&opt);
-    let heldout_after = heldout_loss(&lg, &session, &windows, &trained, a.batch, 4)?;
+    let heldout_after = heldout_fn(&opt)?;
+    let nll_after = if path_phase { heldout_after.map(f64::from) } else { nll_model.heldout_nll(&nll_session, &windows, &opt, NLL_WINDOWS)? };
+    if a.eval_every > 0 {
+        if let Some(v) = nll_after {
+            // The last step's line carries the final held-out NLL.
+            let text = std::fs::read_to_string(&metrics_path).unwrap_or_default();
+            let mut lines: Vec<String> = text.lines().map(str::to_string).collect();
+            if let Some(lastl) = lines.last_mut() {
+                if let Ok(mut v0) = serde_json::from_str::<serde_json::Value>(lastl) {
+                    v0["heldout_nll"] = json!(v);
+                    *lastl = v0.to_string();
+                }
+            }
+            std::fs::write(&metrics_path, lines.join("\n") + "\n").map_err(|e| msg(format!("{}: {e}", metrics_path.display())))?;
+        }
+    }
 
     // The converted model, with the distilled weights in place of the initial ones.
     let mut g = teacher.clone();
@@ -315,24 +608,31 @@ pub fn run(a: &DistillArgs) -> Result<()> {
             replaced += 1;
         }
     }
-    if replaced != opt.slots.len() {
+    let layout_layers = trained_layers.len();
+    if replaced < layout_layers.min(1) || (sample == Sample::Fixed && replaced != opt.slots.len()) {
         return Err(msg(format!("internal: {replaced} of {} distilled weights found in the converted model", opt.slots.len())));
     }
     let tokens = steps * (a.batch * a.seq_len) as u64;
     let summary = json!({
         "model": a.model.display().to_string(),
-        "layers": lg.layers,
+        "phase": a.phase,
+        "sample": a.sample,
+        "kl": a.kl,
+        "init_from": a.init_from.as_ref().map(|p| p.display().to_string()),
+        "layers": trained_layers,
         "block": layout.block.name(),
         "steps": steps,
         "tokens": tokens,
         "seconds": secs,
         "tokens_per_s": (steps - start) as f64 * (a.batch * a.seq_len) as f64 / secs.max(1e-9),
-        "peak_activation_bytes": session.last_peak_bytes(),
+        "peak_activation_bytes": bar_peak(&local_session, &fixed_session),
         "loss_first": first,
         "loss_last": last,
         "layer_losses_last": last_layers.iter().map(|(l, v)| json!({"layer": l, "loss": v})).collect::<Vec<_>>(),
         "heldout_loss_before": heldout_before,
         "heldout_loss_after": heldout_after,
+        "heldout_nll_before": nll_before,
+        "heldout_nll_after": nll_after,
         "data": {"files": files.len(), "documents": windows.documents, "corpus_tokens": windows.tokens(), "text_field": a.text_field},
         "heldout_windows": windows.heldout.len(),
         "train_windows": windows.train.len(),
@@ -350,13 +650,15 @@ pub fn run(a: &DistillArgs) -> Result<()> {
         .filter_map(|v| Some((v["step"].as_u64()?, v["loss"].as_f64()? as f32)))
         .collect();
     let mut held = Vec::new();
-    if let Some(v) = heldout_before {
-        held.push((0, v));
+    if !path_phase {
+        if let Some(v) = heldout_before {
+            held.push((0, v));
+        }
+        if let Some(v) = heldout_after {
+            held.push((steps, v));
+        }
     }
-    if let Some(v) = heldout_after {
-        held.push((steps, v));
-    }
-    let title = format!("jetc distill: {} {} layers", lg.layers.len(), layout.block.name());
+    let title = format!("jetc distill ({}): {} {} layers", a.phase, trained_layers.len(), layout.block.name());
     match jetc_train::plot::loss_curve(&a.output.join("loss.png"), &a.output.join("loss.svg"), &curve, &held, &title) {
         Ok(true) => {}
         Ok(false) => eprintln!("note: no font found for the loss-curve labels (set JETC_FONT to a .ttf); drawn without text"),
@@ -371,13 +673,19 @@ pub fn run(a: &DistillArgs) -> Result<()> {
         println!("{}", serde_json::to_string_pretty(&summary).unwrap_or_default());
     } else {
         eprintln!(
-            "distilled in {secs:.1} s ({:.0} tokens/s, {:.0} MB of activations at peak): loss {:.4} -> {last:.4}; held-out {} -> {}",
+            "distilled in {secs:.1} s ({:.0} tokens/s): loss {:.4} -> {last:.4}; {heldout_name} {} -> {}; held-out NLL {} -> {}",
             (steps - start) as f64 * (a.batch * a.seq_len) as f64 / secs.max(1e-9),
-            session.last_peak_bytes() as f64 / 1e6,
             first.unwrap_or(f32::NAN),
             heldout_before.map_or("-".into(), |v| format!("{v:.4}")),
             heldout_after.map_or("-".into(), |v| format!("{v:.4}")),
+            nll_before.map_or("-".into(), |v| format!("{v:.4}")),
+            nll_after.map_or("-".into(), |v| format!("{v:.4}")),
         );
     }
     Ok(())
+}
+
+/// Peak live bytes of the last training run (the session that ran it).
+fn bar_peak(local: &Option<Session>, path: &Option<Session>) -> usize {
+    local.as_ref().or(path.as_ref()).map_or(0, Session::last_peak_bytes)
 }

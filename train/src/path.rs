@@ -1,0 +1,311 @@
+//! Path distillation: the student runs one layout end to end on its own hidden states (no
+//! teacher forcing), and every layer's output hidden state is matched to the teacher's.
+//!
+//! This is PostNAS's once-for-all training when the layout is sampled per step, and plain
+//! end-to-end feature distillation of one hybrid when it is fixed. Teacher-forced (local)
+//! training makes each layer good on the teacher's inputs; composed, the small errors of 27
+//! layers compound, which is what this phase trains against.
+//!
+//! Two graphs:
+//! - the **teacher graph** (forward only): the teacher with the residual stream after every
+//!   layer as outputs `hidden.{l}` (and the logits when a KL term is asked for);
+//! - the **path graph** of a layout: `convert`'s hybrid of that layout, with inputs
+//!   `target.{l}` (the teacher's hidden states), the normalized MSE of every layer's output
+//!   against its target, optionally `kl_weight` times the cross-entropy of the student's
+//!   logits against the teacher's distribution (input `teacher_probs`), and the gradients of
+//!   every linear block's weights from the autodiff pass. Attention, MLPs, norms and
+//!   embeddings are constants.
+//!
+//! Weights are named as `convert` names them (`layers.{l}.{block}.*`), so one set of named
+//! weights serves every layout: a block's weights do not depend on which other layers are
+//! linear. The layouts a run visits bind the subset they contain.
+use std::collections::HashMap;
+
+use jetc_autodiff::{grad, Gradient};
+use jetc_ir::{Attr, DType, Fact, Graph, NodeId, OnnxOp, Op, Outlet, OutputInfo, Tensor};
+use jetc_models::convert::{convert, Layout};
+use jetc_passes::linearize::{attention_layers, is_block_weight};
+use jetc_runtime::{Params, Session, Value};
+use ndarray::ArrayD;
+
+use crate::error::{Result, TrainError};
+use crate::loss::normalized_mse;
+
+/// Output holding the residual stream after layer `l`.
+pub fn hidden_name(l: usize) -> String {
+    format!("hidden.{l}")
+}
+
+/// Input feeding the teacher's hidden state after layer `l` to the path graph.
+pub fn target_name(l: usize) -> String {
+    format!("target.{l}")
+}
+
+/// The teacher's next-token distribution (softmax of its logits), `[B, T, V]`.
+pub const TEACHER_PROBS: &str = "teacher_probs";
+/// The graph's total loss.
+pub const LOSS: &str = "loss";
+/// Mean normalized MSE over layers.
+pub const FEATURE_LOSS: &str = "loss.features";
+/// Cross-entropy of the student's logits against the teacher's distribution.
+pub const CROSS_ENTROPY: &str = "loss.ce";
+/// The logits output of a decoder graph.
+pub const LOGITS: &str = "logits";
+
+pub fn layer_loss_name(l: usize) -> String {
+    format!("loss.{l}")
+}
+
+fn add_onnx(g: &mut Graph, name: &str, op: OnnxOp, inputs: &[Outlet]) -> Result<Outlet> {
+    let info = OutputInfo { name: String::new(), fact: Fact::unknown_rank(DType::F32) };
+    let id = g.add_node(name, Op::Onnx(op), inputs.iter().map(|&i| Some(i)).collect(), vec![info])?;
+    Ok(Outlet::new(id, 0))
+}
+
+fn is_add(g: &Graph, id: NodeId) -> bool {
+    matches!(g.node(id).map(|n| &n.op), Ok(Op::Onnx(o)) if o.op_type == "Add")
+}
+
+/// The residual stream after every attention layer, in layer order: the `Add` that takes the
+/// mixer's output, then the `Add` after it that closes the MLP block (pre-norm decoders:
+/// `h = x + attn(norm(x)); y = h + mlp(norm(h))`). A layer without an MLP block ends at its
+/// first `Add`.
+pub fn layer_outputs(g: &Graph) -> Result<Vec<Outlet>> {
+    let attn = attention_layers(g)?;
+    let mut outs = Vec::with_capacity(attn.len());
+    for (l, &a) in attn.iter().enumerate() {
+        let adds: Vec<NodeId> = g.consumers(Outlet::new(a, 0)).into_iter().map(|(n, _)| n).filter(|&n| is_add(g, n)).collect();
+        let [first] = adds[..] else {
+            return Err(TrainError::Other(format!(
+                "layer {l}: the attention output feeds {} residual Adds, expected one (not a pre-norm decoder layer)",
+                adds.len()
+            )));
+        };
+        let h = Outlet::new(first, 0);
+        let closing: Vec<NodeId> = g.consumers(h).into_iter().map(|(n, _)| n).filter(|&n| is_add(g, n)).collect();
+        outs.push(match closing[..] {
+            [second] => Outlet::new(second, 0),
+            _ => h,
+        });
+    }
+    Ok(outs)
+}
+
+/// The teacher graph: outputs `hidden.{l}` for every layer, plus `logits` when asked.
+pub fn teacher_graph(teacher: &Graph, with_logits: bool) -> Result<Graph> {
+    let mut g = teacher.clone();
+    let hidden = layer_outputs(&g)?;
+    let logits = g.outputs.iter().find(|o| o.name == LOGITS).map(|o| o.outlet);
+    g.outputs.clear();
+    for (l, &h) in hidden.iter().enumerate() {
+        g.add_output(&hidden_name(l), h)?;
+    }
+    if with_logits {
+        let lo = logits.ok_or_else(|| TrainError::Other("the model has no `logits` output for the KL term".into()))?;
+        g.add_output(LOGITS, lo)?;
+    }
+    g.prune_dead()?;
+    Ok(g)
+}
+
+/// What the path loss holds besides the per-layer feature terms.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct PathOptions {
+    /// Weight of the cross-entropy against the teacher's distribution (0: none).
+    pub kl_weight: f32,
+}
+
+/// The path graph of one layout.
+pub struct PathGraph {
+    pub graph: Graph,
+    pub layout: Layout,
+    /// Layers of the model (every one has a feature term).
+    pub layers: usize,
+    /// The layers the layout makes linear (whose blocks train).
+    pub linear: Vec<usize>,
+    /// Trainable weights: node and name, sorted by name.
+    pub params: Vec<(NodeId, String)>,
+    pub grads: Vec<Gradient>,
+    pub options: PathOptions,
+}
+
+/// Builds the path graph of `layout` on a raised teacher graph.
+pub fn build_path(teacher: &Graph, layout: &Layout, seed: u64, options: PathOptions) -> Result<PathGraph> {
+    let mut g = teacher.clone();
+    let hidden = layer_outputs(&g)?;
+    let n = hidden.len();
+    let linear: Vec<usize> = (0..n).filter(|l| !layout.full_attn.contains(l) && !layout.swa.contains(l)).collect();
+    if linear.is_empty() {
+        return Err(TrainError::Other("the layout keeps every layer as attention: there is no linear mixer to train".into()));
+    }
+    // Outputs survive the conversion (their producers are residual Adds, never rewritten).
+    let logits = g.outputs.iter().find(|o| o.name == LOGITS).map(|o| o.outlet);
+    g.outputs.clear();
+    for (l, &h) in hidden.iter().enumerate() {
+        g.add_output(&hidden_name(l), h)?;
+    }
+    if let Some(lo) = logits {
+        g.add_output(LOGITS, lo)?;
+    }
+    convert(&mut g, layout, seed).map_err(TrainError::Other)?;
+    let outlet_of = |g: &Graph, name: &str| -> Result<Outlet> {
+        g.outputs.iter().find(|o| o.name == name).map(|o| o.outlet).ok_or_else(|| TrainError::Other(format!("output `{name}` was lost in the conversion")))
+    };
+    let mut losses = Vec::with_capacity(n);
+    for l in 0..n {
+        let h = outlet_of(&g, &hidden_name(l))?;
+        let fact = g.fact(h)?.clone();
+        let target = g.add_input(&target_name(l), fact)?;
+        losses.push(normalized_mse(&mut g, &format!("path.{l}"), h, Outlet::new(target, 0))?);
+    }
+    let mut total = losses[0];
+    for (i, &o) in losses.iter().enumerate().skip(1) {
+        total = add_onnx(&mut g, &format!("path.sum.{i}"), OnnxOp::new("Add", 14), &[total, o])?;
+    }
+    let inv = g.add_const("path.inv_layers", Tensor::scalar_f32(1.0 / n as f32))?;
+    let features = add_onnx(&mut g, "path.features", OnnxOp::new("Mul", 14), &[total, inv])?;
+    let mut loss = features;
+    let mut ce = None;
+    if options.kl_weight > 0.0 {
+        let lo = match logits {
+            Some(_) => outlet_of(&g, LOGITS)?,
+            None => return Err(TrainError::Other("the model has no `logits` output for the KL term".into())),
+        };
+        let fact = g.fact(lo)?.clone();
+        let probs = g.add_input(TEACHER_PROBS, fact)?;
+        // -mean over tokens of sum_v p_teacher log q_student.
+        let logq = add_onnx(&mut g, "path.ce/log_softmax", OnnxOp::new("LogSoftmax", 13).with_attr("axis", Attr::Int(-1)), &[lo])?;
+        let prod = add_onnx(&mut g, "path.ce/mul", OnnxOp::new("Mul", 14), &[logq, Outlet::new(probs, 0)])?;
+        let axes = g.add_const("path.ce/axes", Tensor::from_i64(vec![1], &[-1])?)?;
+        let rows = add_onnx(&mut g, "path.ce/rows", OnnxOp::new("ReduceSum", 13).with_attr("keepdims", Attr::Int(0)), &[prod, axes])?;
+        let mean = add_onnx(&mut g, "path.ce/mean", OnnxOp::new("ReduceMean", 13).with_attr("keepdims", Attr::Int(0)), &[rows])?;
+        let c = add_onnx(&mut g, "path.ce", OnnxOp::new("Neg", 13), &[mean])?;
+        let w = g.add_const("path.kl_weight", Tensor::scalar_f32(options.kl_weight))?;
+        let weighted = add_onnx(&mut g, "path.ce/weighted", OnnxOp::new("Mul", 14), &[c, w])?;
+        loss = add_onnx(&mut g, "path.loss", OnnxOp::new("Add", 14), &[features, weighted])?;
+        ce = Some(c);
+    }
+    g.outputs.clear();
+    g.add_output(LOSS, loss)?;
+    g.add_output(FEATURE_LOSS, features)?;
+    if let Some(c) = ce {
+        g.add_output(CROSS_ENTROPY, c)?;
+    }
+    for (l, &o) in losses.iter().enumerate() {
+        g.add_output(&layer_loss_name(l), o)?;
+    }
+    jetc_ir::infer::infer_graph(&mut g)?;
+    // Unfuse first when the conversion fused blocks: parameters are named on that graph.
+    if g.node_ids().any(|id| matches!(g.node(id).map(|n| &n.op), Ok(Op::JetBlock(_)))) {
+        use jetc_passes::manager::Pass;
+        jetc_passes::fuse::Unfuse.run(&mut g).map_err(|e| TrainError::Other(e.to_string()))?;
+    }
+    let mut params: Vec<(NodeId, String)> = g
+        .node_ids()
+        .filter_map(|id| {
+            let node = g.node(id).ok()?;
+            let trained = matches!(node.op, Op::Const(_))
+                && is_block_weight(&node.name)
+                && linear.iter().any(|l| node.name.starts_with(&format!("layers.{l}.")));
+            trained.then(|| (id, node.name.clone()))
+        })
+        .collect();
+    params.sort_by(|a, b| a.1.cmp(&b.1));
+    let ids: Vec<NodeId> = params.iter().map(|p| p.0).collect();
+    let grads = grad(&mut g, loss, &ids)?;
+    g.prune_dead()?;
+    Ok(PathGraph { graph: g, layout: layout.clone(), layers: n, linear, params, grads, options })
+}
+
+/// The initial values of a path graph's trainable weights, by name.
+pub fn initial_values(pg: &PathGraph) -> Result<Vec<(String, ArrayD<f32>)>> {
+    crate::local::weight_values(&pg.graph, &pg.params)
+}
+
+/// The teacher's targets for one batch: hidden states by layer, and the softmax of its
+/// logits when the path graph has a KL term.
+pub struct Targets {
+    pub hidden: Vec<Value>,
+    pub probs: Option<Value>,
+    /// Mean entropy of the teacher's next-token distribution (nats): cross-entropy minus this
+    /// is the KL divergence.
+    pub entropy: Option<f64>,
+}
+
+/// Runs the teacher graph on `feed`.
+pub fn teacher_targets(session: &Session, feed: HashMap<String, Value>, layers: usize, with_probs: bool) -> Result<Targets> {
+    let mut outs: HashMap<String, Value> = session.run(feed)?.into_iter().collect();
+    let hidden = (0..layers)
+        .map(|l| outs.remove(&hidden_name(l)).ok_or_else(|| TrainError::Other(format!("teacher output `{}` missing", hidden_name(l)))))
+        .collect::<Result<Vec<_>>>()?;
+    let (mut probs, mut entropy) = (None, None);
+    if with_probs {
+        let logits = outs.remove(LOGITS).ok_or_else(|| TrainError::Other("teacher output `logits` missing".into()))?;
+        let mut a = logits.as_f32().cloned().ok_or_else(|| TrainError::Other("teacher logits are not float".into()))?;
+        let v = a.shape().last().copied().unwrap_or(1).max(1);
+        let slice = a.as_slice_mut().ok_or_else(|| TrainError::Other("teacher logits are not contiguous".into()))?;
+        let (mut h, mut rows) = (0f64, 0usize);
+        for row in slice.chunks_mut(v) {
+            let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+            let mut sum = 0f64;
+            for x in row.iter_mut() {
+                *x = (*x - max).exp();
+                sum += *x as f64;
+            }
+            for x in row.iter_mut() {
+                let p = (*x as f64 / sum) as f32;
+                *x = p;
+                if p > 0.0 {
+                    h -= p as f64 * (p as f64).ln();
+                }
+            }
+            rows += 1;
+        }
+        entropy = Some(h / rows.max(1) as f64);
+        probs = Some(Value::f32(a));
+    }
+    Ok(Targets { hidden, probs, entropy })
+}
+
+/// What one forward + backward run of a path graph returns.
+pub struct PathStep {
+    pub loss: f32,
+    pub features: f32,
+    pub cross_entropy: Option<f32>,
+    pub layer_losses: Vec<f32>,
+    /// Gradients in `params` order.
+    pub grads: Vec<ArrayD<f32>>,
+}
+
+/// Runs the path graph on `feed` (the prefill inputs) with the teacher's `targets` and the
+/// weights bound (in `params` order).
+pub fn run_path<W: std::borrow::Borrow<ArrayD<f32>>>(pg: &PathGraph, session: &Session, mut feed: HashMap<String, Value>, targets: &Targets, weights: &[W]) -> Result<PathStep> {
+    for (l, h) in targets.hidden.iter().enumerate() {
+        feed.insert(target_name(l), h.clone());
+    }
+    if pg.options.kl_weight > 0.0 {
+        let p = targets.probs.as_ref().ok_or_else(|| TrainError::Other("the path graph has a KL term but the teacher gave no distribution".into()))?;
+        feed.insert(TEACHER_PROBS.to_string(), p.clone());
+    }
+    let mut params = Params::new();
+    for ((id, _), w) in pg.params.iter().zip(weights) {
+        params.insert(*id, Value::f32(w.borrow().clone()));
+    }
+    let outs: HashMap<String, Value> = session.run_with(feed, &params, &[])?.into_iter().collect();
+    let scalar = |name: &str| -> Result<f32> {
+        outs.get(name).and_then(|v| v.as_f32()).and_then(|a| a.iter().next().copied()).ok_or_else(|| TrainError::Other(format!("output `{name}` missing")))
+    };
+    let layer_losses = (0..pg.layers).map(|l| scalar(&layer_loss_name(l))).collect::<Result<_>>()?;
+    let grads = pg
+        .grads
+        .iter()
+        .map(|gr| outs.get(&gr.output).and_then(|v| v.as_f32()).cloned().ok_or_else(|| TrainError::Other(format!("gradient `{}` missing", gr.output))))
+        .collect::<Result<_>>()?;
+    Ok(PathStep {
+        loss: scalar(LOSS)?,
+        features: scalar(FEATURE_LOSS)?,
+        cross_entropy: if pg.options.kl_weight > 0.0 { Some(scalar(CROSS_ENTROPY)?) } else { None },
+        layer_losses,
+        grads,
+    })
+}
