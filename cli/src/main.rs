@@ -82,10 +82,15 @@ enum Command {
         /// Count KV and conv caches at this dtype in the summary (f32, f16, bf16).
         #[arg(long)]
         cache_dtype: Option<String>,
+        /// A `jetc distill` run (DIR): the layout's linear blocks take the weights of its
+        /// newest checkpoint (a sampled path-phase run holds every layer's block: any layout).
+        #[arg(long)]
+        supernet: Option<PathBuf>,
     },
-    /// Distill the linear mixers of a layout from the model's own attention (local,
+    /// Distill the linear mixers of a layout from the model's own attention (`--phase local`,
     /// teacher-forced: each block matches its layer's attention output from the teacher's
-    /// layer input), then write the distilled hybrid as `convert` does, under DIR/model.
+    /// layer input; `--phase path`: the hybrid end to end against the teacher's hidden
+    /// states), then write the distilled hybrid as `convert` does, under DIR/model.
     Distill {
         model: PathBuf,
         /// Output directory (new or empty): metrics.jsonl, distill.json, model/.
@@ -147,7 +152,7 @@ enum Command {
         token_cache: Option<PathBuf>,
         /// `local`: each block matches its attention from the teacher's layer input. `path`:
         /// the student runs the layout end to end, every layer's hidden state matched to the
-        /// teacher's.
+        /// teacher's. `kd`: end to end on the teacher's logits alone (KL, weight --kl or 1).
         #[arg(long, default_value = "local")]
         phase: String,
         /// Path phase: `fixed` (the layout given), `uniform` (each layer attention or linear
@@ -164,6 +169,9 @@ enum Command {
         /// and after).
         #[arg(long, default_value_t = 0)]
         eval_every: u64,
+        /// Path and kd phases: the MLPs (SwiGLU weights) train too, not only the linear blocks.
+        #[arg(long)]
+        train_mlp: bool,
     },
     /// Score a model on offline tasks: `lm` (NLL, perplexity, bits per byte on --data) and
     /// `passkey` (a 5-digit key hidden in filler, teacher-forced exact match). MODEL is a
@@ -316,12 +324,12 @@ fn main() -> ExitCode {
         Command::Dump { model, passes, raw } => commands::dump::run(&model, &passes, raw),
         Command::Run { model, inputs, out, no_raise } => commands::run::run(&model, &inputs, &out, !no_raise),
         Command::Export { model, output, external_data } => commands::export::run(&model, &output, external_data),
-        Command::Convert { model, output, layout, format, seed, json, cache_dtype } => {
-            commands::convert::run(&commands::convert::ConvertArgs { model, output, layout, format, seed, json, cache_dtype })
+        Command::Convert { model, output, layout, format, seed, json, cache_dtype, supernet } => {
+            commands::convert::run(&commands::convert::ConvertArgs { model, output, layout, format, seed, json, cache_dtype, supernet })
         }
         Command::Distill {
             model, output, data, text_field, layout, tokenizer, steps, tokens, seq_len, batch, lr, warmup, weight_decay, clip, seed, threads,
-            format, json, checkpoint_every, resume, token_cache, phase, sample, kl, init_from, eval_every,
+            format, json, checkpoint_every, resume, token_cache, phase, sample, kl, init_from, eval_every, train_mlp,
         } => {
             if let Some(n) = threads {
                 if let Err(e) = rayon::ThreadPoolBuilder::new().num_threads(n.max(1)).build_global() {
@@ -330,7 +338,7 @@ fn main() -> ExitCode {
             }
             commands::distill::run(&commands::distill::DistillArgs {
                 model, output, layout, data, text_field, tokenizer, steps, tokens, seq_len, batch, lr, warmup, weight_decay, clip, seed, format,
-                json, checkpoint_every, resume, token_cache, phase, sample, kl, init_from, eval_every,
+                json, checkpoint_every, resume, token_cache, phase, sample, kl, init_from, eval_every, train_mlp,
             })
         }
         Command::Eval { model, tasks, data, text_field, tokenizer, seq_len, limit, filler_tokens, seed, json } => {

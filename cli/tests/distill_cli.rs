@@ -126,6 +126,22 @@ fn path_phase_after_local_moves_the_hybrid_toward_the_teacher() {
     assert!(f1 < 0.8 * f0, "hidden-state loss {f0} -> {f1}");
     assert!(lines.iter().all(|l| l["full_attn"] == serde_json::json!([0])));
     onnxruntime_agrees(&dir.0, &path.join("model/model.onnx"));
+
+    // Stage 2 from the local run's weights: knowledge distillation on the logits alone, the
+    // MLPs training too; the KL to the teacher falls and the MLP weights are among the trained.
+    let kd = dir.0.join("kd");
+    let s = summary(&run(args(&kd, &["--steps", "30", "--lr", "1e-3", "--phase", "kd", "--train-mlp", "--init-from", local.to_str().unwrap()])));
+    assert_eq!((s["kl"].as_f64(), s["train_mlp"].as_bool()), (Some(1.0), Some(true)), "{s}");
+    let kd_lines = metric_lines(&kd);
+    assert!(kd_lines.iter().all(|l| l.get("features").is_none() && l["kl"].is_number()));
+    let kd_mean = |r: std::ops::Range<usize>| kd_lines[r.clone()].iter().map(|l| l["kl"].as_f64().unwrap()).sum::<f64>() / r.len() as f64;
+    assert!(kd_mean(20..30) < kd_mean(0..10), "KD: KL {} -> {}", kd_mean(0..10), kd_mean(20..30));
+    let meta: serde_json::Value = serde_json::from_slice(&std::fs::read(kd.join("checkpoints/step-00000030/state.json")).unwrap()).unwrap();
+    let names: Vec<&str> = meta["params"].as_array().unwrap().iter().filter_map(|v| v.as_str()).collect();
+    // The fixture's two SwiGLU MLPs: gate, up and down each (named by the exporter).
+    let mlp = names.iter().filter(|n| !n.starts_with("layers.")).count();
+    assert!(mlp == 6 && names.iter().any(|n| n.starts_with("layers.1.jet.")), "{names:?}");
+    onnxruntime_agrees(&dir.0, &kd.join("model/model.onnx"));
 }
 
 /// Sampled layouts: each step's layout is logged, a block's weights update only on the steps
@@ -232,6 +248,43 @@ fn losses(run: &Path) -> Vec<String> {
             format!("{}:{}", v["step"], v["loss"])
         })
         .collect()
+}
+
+/// `convert --supernet` on a sampled run: the run's own layout comes out byte for byte as the
+/// run wrote it, another layout takes the run's weights for its other blocks (and runs in
+/// onnxruntime), and a run that never trained a layout's block is refused, naming it.
+#[test]
+fn convert_supernet_extracts_any_layout_of_a_sampled_run() {
+    let dir = tmp("supernet");
+    let (model, data) = setup(&dir.0);
+    let (m, d) = (model.to_str().unwrap(), data.to_str().unwrap());
+    let run = dir.0.join("run");
+    let o = jetc(&[
+        "distill", m, "-o", run.to_str().unwrap(), "--data", d, "--full-attn", "0", "--seq-len", "16", "--batch", "2", "--steps", "12",
+        "--phase", "path", "--sample", "uniform", "--format", "onnx", "--json", "--token-cache", "none",
+    ]);
+    summary(&o);
+    let r = run.to_str().unwrap();
+    let own = dir.0.join("own.onnx");
+    let o = jetc(&["convert", m, "-o", own.to_str().unwrap(), "--full-attn", "0", "--format", "onnx", "--supernet", r]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(std::fs::read(&own).unwrap() == std::fs::read(run.join("model/model.onnx")).unwrap(), "convert --supernet differs from the run's own model");
+    let other = dir.0.join("other.onnx");
+    let o = jetc(&["convert", m, "-o", other.to_str().unwrap(), "--full-attn", "1", "--format", "onnx", "--supernet", r]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let plain = dir.0.join("plain.onnx");
+    assert!(jetc(&["convert", m, "-o", plain.to_str().unwrap(), "--full-attn", "1", "--format", "onnx"]).status.success());
+    assert!(std::fs::read(&other).unwrap() != std::fs::read(&plain).unwrap(), "layer 0's block kept its initial weights");
+    onnxruntime_agrees(&dir.0, &other);
+    // A local run of layout [0] trained only layer 1's block.
+    let local = dir.0.join("local");
+    summary(&jetc(&[
+        "distill", m, "-o", local.to_str().unwrap(), "--data", d, "--full-attn", "0", "--seq-len", "16", "--batch", "2", "--steps", "2", "--json",
+        "--token-cache", "none",
+    ]));
+    let bad = dir.0.join("bad.onnx");
+    fails(&jetc(&["convert", m, "-o", bad.to_str().unwrap(), "--full-attn", "1", "--supernet", local.to_str().unwrap()]), &["did not train", "layers.0."]);
+    assert!(!bad.exists());
 }
 
 /// A real `jetc distill` killed with SIGKILL mid-run and resumed ends with the same weights

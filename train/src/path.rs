@@ -10,8 +10,9 @@
 //! - the **teacher graph** (forward only): the teacher with the residual stream after every
 //!   layer as outputs `hidden.{l}` (and the logits when a KL term is asked for);
 //! - the **path graph** of a layout: `convert`'s hybrid of that layout, with inputs
-//!   `target.{l}` (the teacher's hidden states), the normalized MSE of every layer's output
-//!   against its target, optionally `kl_weight` times the cross-entropy of the student's
+//!   `target.{l}` (the teacher's hidden states), the per-token normalized MSE of every
+//!   layer's output against its target ([`crate::loss::token_normalized_mse`]: every token
+//!   counts, not only the few with massive activations), optionally `kl_weight` times the cross-entropy of the student's
 //!   logits against the teacher's distribution (input `teacher_probs`), and the gradients of
 //!   every linear block's weights from the autodiff pass. Attention, MLPs, norms and
 //!   embeddings are constants.
@@ -29,7 +30,7 @@ use jetc_runtime::{Params, Session, Value};
 use ndarray::ArrayD;
 
 use crate::error::{Result, TrainError};
-use crate::loss::normalized_mse;
+use crate::loss::token_normalized_mse;
 
 /// Output holding the residual stream after layer `l`.
 pub fn hidden_name(l: usize) -> String {
@@ -91,13 +92,14 @@ pub fn layer_outputs(g: &Graph) -> Result<Vec<Outlet>> {
     Ok(outs)
 }
 
-/// The teacher graph: outputs `hidden.{l}` for every layer, plus `logits` when asked.
-pub fn teacher_graph(teacher: &Graph, with_logits: bool) -> Result<Graph> {
+/// The teacher graph: outputs `hidden.{l}` for every layer (when `with_hidden`), plus
+/// `logits` when asked.
+pub fn teacher_graph(teacher: &Graph, with_hidden: bool, with_logits: bool) -> Result<Graph> {
     let mut g = teacher.clone();
     let hidden = layer_outputs(&g)?;
     let logits = g.outputs.iter().find(|o| o.name == LOGITS).map(|o| o.outlet);
     g.outputs.clear();
-    for (l, &h) in hidden.iter().enumerate() {
+    for (l, &h) in hidden.iter().enumerate().filter(|_| with_hidden) {
         g.add_output(&hidden_name(l), h)?;
     }
     if with_logits {
@@ -108,11 +110,21 @@ pub fn teacher_graph(teacher: &Graph, with_logits: bool) -> Result<Graph> {
     Ok(g)
 }
 
-/// What the path loss holds besides the per-layer feature terms.
+/// What the path loss holds and what trains.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct PathOptions {
+    /// The per-layer hidden-state terms (off: knowledge distillation on the logits alone).
+    pub features: bool,
     /// Weight of the cross-entropy against the teacher's distribution (0: none).
     pub kl_weight: f32,
+    /// The MLPs train too (the SwiGLU weights of every layer), not only the linear blocks.
+    pub train_mlp: bool,
+}
+
+impl Default for PathOptions {
+    fn default() -> PathOptions {
+        PathOptions { features: true, kl_weight: 0.0, train_mlp: false }
+    }
 }
 
 /// The path graph of one layout.
@@ -152,20 +164,27 @@ pub fn build_path(teacher: &Graph, layout: &Layout, seed: u64, options: PathOpti
         g.outputs.iter().find(|o| o.name == name).map(|o| o.outlet).ok_or_else(|| TrainError::Other(format!("output `{name}` was lost in the conversion")))
     };
     let mut losses = Vec::with_capacity(n);
-    for l in 0..n {
-        let h = outlet_of(&g, &hidden_name(l))?;
-        let fact = g.fact(h)?.clone();
-        let target = g.add_input(&target_name(l), fact)?;
-        losses.push(normalized_mse(&mut g, &format!("path.{l}"), h, Outlet::new(target, 0))?);
+    if options.features {
+        for l in 0..n {
+            let h = outlet_of(&g, &hidden_name(l))?;
+            let fact = g.fact(h)?.clone();
+            let target = g.add_input(&target_name(l), fact)?;
+            losses.push(token_normalized_mse(&mut g, &format!("path.{l}"), h, Outlet::new(target, 0))?);
+        }
     }
-    let mut total = losses[0];
-    for (i, &o) in losses.iter().enumerate().skip(1) {
-        total = add_onnx(&mut g, &format!("path.sum.{i}"), OnnxOp::new("Add", 14), &[total, o])?;
-    }
-    let inv = g.add_const("path.inv_layers", Tensor::scalar_f32(1.0 / n as f32))?;
-    let features = add_onnx(&mut g, "path.features", OnnxOp::new("Mul", 14), &[total, inv])?;
-    let mut loss = features;
+    let features = match losses.first() {
+        None => None,
+        Some(&first) => {
+            let mut total = first;
+            for (i, &o) in losses.iter().enumerate().skip(1) {
+                total = add_onnx(&mut g, &format!("path.sum.{i}"), OnnxOp::new("Add", 14), &[total, o])?;
+            }
+            let inv = g.add_const("path.inv_layers", Tensor::scalar_f32(1.0 / n as f32))?;
+            Some(add_onnx(&mut g, "path.features", OnnxOp::new("Mul", 14), &[total, inv])?)
+        }
+    };
     let mut ce = None;
+    let mut weighted = None;
     if options.kl_weight > 0.0 {
         let lo = match logits {
             Some(_) => outlet_of(&g, LOGITS)?,
@@ -181,13 +200,20 @@ pub fn build_path(teacher: &Graph, layout: &Layout, seed: u64, options: PathOpti
         let mean = add_onnx(&mut g, "path.ce/mean", OnnxOp::new("ReduceMean", 13).with_attr("keepdims", Attr::Int(0)), &[rows])?;
         let c = add_onnx(&mut g, "path.ce", OnnxOp::new("Neg", 13), &[mean])?;
         let w = g.add_const("path.kl_weight", Tensor::scalar_f32(options.kl_weight))?;
-        let weighted = add_onnx(&mut g, "path.ce/weighted", OnnxOp::new("Mul", 14), &[c, w])?;
-        loss = add_onnx(&mut g, "path.loss", OnnxOp::new("Add", 14), &[features, weighted])?;
+        weighted = Some(add_onnx(&mut g, "path.ce/weighted", OnnxOp::new("Mul", 14), &[c, w])?);
         ce = Some(c);
     }
+    let loss = match (features, weighted) {
+        (Some(f), Some(w)) => add_onnx(&mut g, "path.loss", OnnxOp::new("Add", 14), &[f, w])?,
+        (Some(f), None) => f,
+        (None, Some(w)) => w,
+        (None, None) => return Err(TrainError::Other("the path loss has no term: give the feature terms or a KL weight".into())),
+    };
     g.outputs.clear();
     g.add_output(LOSS, loss)?;
-    g.add_output(FEATURE_LOSS, features)?;
+    if let Some(f) = features {
+        g.add_output(FEATURE_LOSS, f)?;
+    }
     if let Some(c) = ce {
         g.add_output(CROSS_ENTROPY, c)?;
     }
@@ -210,11 +236,36 @@ pub fn build_path(teacher: &Graph, layout: &Layout, seed: u64, options: PathOpti
             trained.then(|| (id, node.name.clone()))
         })
         .collect();
+    if options.train_mlp {
+        params.extend(mlp_weights(&g)?);
+    }
     params.sort_by(|a, b| a.1.cmp(&b.1));
+    params.dedup_by(|a, b| a.0 == b.0);
     let ids: Vec<NodeId> = params.iter().map(|p| p.0).collect();
     let grads = grad(&mut g, loss, &ids)?;
     g.prune_dead()?;
     Ok(PathGraph { graph: g, layout: layout.clone(), layers: n, linear, params, grads, options })
+}
+
+/// The weights of every SwiGLU MLP (gate, up, down), by node.
+fn mlp_weights(g: &Graph) -> Result<Vec<(NodeId, String)>> {
+    let mut out = Vec::new();
+    for id in g.node_ids() {
+        let node = g.node(id)?;
+        if !matches!(node.op, Op::SwiGlu) {
+            continue;
+        }
+        for w in node.inputs().iter().skip(1).flatten() {
+            let wn = g.node(w.node)?;
+            if matches!(wn.op, Op::Const(_)) {
+                out.push((w.node, wn.name.clone()));
+            }
+        }
+    }
+    if out.is_empty() {
+        return Err(TrainError::Other("--train-mlp: the model has no SwiGLU MLP with weights to train".into()));
+    }
+    Ok(out)
 }
 
 /// The initial values of a path graph's trainable weights, by name.
@@ -232,7 +283,7 @@ pub struct Targets {
     pub entropy: Option<f64>,
 }
 
-/// Runs the teacher graph on `feed`.
+/// Runs the teacher graph on `feed` (`layers` hidden states: 0 when the graph has none).
 pub fn teacher_targets(session: &Session, feed: HashMap<String, Value>, layers: usize, with_probs: bool) -> Result<Targets> {
     let mut outs: HashMap<String, Value> = session.run(feed)?.into_iter().collect();
     let hidden = (0..layers)
@@ -270,7 +321,7 @@ pub fn teacher_targets(session: &Session, feed: HashMap<String, Value>, layers: 
 /// What one forward + backward run of a path graph returns.
 pub struct PathStep {
     pub loss: f32,
-    pub features: f32,
+    pub features: Option<f32>,
     pub cross_entropy: Option<f32>,
     pub layer_losses: Vec<f32>,
     /// Gradients in `params` order.
@@ -295,7 +346,7 @@ pub fn run_path<W: std::borrow::Borrow<ArrayD<f32>>>(pg: &PathGraph, session: &S
     let scalar = |name: &str| -> Result<f32> {
         outs.get(name).and_then(|v| v.as_f32()).and_then(|a| a.iter().next().copied()).ok_or_else(|| TrainError::Other(format!("output `{name}` missing")))
     };
-    let layer_losses = (0..pg.layers).map(|l| scalar(&layer_loss_name(l))).collect::<Result<_>>()?;
+    let layer_losses = if pg.options.features { (0..pg.layers).map(|l| scalar(&layer_loss_name(l))).collect::<Result<_>>()? } else { Vec::new() };
     let grads = pg
         .grads
         .iter()
@@ -303,7 +354,7 @@ pub fn run_path<W: std::borrow::Borrow<ArrayD<f32>>>(pg: &PathGraph, session: &S
         .collect::<Result<_>>()?;
     Ok(PathStep {
         loss: scalar(LOSS)?,
-        features: scalar(FEATURE_LOSS)?,
+        features: if pg.options.features { Some(scalar(FEATURE_LOSS)?) } else { None },
         cross_entropy: if pg.options.kl_weight > 0.0 { Some(scalar(CROSS_ENTROPY)?) } else { None },
         layer_losses,
         grads,

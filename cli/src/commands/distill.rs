@@ -21,7 +21,7 @@ use std::time::Instant;
 
 use indicatif::{ProgressBar, ProgressStyle};
 use jetc::convert::convert;
-use jetc_ir::{Op, Tensor};
+use jetc_ir::Op;
 use jetc_runtime::Session;
 use jetc_train::data::{list_files, tokenize_cached, windows as windows_of, Windows};
 use jetc_train::feed::prefill_inputs;
@@ -67,6 +67,8 @@ pub struct DistillArgs {
     pub init_from: Option<PathBuf>,
     /// Held-out NLL of the layout's model every N steps (0: before and after only).
     pub eval_every: u64,
+    /// Path and kd phases: the MLPs train too.
+    pub train_mlp: bool,
 }
 
 /// How the path phase picks a layout per step.
@@ -134,7 +136,7 @@ fn fingerprint(a: &DistillArgs, layout: &jetc::convert::Layout, files: &[PathBuf
         a.model.display(), a.text_field, a.steps, a.tokens, a.seq_len, a.batch, a.lr, a.warmup, a.weight_decay, a.clip, a.seed,
         // The local phase's fingerprint is unchanged from before the path phase existed.
         if a.phase == "local" && a.init_from.is_none() { String::new() } else {
-            format!(" phase={} sample={} kl={} init_from={:?}", a.phase, a.sample, a.kl, a.init_from)
+            format!(" phase={} sample={} kl={} init_from={:?} train_mlp={}", a.phase, a.sample, a.kl, a.init_from, a.train_mlp)
         }
     );
     Sha256::digest(text.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
@@ -275,15 +277,18 @@ pub fn run(a: &DistillArgs) -> Result<()> {
     if a.batch == 0 || a.seq_len == 0 {
         return Err(msg("--batch and --seq-len must be at least 1"));
     }
-    let path_phase = match a.phase.as_str() {
-        "local" => false,
-        "path" => true,
-        p => return Err(msg(format!("unknown --phase `{p}` (local or path)"))),
+    let (path_phase, features) = match a.phase.as_str() {
+        "local" => (false, false),
+        "path" => (true, true),
+        "kd" => (true, false),
+        p => return Err(msg(format!("unknown --phase `{p}` (local, path or kd)"))),
     };
     let sample = parse_sample(&a.sample)?;
-    if !path_phase && (sample != Sample::Fixed || a.kl != 0.0) {
-        return Err(msg("--sample and --kl belong to the path phase (--phase path)"));
+    if !path_phase && (sample != Sample::Fixed || a.kl != 0.0 || a.train_mlp) {
+        return Err(msg("--sample, --kl and --train-mlp belong to the path and kd phases (--phase path|kd)"));
     }
+    // Knowledge distillation is the KL alone (weight 1 unless given).
+    let kl = if a.phase == "kd" && a.kl == 0.0 { 1.0 } else { a.kl };
     if !(a.kl >= 0.0 && a.kl.is_finite()) {
         return Err(msg(format!("--kl must be a finite weight >= 0, got {}", a.kl)));
     }
@@ -309,7 +314,7 @@ pub fn run(a: &DistillArgs) -> Result<()> {
     let init = a.init_from.as_deref().map(init_weights).transpose()?;
     // The local graph is built for either phase's checks; the path phase builds its own.
     let lg = if path_phase { None } else { Some(build_local(&teacher, &layout, a.seed).map_err(|e| msg(format!("{}: {e}", a.model.display())))?) };
-    let path_opts = jetc_train::path::PathOptions { kl_weight: a.kl };
+    let path_opts = jetc_train::path::PathOptions { features, kl_weight: kl, train_mlp: a.train_mlp };
     let fixed_path = if path_phase {
         Some(jetc_train::path::build_path(&teacher, &layout, a.seed, path_opts).map_err(|e| msg(format!("{}: {e}", a.model.display())))?)
     } else {
@@ -398,7 +403,7 @@ pub fn run(a: &DistillArgs) -> Result<()> {
         Some(lg) => Some(Session::new(&lg.graph)?),
         None => None,
     };
-    let teacher_graph = if path_phase { Some(jetc_train::path::teacher_graph(&teacher, a.kl > 0.0).map_err(msg)?) } else { None };
+    let teacher_graph = if path_phase { Some(jetc_train::path::teacher_graph(&teacher, features, kl > 0.0).map_err(msg)?) } else { None };
     let teacher_session = match &teacher_graph {
         Some(g) => Some(Session::new(g)?),
         None => None,
@@ -411,7 +416,7 @@ pub fn run(a: &DistillArgs) -> Result<()> {
         let ts = teacher_session.as_ref().ok_or_else(|| msg("internal: no teacher session"))?;
         let tg = teacher_graph.as_ref().ok_or_else(|| msg("internal: no teacher graph"))?;
         let tfeed = prefill_inputs(tg, ids, a.batch, a.seq_len).map_err(msg)?;
-        let targets = jetc_train::path::teacher_targets(ts, tfeed, pg.layers, a.kl > 0.0).map_err(msg)?;
+        let targets = jetc_train::path::teacher_targets(ts, tfeed, if features { pg.layers } else { 0 }, kl > 0.0).map_err(msg)?;
         let is_target = |n: &str| n.starts_with("target.") || n == jetc_train::path::TEACHER_PROBS;
         let feed = jetc_train::feed::prefill_inputs_except(&pg.graph, ids, a.batch, a.seq_len, &is_target).map_err(msg)?;
         let w: Vec<&ArrayD<f32>> = pg
@@ -425,7 +430,9 @@ pub fn run(a: &DistillArgs) -> Result<()> {
             grads[slot_of[n]] = Some(g);
         }
         let mut extra = serde_json::Map::new();
-        extra.insert("features".into(), json!(out.features));
+        if let Some(f) = out.features {
+            extra.insert("features".into(), json!(f));
+        }
         if let (Some(ce), Some(h)) = (out.cross_entropy, targets.entropy) {
             extra.insert("cross_entropy".into(), json!(ce));
             extra.insert("kl".into(), json!(ce as f64 - h));
@@ -598,16 +605,7 @@ pub fn run(a: &DistillArgs) -> Result<()> {
     let mut g = teacher.clone();
     convert(&mut g, &layout, a.seed).map_err(|m| msg(format!("{}: {m}", a.model.display())))?;
     let by_name: HashMap<&str, &ArrayD<f32>> = opt.slots.iter().map(|s| (s.name.as_str(), &s.value)).collect();
-    let mut replaced = 0;
-    for id in g.node_ids().collect::<Vec<_>>() {
-        let node = g.node_mut(id)?;
-        if let (Op::Const(t), Some(v)) = (&node.op, by_name.get(node.name.as_str())) {
-            let shape = t.shape().to_vec();
-            let data: Vec<f32> = v.iter().copied().collect();
-            node.op = Op::Const(Tensor::from_f32(shape, &data)?);
-            replaced += 1;
-        }
-    }
+    let replaced = super::convert::bind_weights(&mut g, &by_name)?;
     let layout_layers = trained_layers.len();
     if replaced < layout_layers.min(1) || (sample == Sample::Fixed && replaced != opt.slots.len()) {
         return Err(msg(format!("internal: {replaced} of {} distilled weights found in the converted model", opt.slots.len())));
@@ -617,7 +615,8 @@ pub fn run(a: &DistillArgs) -> Result<()> {
         "model": a.model.display().to_string(),
         "phase": a.phase,
         "sample": a.sample,
-        "kl": a.kl,
+        "kl": kl,
+        "train_mlp": a.train_mlp,
         "init_from": a.init_from.as_ref().map(|p| p.display().to_string()),
         "layers": trained_layers,
         "block": layout.block.name(),

@@ -1,17 +1,19 @@
 //! VJP of the SwiGLU MLP `y = (silu(x Wg) * (x Wu)) Wd`: dx always (it flows through frozen
-//! MLPs), dWg, dWu, dWd when asked. Six GEMMs over all rows at once (linear, so their
-//! transposes are checked by the adjoint identity) around the pointwise gate of
+//! MLPs), dWg, dWu, dWd when asked. GEMMs over all rows at once on the operands' own
+//! buffers, transposes as strides (linear, so they are checked by the adjoint identity) around the pointwise gate of
 //! [`crate::math::swiglu_gate_vjp`] (checked in f64 against finite differences).
 use ndarray::{ArrayD, IxDyn};
 
-use super::linalg::swap_last;
-use crate::math::{swiglu_gate, swiglu_gate_vjp};
 use super::{Bwd, R};
-use crate::onnx_ops::matmul::matmul_f32;
+use crate::math::{swiglu_gate, swiglu_gate_vjp};
+use crate::onnx_ops::common::contiguous;
+use crate::onnx_ops::matmul::{sgemm, Mat};
 
-fn rows2(a: &ArrayD<f32>, cols: usize) -> R<ArrayD<f32>> {
-    let rows = a.len() / cols.max(1);
-    ArrayD::from_shape_vec(IxDyn(&[rows, cols]), a.iter().copied().collect()).map_err(|e| e.to_string())
+/// The `rows x n` product of two strided operands, in a new row-major buffer.
+fn gemm(rows: usize, n: usize, k: usize, a: Mat<'_>, b: Mat<'_>) -> R<Vec<f32>> {
+    let mut c = vec![0f32; rows * n];
+    sgemm(rows, n, k, a, b, &mut c, 1.0, false, true)?;
+    Ok(c)
 }
 
 pub(crate) fn swiglu_vjp(c: &Bwd) -> R<Vec<Option<ArrayD<f32>>>> {
@@ -24,34 +26,37 @@ pub(crate) fn swiglu_vjp(c: &Bwd) -> R<Vec<Option<ArrayD<f32>>>> {
     if wg.ndim() != 2 || wu.shape() != wg.shape() || wd.ndim() != 2 || wg.shape()[0] != d || wd.shape()[0] != wg.shape()[1] {
         return Err(format!("weights gate {:?} up {:?} down {:?} do not fit x {:?}", wg.shape(), wu.shape(), wd.shape(), x.shape()));
     }
-    let n = wd.shape()[1];
-    let x2 = rows2(x, d)?;
-    let dy2 = rows2(dy, n)?;
-    let h = matmul_f32(&x2, wg)?;
-    let u = matmul_f32(&x2, wu)?;
-    let da = matmul_f32(&dy2, &swap_last(wd))?;
+    let (f, n) = (wg.shape()[1], wd.shape()[1]);
+    let rows = x.len() / d.max(1);
+    if dy.len() != rows * n {
+        return Err(format!("the cotangent {:?} does not fit x {:?} and w_down {:?}", dy.shape(), x.shape(), wd.shape()));
+    }
+    let (xd, gd, ud, dd, yd) = (contiguous(x), contiguous(wg), contiguous(wu), contiguous(wd), contiguous(dy));
+    // Recomputed forward pre-activations, and the cotangent of the gate's output.
+    let h = gemm(rows, f, d, Mat::rows(&xd, d), Mat::rows(&gd, f))?;
+    let u = gemm(rows, f, d, Mat::rows(&xd, d), Mat::rows(&ud, f))?;
+    let da = gemm(rows, f, n, Mat::rows(&yd, n), Mat::transposed(&dd, n))?;
     let mut dh = da.clone();
     let mut du = da;
-    ndarray::Zip::from(&mut dh).and(&mut du).and(&h).and(&u).for_each(|gh, gu, &hv, &uv| {
+    for (((gh, gu), &hv), &uv) in dh.iter_mut().zip(du.iter_mut()).zip(&h).zip(&u) {
         (*gh, *gu) = swiglu_gate_vjp(*gh, hv, uv);
-    });
+    }
+    let shaped = |shape: &[usize], v: Vec<f32>| ArrayD::from_shape_vec(IxDyn(shape), v).map_err(|e| e.to_string());
     let mut out = vec![None, None, None, None];
     if c.wants(0) {
-        let mut dx = matmul_f32(&dh, &swap_last(wg))?;
-        dx += &matmul_f32(&du, &swap_last(wu))?;
-        out[0] = Some(ArrayD::from_shape_vec(IxDyn(x.shape()), dx.iter().copied().collect()).map_err(|e| e.to_string())?);
+        let mut dx = gemm(rows, d, f, Mat::rows(&dh, f), Mat::transposed(&gd, f))?;
+        sgemm(rows, d, f, Mat::rows(&du, f), Mat::transposed(&ud, f), &mut dx, 1.0, true, true)?;
+        out[0] = Some(shaped(x.shape(), dx)?);
     }
-    let xt = if c.wants(1) || c.wants(2) { Some(swap_last(&x2)) } else { None };
-    if let (true, Some(xt)) = (c.wants(1), &xt) {
-        out[1] = Some(matmul_f32(xt, &dh)?);
+    if c.wants(1) {
+        out[1] = Some(shaped(wg.shape(), gemm(d, f, rows, Mat::transposed(&xd, d), Mat::rows(&dh, f))?)?);
     }
-    if let (true, Some(xt)) = (c.wants(2), &xt) {
-        out[2] = Some(matmul_f32(xt, &du)?);
+    if c.wants(2) {
+        out[2] = Some(shaped(wu.shape(), gemm(d, f, rows, Mat::transposed(&xd, d), Mat::rows(&du, f))?)?);
     }
     if c.wants(3) {
-        let mut a = h;
-        ndarray::Zip::from(&mut a).and(&u).for_each(|hv, &uv| *hv = swiglu_gate(*hv, uv));
-        out[3] = Some(matmul_f32(&swap_last(&a), &dy2)?);
+        let a: Vec<f32> = h.iter().zip(&u).map(|(&hv, &uv)| swiglu_gate(hv, uv)).collect();
+        out[3] = Some(shaped(wd.shape(), gemm(f, n, rows, Mat::transposed(&a, f), Mat::rows(&yd, n))?)?);
     }
     Ok(out)
 }
