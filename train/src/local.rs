@@ -83,6 +83,16 @@ pub fn build_local(teacher: &Graph, layout: &Layout, seed: u64) -> Result<LocalG
         g.add_output(&layer_loss_name(l), o)?;
     }
     jetc_ir::infer::infer_graph(&mut g)?;
+    let params = block_weights(&g, &layers);
+    let ids: Vec<NodeId> = params.iter().map(|p| p.0).collect();
+    let grads = grad(&mut g, total, &ids)?;
+    g.prune_dead()?;
+    Ok(LocalGraph { graph: g, layers, params, grads })
+}
+
+/// The learned weights of the linear blocks of `layers` (`layers.{l}.{block}.*`), sorted by
+/// name.
+pub fn block_weights(g: &Graph, layers: &[usize]) -> Vec<(NodeId, String)> {
     let mut params: Vec<(NodeId, String)> = g
         .node_ids()
         .filter_map(|id| {
@@ -94,10 +104,7 @@ pub fn build_local(teacher: &Graph, layout: &Layout, seed: u64) -> Result<LocalG
         })
         .collect();
     params.sort_by(|a, b| a.1.cmp(&b.1));
-    let ids: Vec<NodeId> = params.iter().map(|p| p.0).collect();
-    let grads = grad(&mut g, total, &ids)?;
-    g.prune_dead()?;
-    Ok(LocalGraph { graph: g, layers, params, grads })
+    params
 }
 
 /// The initial values of the trainable weights, in `params` order.

@@ -25,7 +25,7 @@ use std::collections::HashMap;
 use jetc_autodiff::{grad, Gradient};
 use jetc_ir::{Attr, DType, Fact, Graph, NodeId, OnnxOp, Op, Outlet, OutputInfo, Tensor};
 use jetc_models::convert::{convert, Layout};
-use jetc_passes::linearize::{attention_layers, is_block_weight};
+use jetc_passes::linearize::attention_layers;
 use jetc_runtime::{Params, Session, Value};
 use ndarray::ArrayD;
 
@@ -226,16 +226,7 @@ pub fn build_path(teacher: &Graph, layout: &Layout, seed: u64, options: PathOpti
         use jetc_passes::manager::Pass;
         jetc_passes::fuse::Unfuse.run(&mut g).map_err(|e| TrainError::Other(e.to_string()))?;
     }
-    let mut params: Vec<(NodeId, String)> = g
-        .node_ids()
-        .filter_map(|id| {
-            let node = g.node(id).ok()?;
-            let trained = matches!(node.op, Op::Const(_))
-                && is_block_weight(&node.name)
-                && linear.iter().any(|l| node.name.starts_with(&format!("layers.{l}.")));
-            trained.then(|| (id, node.name.clone()))
-        })
-        .collect();
+    let mut params = crate::local::block_weights(&g, &linear);
     if options.train_mlp {
         params.extend(mlp_weights(&g)?);
     }
