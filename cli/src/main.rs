@@ -172,6 +172,15 @@ enum Command {
         /// Path and kd phases: the MLPs (SwiGLU weights) train too, not only the linear blocks.
         #[arg(long)]
         train_mlp: bool,
+        /// How the blocks start: `attention` (weights mapped from the attention they replace)
+        /// or `calibrated` (the same, then each block's output projection fitted by least
+        /// squares to its attention's output on --calib-tokens training tokens).
+        #[arg(long, default_value = "attention")]
+        init: String,
+        /// Tokens the calibrated init fits on (whole batches of --batch x --seq-len). On
+        /// SmolLM2, 16K generalizes better than 4K (held-out NLL 5.06 vs 5.29).
+        #[arg(long, default_value_t = 16384)]
+        calib_tokens: usize,
     },
     /// Score a model on offline tasks: `lm` (NLL, perplexity, bits per byte on --data) and
     /// `passkey` (a 5-digit key hidden in filler, teacher-forced exact match). MODEL is a
@@ -329,7 +338,7 @@ fn main() -> ExitCode {
         }
         Command::Distill {
             model, output, data, text_field, layout, tokenizer, steps, tokens, seq_len, batch, lr, warmup, weight_decay, clip, seed, threads,
-            format, json, checkpoint_every, resume, token_cache, phase, sample, kl, init_from, eval_every, train_mlp,
+            format, json, checkpoint_every, resume, token_cache, phase, sample, kl, init_from, eval_every, train_mlp, init, calib_tokens,
         } => {
             if let Some(n) = threads {
                 if let Err(e) = rayon::ThreadPoolBuilder::new().num_threads(n.max(1)).build_global() {
@@ -338,7 +347,7 @@ fn main() -> ExitCode {
             }
             commands::distill::run(&commands::distill::DistillArgs {
                 model, output, layout, data, text_field, tokenizer, steps, tokens, seq_len, batch, lr, warmup, weight_decay, clip, seed, format,
-                json, checkpoint_every, resume, token_cache, phase, sample, kl, init_from, eval_every, train_mlp,
+                json, checkpoint_every, resume, token_cache, phase, sample, kl, init_from, eval_every, train_mlp, init, calib_tokens,
             })
         }
         Command::Eval { model, tasks, data, text_field, tokenizer, seq_len, limit, filler_tokens, seed, json } => {

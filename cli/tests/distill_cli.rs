@@ -144,6 +144,42 @@ fn path_phase_after_local_moves_the_hybrid_toward_the_teacher() {
     onnxruntime_agrees(&dir.0, &kd.join("model/model.onnx"));
 }
 
+/// `--init calibrated`: every block's output projection is the least-squares fit to its
+/// attention's output. The training graph's own loss on the calibration batch (the first
+/// step's per-layer loss, computed by the graph's normalized-MSE ops) equals the fit's error
+/// computed from the accumulated sums, and the mapped init's first loss equals the error
+/// before. (The fixture's text is random words, so generalization is measured on SmolLM2 in
+/// docs/benchmarks.md, not here.)
+#[test]
+fn calibrated_init_fits_each_block_to_its_attention() {
+    let dir = tmp("calibrated");
+    let (model, data) = setup(&dir.0);
+    let (m, d) = (model.to_str().unwrap(), data.to_str().unwrap());
+    let cache = dir.0.join("cache");
+    let run = |tag: &str, more: &[&str]| -> (serde_json::Value, PathBuf) {
+        let out = dir.0.join(tag);
+        let mut a = vec!["distill", m, "-o", out.to_str().unwrap(), "--data", d, "--full-attn", "0", "--seq-len", "16", "--batch", "2"];
+        a.extend(["--steps", "1", "--lr", "1e-9", "--warmup", "0", "--json", "--token-cache", cache.to_str().unwrap()]);
+        a.extend(more);
+        (summary(&jetc(&a)), out)
+    };
+    let (mapped, mapped_dir) = run("mapped", &[]);
+    assert_eq!(mapped["calibration"], serde_json::json!([]));
+    // One calibration batch of 2 x 16 tokens: the first training batch.
+    let (fit, fit_dir) = run("fit", &["--init", "calibrated", "--calib-tokens", "32"]);
+    let c = &fit["calibration"][0];
+    assert_eq!(c["layer"], 1, "{fit}");
+    let (before, after) = (c["nmse_before"].as_f64().unwrap(), c["nmse_after"].as_f64().unwrap());
+    assert!(after < 0.5 * before && after < 1.0, "calibration {before} -> {after}");
+    let first_loss = |run: &Path| metric_lines(run)[0]["layers"]["1"].as_f64().expect("layer 1 loss");
+    let (graph_after, graph_before) = (first_loss(&fit_dir), first_loss(&mapped_dir));
+    assert!((graph_after - after).abs() <= 2e-3 * after.max(1e-3), "graph loss {graph_after} vs fit {after}");
+    assert!((graph_before - before).abs() <= 2e-3 * before, "graph loss {graph_before} vs before {before}");
+    // Unknown inits are refused by name.
+    let bad = jetc(&["distill", m, "-o", dir.0.join("bad").to_str().unwrap(), "--data", d, "--init", "zeros", "--steps", "1"]);
+    fails(&bad, &["unknown --init `zeros`"]);
+}
+
 /// Sampled layouts: each step's layout is logged, a block's weights update only on the steps
 /// whose layout made its layer linear (per-weight step counts in the checkpoint), and the
 /// same seed replays the same layouts.

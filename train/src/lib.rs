@@ -3,6 +3,7 @@
 //! groups), the losses ([`loss`]: the normalized MSE of feature distillation), and local
 //! teacher-forced distillation of a layout's linear mixers as one graph ([`local`]), and path
 //! distillation of a layout run end to end against the teacher's hidden states ([`path`]).
+pub mod calibrate;
 pub mod checkpoint;
 pub mod data;
 pub mod error;

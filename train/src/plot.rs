@@ -1,5 +1,6 @@
 //! The loss curve of a run as PNG and SVG (plotters): the mean loss per step, and the
-//! held-out loss where measured.
+//! held-out loss where measured; and held-out NLL curves of several runs against training
+//! tokens, beside reference levels ([`nll_curves`]).
 //!
 //! Labels need a font (plotters measures text with it, for both backends): the first
 //! DejaVu/Liberation/Noto sans font found in the usual system places, or the file `JETC_FONT`
@@ -87,6 +88,71 @@ pub fn loss_curve(png: &Path, svg: &Path, train: &[(u64, f32)], heldout: &[(u64,
     Ok(text)
 }
 
+/// One labelled curve of [`nll_curves`]: (training tokens, held-out NLL) points.
+pub struct Series {
+    pub label: String,
+    pub points: Vec<(f64, f64)>,
+}
+
+const PALETTE: [RGBColor; 6] = [BLUE, RED, RGBColor(0, 140, 0), MAGENTA, RGBColor(230, 140, 0), CYAN];
+
+fn draw_nll<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, series: &[Series], refs: &[(String, f64)], title: &str, text: bool) -> std::result::Result<(), String> {
+    root.fill(&WHITE).map_err(|e| e.to_string())?;
+    let xs = series.iter().flat_map(|s| s.points.iter().map(|p| p.0));
+    let max_x = xs.fold(1.0f64, f64::max);
+    let ys: Vec<f64> = series.iter().flat_map(|s| s.points.iter().map(|p| p.1)).chain(refs.iter().map(|r| r.1)).filter(|v| v.is_finite()).collect();
+    let lo = ys.iter().copied().fold(f64::INFINITY, f64::min);
+    let hi = ys.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    let (lo, hi) = if hi > lo { ((lo - 0.3).max(0.0), hi + 0.3) } else { (0.0, 12.0) };
+    let mut builder = ChartBuilder::on(root);
+    builder.margin(12).x_label_area_size(if text { 36 } else { 8 }).y_label_area_size(if text { 56 } else { 8 });
+    if text {
+        builder.caption(title, ("sans-serif", 20));
+    }
+    let mut chart = builder.build_cartesian_2d(0f64..max_x * 1.02, lo..hi).map_err(|e| e.to_string())?;
+    let mut mesh = chart.configure_mesh();
+    if text {
+        mesh.x_desc("training tokens").y_desc("held-out NLL (nats/token)");
+    } else {
+        mesh.disable_x_axis().disable_y_axis();
+    }
+    mesh.draw().map_err(|e| e.to_string())?;
+    for (i, s) in series.iter().enumerate() {
+        let color = PALETTE[i % PALETTE.len()];
+        let line = chart.draw_series(LineSeries::new(s.points.iter().copied(), color.stroke_width(2))).map_err(|e| e.to_string())?;
+        if text {
+            line.label(s.label.as_str()).legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], color.stroke_width(2)));
+        }
+        chart.draw_series(s.points.iter().map(|&p| Circle::new(p, 3, color.filled()))).map_err(|e| e.to_string())?;
+    }
+    for (i, (label, v)) in refs.iter().enumerate() {
+        let color = PALETTE[(series.len() + i) % PALETTE.len()].mix(0.7);
+        let line = chart.draw_series(DashedLineSeries::new(vec![(0.0, *v), (max_x * 1.02, *v)], 6, 4, color.stroke_width(1))).map_err(|e| e.to_string())?;
+        if text {
+            line.label(label.as_str()).legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], color));
+        }
+    }
+    if text {
+        chart.configure_series_labels().position(SeriesLabelPosition::UpperRight).background_style(WHITE.mix(0.8)).border_style(BLACK).draw().map_err(|e| e.to_string())?;
+    }
+    root.present().map_err(|e| e.to_string())
+}
+
+/// Writes `png` and `svg` with held-out NLL curves against training tokens and dashed
+/// reference levels (the teacher, an undistilled conversion). Returns whether the charts
+/// have text.
+pub fn nll_curves(png: &Path, svg: &Path, series: &[Series], refs: &[(String, f64)], title: &str) -> Result<bool> {
+    let fail = |p: &Path, e: String| TrainError::Other(format!("{}: {e}", p.display()));
+    let text = register_font();
+    {
+        let root = SVGBackend::new(svg, (900, 540)).into_drawing_area();
+        draw_nll(&root, series, refs, title, text).map_err(|e| fail(svg, e))?;
+    }
+    let root = BitMapBackend::new(png, (900, 540)).into_drawing_area();
+    draw_nll(&root, series, refs, title, text).map_err(|e| fail(png, e))?;
+    Ok(text)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -104,6 +170,15 @@ mod tests {
         assert!(s.contains("<svg") && s.contains("<polyline"), "svg content");
         if register_font() {
             assert!(s.contains("held-out"), "labels drawn when a font is found");
+        }
+        let series = [Series { label: "run A".into(), points: vec![(0.0, 5.0), (1e4, 4.5), (2e4, 4.2)] }];
+        let (png, svg) = (dir.join("nll.png"), dir.join("nll.svg"));
+        nll_curves(&png, &svg, &series, &[("teacher".into(), 3.2)], "nll").unwrap();
+        assert_eq!(&std::fs::read(&png).unwrap()[..8], b"\x89PNG\r\n\x1a\n");
+        let s = std::fs::read_to_string(&svg).unwrap();
+        assert!(s.contains("<polyline"), "svg curve");
+        if register_font() {
+            assert!(s.contains("run A") && s.contains("teacher"), "legend");
         }
         let _ = std::fs::remove_dir_all(&dir);
     }

@@ -69,6 +69,10 @@ pub struct DistillArgs {
     pub eval_every: u64,
     /// Path and kd phases: the MLPs train too.
     pub train_mlp: bool,
+    /// `attention` or `calibrated` (output projections fitted by least squares).
+    pub init: String,
+    /// Tokens of the calibrated init's fit.
+    pub calib_tokens: usize,
 }
 
 /// How the path phase picks a layout per step.
@@ -119,6 +123,9 @@ fn sampled_layout(base: &jetc::convert::Layout, sample: &Sample, layers: usize, 
     layout
 }
 
+/// Relative ridge of the calibrated init's least squares (lambda = this x mean diag Z^T Z).
+const CALIB_RIDGE: f64 = 1e-3;
+
 fn msg(e: impl std::fmt::Display) -> CliError {
     CliError::Msg(e.to_string())
 }
@@ -132,12 +139,14 @@ fn fingerprint(a: &DistillArgs, layout: &jetc::convert::Layout, files: &[PathBuf
         .map(|f| format!("{}:{}", f.display(), std::fs::metadata(f).map(|m| m.len()).unwrap_or(0)))
         .collect();
     let text = format!(
-        "model={} layout={layout:?} data={data:?} text_field={:?} steps={:?} tokens={:?} seq_len={} batch={} lr={} warmup={:?} wd={} clip={} seed={}{}",
+        "model={} layout={layout:?} data={data:?} text_field={:?} steps={:?} tokens={:?} seq_len={} batch={} lr={} warmup={:?} wd={} clip={} seed={}{}{}",
         a.model.display(), a.text_field, a.steps, a.tokens, a.seq_len, a.batch, a.lr, a.warmup, a.weight_decay, a.clip, a.seed,
         // The local phase's fingerprint is unchanged from before the path phase existed.
         if a.phase == "local" && a.init_from.is_none() { String::new() } else {
             format!(" phase={} sample={} kl={} init_from={:?} train_mlp={}", a.phase, a.sample, a.kl, a.init_from, a.train_mlp)
-        }
+        },
+        // Runs from the mapped init keep their fingerprint from before --init existed.
+        if a.init == "attention" { String::new() } else { format!(" init={} calib_tokens={}", a.init, a.calib_tokens) }
     );
     Sha256::digest(text.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
 }
@@ -284,6 +293,9 @@ pub fn run(a: &DistillArgs) -> Result<()> {
         p => return Err(msg(format!("unknown --phase `{p}` (local, path or kd)"))),
     };
     let sample = parse_sample(&a.sample)?;
+    if !matches!(a.init.as_str(), "attention" | "calibrated") {
+        return Err(msg(format!("unknown --init `{}` (attention or calibrated)", a.init)));
+    }
     if !path_phase && (sample != Sample::Fixed || a.kl != 0.0 || a.train_mlp) {
         return Err(msg("--sample, --kl and --train-mlp belong to the path and kd phases (--phase path|kd)"));
     }
@@ -378,6 +390,25 @@ pub fn run(a: &DistillArgs) -> Result<()> {
         initial.extend(jetc_train::path::initial_values(&every).map_err(msg)?.into_iter().filter(|(n, _)| !have.contains(n)));
         initial.sort_by(|x, y| x.0.cmp(&y.0));
     }
+    // The calibrated init: every trained block's output projection fitted to its attention.
+    let mut calibration = Vec::new();
+    if a.init == "calibrated" {
+        let prefix = layout.block.weight_prefix();
+        let layers: Vec<usize> = (0..n_layers).filter(|l| initial.iter().any(|(n, _)| *n == format!("layers.{l}.{prefix}.o_proj.weight"))).collect();
+        let per_batch = a.batch * a.seq_len;
+        let count = a.calib_tokens.div_ceil(per_batch).max(1);
+        let batches: Vec<Vec<i64>> = (0..count as u64).map(|b| batch_ids(&windows, b, a.batch)).collect();
+        let t0 = Instant::now();
+        let fitted = jetc_train::calibrate::calibrate_outputs(&teacher, &layout, &layers, a.seed, &batches, a.batch, a.seq_len, CALIB_RIDGE)
+            .map_err(|e| msg(format!("--init calibrated: {e}")))?;
+        for c in fitted {
+            if let Some((_, v)) = initial.iter_mut().find(|(n, _)| *n == c.name) {
+                *v = c.value.clone();
+            }
+            calibration.push(json!({"layer": c.layer, "nmse_before": c.nmse_before, "nmse_after": c.nmse_after}));
+        }
+        eprintln!("calibrated {} output projections on {} tokens in {:.1} s", layers.len(), count * per_batch, t0.elapsed().as_secs_f64());
+    }
     if let Some(init) = &init {
         let mut taken = 0;
         for (name, value) in initial.iter_mut() {
@@ -469,6 +500,9 @@ pub fn run(a: &DistillArgs) -> Result<()> {
     let heldout_name = if path_phase { "held-out NLL" } else { "held-out loss" };
     let heldout_before = heldout_fn(&opt)?;
     let nll_before = if path_phase { heldout_before.map(f64::from) } else { nll_model.heldout_nll(&nll_session, &windows, &opt, NLL_WINDOWS)? };
+    if let Some(v) = nll_before {
+        eprintln!("held-out NLL before training: {v:.4}");
+    }
     let print = fingerprint(a, &layout, &files);
     let mut start = 0u64;
     if a.resume {
@@ -618,6 +652,9 @@ pub fn run(a: &DistillArgs) -> Result<()> {
         "kl": kl,
         "train_mlp": a.train_mlp,
         "init_from": a.init_from.as_ref().map(|p| p.display().to_string()),
+        "init": a.init,
+        "calibration": calibration,
+        "calib_tokens": (a.init == "calibrated").then_some(a.calib_tokens),
         "layers": trained_layers,
         "block": layout.block.name(),
         "steps": steps,
