@@ -74,18 +74,24 @@ fn draw<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, train: &[(u64, f32)],
     root.present().map_err(|e| e.to_string())
 }
 
-/// Writes `png` and `svg` with the training curve and held-out points. Returns whether the
-/// charts have text (a font was found).
-pub fn loss_curve(png: &Path, svg: &Path, train: &[(u64, f32)], heldout: &[(u64, f32)], title: &str) -> Result<bool> {
+/// Draws one chart into `svg` and `png` (the same drawing twice); returns whether it has
+/// text (a font was found).
+fn render(png: &Path, svg: &Path, draw_on: impl Fn(&DrawingArea<SVGBackend, Shift>, bool) -> std::result::Result<(), String>, draw_png: impl Fn(&DrawingArea<BitMapBackend, Shift>, bool) -> std::result::Result<(), String>) -> Result<bool> {
     let fail = |p: &Path, e: String| TrainError::Other(format!("{}: {e}", p.display()));
     let text = register_font();
     {
         let root = SVGBackend::new(svg, (900, 540)).into_drawing_area();
-        draw(&root, train, heldout, title, text).map_err(|e| fail(svg, e))?;
+        draw_on(&root, text).map_err(|e| fail(svg, e))?;
     }
     let root = BitMapBackend::new(png, (900, 540)).into_drawing_area();
-    draw(&root, train, heldout, title, text).map_err(|e| fail(png, e))?;
+    draw_png(&root, text).map_err(|e| fail(png, e))?;
     Ok(text)
+}
+
+/// Writes `png` and `svg` with the training curve and held-out points. Returns whether the
+/// charts have text (a font was found).
+pub fn loss_curve(png: &Path, svg: &Path, train: &[(u64, f32)], heldout: &[(u64, f32)], title: &str) -> Result<bool> {
+    render(png, svg, |root, text| draw(root, train, heldout, title, text), |root, text| draw(root, train, heldout, title, text))
 }
 
 /// One labelled curve of [`nll_curves`]: (training tokens, held-out NLL) points.
@@ -142,15 +148,7 @@ fn draw_nll<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, series: &[Series]
 /// reference levels (the teacher, an undistilled conversion). Returns whether the charts
 /// have text.
 pub fn nll_curves(png: &Path, svg: &Path, series: &[Series], refs: &[(String, f64)], title: &str) -> Result<bool> {
-    let fail = |p: &Path, e: String| TrainError::Other(format!("{}: {e}", p.display()));
-    let text = register_font();
-    {
-        let root = SVGBackend::new(svg, (900, 540)).into_drawing_area();
-        draw_nll(&root, series, refs, title, text).map_err(|e| fail(svg, e))?;
-    }
-    let root = BitMapBackend::new(png, (900, 540)).into_drawing_area();
-    draw_nll(&root, series, refs, title, text).map_err(|e| fail(png, e))?;
-    Ok(text)
+    render(png, svg, |root, text| draw_nll(root, series, refs, title, text), |root, text| draw_nll(root, series, refs, title, text))
 }
 
 #[cfg(test)]
