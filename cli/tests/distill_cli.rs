@@ -109,10 +109,14 @@ fn path_phase_after_local_moves_the_hybrid_toward_the_teacher() {
     let run = |a: Vec<String>| jetc(&a.iter().map(String::as_str).collect::<Vec<_>>());
     let s = summary(&run(args(&local, &["--steps", "40", "--lr", "2e-2"])));
     let local_nll = s["heldout_nll_after"].as_f64().expect("held-out NLL of the local run");
+    let teacher_nll = s["teacher_heldout_nll"].as_f64().expect("the teacher's held-out NLL");
     let path = dir.0.join("path");
     let s = summary(&run(args(&path, &["--steps", "60", "--lr", "5e-3", "--phase", "path", "--kl", "1", "--eval-every", "20", "--init-from", local.to_str().unwrap()])));
     let (before, after) = (s["heldout_nll_before"].as_f64().unwrap(), s["heldout_nll_after"].as_f64().unwrap());
     assert!((before - local_nll).abs() < 1e-4, "--init-from: the path run starts at {before}, the local run ended at {local_nll}");
+    // The teacher is scored on the same windows by both runs (the phase does not change them).
+    let teacher_again = s["teacher_heldout_nll"].as_f64().expect("the teacher's held-out NLL");
+    assert!(teacher_nll.is_finite() && teacher_nll > 0.0 && (teacher_nll - teacher_again).abs() < 1e-9, "teacher NLL {teacher_nll} vs {teacher_again}");
     // The fixture's teacher is a random decoder on random words: its NLL is near the uniform
     // one, so the student's NLL has little room; its distance to the teacher is what falls.
     assert!(after < before + 0.01, "held-out NLL {before} -> {after}");

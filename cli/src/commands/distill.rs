@@ -221,9 +221,13 @@ struct NllModel {
 }
 
 impl NllModel {
-    fn new(teacher: &jetc_ir::Graph, layout: &jetc::convert::Layout, seed: u64, names: &[&str]) -> Result<NllModel> {
+    /// The layout's hybrid, or with no layout the teacher itself (the reference the run's
+    /// held-out NLL is read against).
+    fn new(teacher: &jetc_ir::Graph, layout: Option<&jetc::convert::Layout>, seed: u64, names: &[&str]) -> Result<NllModel> {
         let mut g = teacher.clone();
-        convert(&mut g, layout, seed).map_err(msg)?;
+        if let Some(layout) = layout {
+            convert(&mut g, layout, seed).map_err(msg)?;
+        }
         g.outputs.retain(|o| o.name == "logits");
         if g.outputs.is_empty() {
             return Err(msg("the model has no `logits` output to score"));
@@ -425,9 +429,16 @@ pub fn run(a: &DistillArgs) -> Result<()> {
     let mut opt = AdamW::new(AdamWConfig { weight_decay: a.weight_decay, clip_norm: (a.clip > 0.0).then_some(a.clip), ..Default::default() }, initial);
     let slot_of: HashMap<String, usize> = opt.slots.iter().enumerate().map(|(i, s)| (s.name.clone(), i)).collect();
     let names: Vec<&str> = opt.slots.iter().map(|s| s.name.as_str()).collect();
-    let nll_model = NllModel::new(&teacher, &layout, a.seed, &names)?;
+    let nll_model = NllModel::new(&teacher, Some(&layout), a.seed, &names)?;
     let nll_session = Session::new(&nll_model.graph)?;
     const NLL_WINDOWS: usize = 8;
+    let teacher_nll = {
+        let t = NllModel::new(&teacher, None, a.seed, &[])?;
+        t.heldout_nll(&Session::new(&t.graph)?, &windows, &opt, NLL_WINDOWS)?
+    };
+    if let Some(v) = teacher_nll {
+        eprintln!("teacher's held-out NLL on the same windows: {v:.4}");
+    }
 
     // The step of each phase, as a closure over its graphs.
     let local_session = match &lg {
@@ -667,6 +678,7 @@ pub fn run(a: &DistillArgs) -> Result<()> {
         "layer_losses_last": last_layers.iter().map(|(l, v)| json!({"layer": l, "loss": v})).collect::<Vec<_>>(),
         "heldout_loss_before": heldout_before,
         "heldout_loss_after": heldout_after,
+        "teacher_heldout_nll": teacher_nll,
         "heldout_nll_before": nll_before,
         "heldout_nll_after": nll_after,
         "data": {"files": files.len(), "documents": windows.documents, "corpus_tokens": windows.tokens(), "text_field": a.text_field},

@@ -162,6 +162,18 @@ pub fn run(args: &GenerateArgs) -> Result<()> {
         return Err(e);
     }
     let text = tok.decode(&result.ids, true).map_err(msg)?;
+    // The whole exchange, prompt and completion with their special tokens (turn markers,
+    // the end of turn): text that tokenizes back to the ids the model saw, e.g. to train a
+    // student on the teacher's own answers.
+    let transcript = if args.json {
+        let mut all: Vec<u32> = ids.iter().chain(&result.ids).copied().collect();
+        if let StopReason::Eos(id) = result.stop {
+            all.push(id);
+        }
+        Some(tok.decode(&all, false).map_err(msg)?)
+    } else {
+        None
+    };
     let stop = match result.stop {
         StopReason::Eos(_) => "eos",
         StopReason::MaxTokens => "max_tokens",
@@ -174,6 +186,7 @@ pub fn run(args: &GenerateArgs) -> Result<()> {
             "prompt_ids": ids,
             "text": text,
             "ids": result.ids,
+            "transcript": transcript,
             "generated_tokens": result.ids.len(),
             "stop": stop,
             "load_s": load_s,
