@@ -68,6 +68,9 @@ fn onnx_model_with_tokenizer_json() {
     // --chat renders tokenizer_config.json's template (system message first).
     let j = json_of(&jetc(&["generate", m, "--chat", "w1 w2", "--system", "w7", "--max-tokens", "2", "--json"]));
     assert_eq!(ids(&j["prompt_ids"]), [7, 1, 2, 9]);
+    // The transcript is the prompt and the completion decoded together.
+    let words: Vec<String> = [7, 1, 2, 9].into_iter().chain(ids(&j["ids"])).map(|i| format!("w{i}")).collect();
+    assert_eq!(j["transcript"], words.join(" "));
     // Seeded sampling: the same seed gives the same tokens.
     let sample = |seed: &str| {
         ids(&json_of(&jetc(&["generate", m, "--prompt", "w4", "--max-tokens", "8", "--temperature", "1.5", "--top-p", "0.9", "--seed", seed, "--json"]))["ids"])
@@ -121,6 +124,11 @@ fn smollm2_gguf_answers_a_chat_question() {
     assert_eq!(j["prompt_tokens"], 37);
     assert_eq!(ids(&j["ids"]), [504, 3575, 282, 4649, 314, 7042, 30]);
     assert_eq!((j["text"].as_str(), j["stop"].as_str()), (Some("The capital of France is Paris."), Some("eos")));
+    // The transcript: the rendered chat (SmolLM2's default system turn), the answer and the
+    // end of turn that stopped it, as training text.
+    let t = j["transcript"].as_str().expect("transcript");
+    assert!(t.starts_with("<|im_start|>system\n") && t.contains("<|im_start|>user\nWhat is the capital of France?<|im_end|>\n<|im_start|>assistant\n"), "{t}");
+    assert!(t.ends_with("The capital of France is Paris.<|im_end|>"), "{t}");
 
     // Japanese: characters spread over several byte-level tokens are streamed whole.
     let q = "Translate to Japanese: good morning";
