@@ -16,7 +16,7 @@ fn layout(full: Vec<usize>, swa: Vec<usize>, window: Option<usize>) -> Layout {
 }
 
 fn layout_of(block: Block, full: Vec<usize>, swa: Vec<usize>, window: Option<usize>) -> Layout {
-    Layout { full_attn: full, swa, window, block, config: MixerConfig::default() }
+    Layout { full_attn: full, swa, window, block, blocks: vec![], config: MixerConfig::default() }
 }
 
 #[test]

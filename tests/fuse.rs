@@ -39,7 +39,7 @@ fn random_caches(g: &jetc::ir::Graph, inputs: &mut HashMap<String, Value>, b: us
 fn fused_jetblock_equals_decomposed() {
     let fixture = "qwen2-dynamo-opset20-sdpa-kv";
     let mut g = load_raised(&fixtures_dir().join(fixture).join("model.onnx")).expect("load");
-    let layout = Layout { full_attn: vec![], swa: vec![], window: None, block: Block::JetBlock, config: MixerConfig::default() };
+    let layout = Layout { full_attn: vec![], swa: vec![], window: None, block: Block::JetBlock, blocks: vec![], config: MixerConfig::default() };
     convert(&mut g, &layout, 5).expect("convert");
     // The kernel generator starts at zero: give it weights so that its path is exercised.
     let ids: Vec<_> = g.node_ids().collect();

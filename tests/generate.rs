@@ -83,7 +83,7 @@ fn converted_hybrids_decode_like_they_prefill() {
             for (full, swa) in layouts {
                 let mut g = load_raised(&fixtures_dir().join(fixture).join("model.onnx")).expect("load");
                 let window = (!swa.is_empty()).then_some(3);
-                let layout = Layout { full_attn: full, swa, window, block, config: MixerConfig::default() };
+                let layout = Layout { full_attn: full, swa, window, block, blocks: vec![], config: MixerConfig::default() };
                 convert(&mut g, &layout, 0).expect("convert");
                 // Identity short convs would hide a wrong conv cache.
                 perturb_short_convs(&mut g, 11);

@@ -53,7 +53,7 @@ fn python_with_torch() -> Option<PathBuf> {
 }
 
 fn layout(full: Vec<usize>, swa: Vec<usize>, window: Option<usize>) -> Layout {
-    Layout { full_attn: full, swa, window, block: Block::JetBlock, config: MixerConfig::default() }
+    Layout { full_attn: full, swa, window, block: Block::JetBlock, blocks: vec![], config: MixerConfig::default() }
 }
 
 /// xorshift64 -> uniform in [-1, 1).

@@ -263,7 +263,7 @@ fn swa_beside_full_attention_decodes_past_the_window() {
             continue;
         };
         let mut g = load_raised(&fixtures_dir().join(fixture).join("model.onnx")).expect("load");
-        let layout = Layout { full_attn: vec![1], swa: vec![0], window: Some(window), block: Block::JetBlock, config: MixerConfig::default() };
+        let layout = Layout { full_attn: vec![1], swa: vec![0], window: Some(window), block: Block::JetBlock, blocks: vec![], config: MixerConfig::default() };
         convert(&mut g, &layout, 0).expect("convert");
         let session = Session::new(&g).expect("session");
         let graph_inputs: Vec<String> = g.inputs.iter().map(|&id| g.value_name(jetc::ir::Outlet::new(id, 0)).to_string()).collect();

@@ -198,7 +198,7 @@ fn converted_models_decode_like_they_prefill() {
     let ids: Vec<u32> = ints(&gold["ids"]).iter().take(12).map(|&i| i as u32).collect();
     for (full_attn, swa, window) in [(vec![0, 15], vec![], None), (vec![], vec![1, 2, 3], Some(4))] {
         let mut g = base.clone();
-        let layout = Layout { full_attn, swa, window, block: Block::JetBlock, config: MixerConfig::default() };
+        let layout = Layout { full_attn, swa, window, block: Block::JetBlock, blocks: vec![], config: MixerConfig::default() };
         convert(&mut g, &layout, 0).expect("convert");
         let mut gen = Generator::new(&g).expect("generator");
         let full = gen.forward(&ids).expect("prefill");

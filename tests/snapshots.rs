@@ -49,7 +49,7 @@ fn converted() -> jetc::ir::Graph {
     use jetc::convert::{convert, Layout};
     use jetc::passes::linearize::{Block, MixerConfig};
     let mut g = load_raised(&fixtures_dir().join("qwen2-dynamo-opset20-sdpa-kv/model.onnx")).expect("load");
-    let layout = Layout { full_attn: vec![], swa: vec![1], window: Some(3), block: Block::JetBlock, config: MixerConfig::default() };
+    let layout = Layout { full_attn: vec![], swa: vec![1], window: Some(3), block: Block::JetBlock, blocks: vec![], config: MixerConfig::default() };
     convert(&mut g, &layout, 0).expect("convert");
     g
 }
@@ -92,7 +92,7 @@ fn linearized_blocks() {
     use jetc::passes::linearize::{Block, MixerConfig};
     for block in Block::ALL.into_iter().filter(|&b| b != Block::JetBlock) {
         let mut g = load_raised(&fixtures_dir().join("qwen2-dynamo-opset20-sdpa-kv/model.onnx")).expect("load");
-        let layout = Layout { full_attn: vec![1], swa: vec![], window: None, block, config: MixerConfig::default() };
+        let layout = Layout { full_attn: vec![1], swa: vec![], window: None, block, blocks: vec![], config: MixerConfig::default() };
         convert(&mut g, &layout, 0).expect("convert");
         insta::assert_snapshot!(format!("linearized-{}", block.name()), print_graph(&g).expect("print"));
     }

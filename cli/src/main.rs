@@ -155,10 +155,24 @@ enum Command {
         /// teacher's. `kd`: end to end on the teacher's logits alone (KL, weight --kl or 1).
         #[arg(long, default_value = "local")]
         phase: String,
-        /// Path phase: `fixed` (the layout given), `uniform` (each layer attention or linear
-        /// with equal odds) or `budget:K` (K attention layers drawn per step).
+        /// Path phase: `fixed` (the layout given), `uniform` (each layer any candidate with
+        /// equal odds), `budget:K` (K attention layers drawn per step, the others any other
+        /// candidate) or `layouts` (stars and bars: the count of each candidate drawn
+        /// uniformly, then the positions shuffled).
         #[arg(long, default_value = "fixed")]
         sample: String,
+        /// Train a supernet: the candidates of every layer, e.g. attn,swa,jetblock,gated-deltanet
+        /// (`swa` needs --window). The local phase trains every linear candidate of every layer
+        /// at once; the path phase samples a candidate per layer per step (--sample). Without it
+        /// the candidates are attn and --block.
+        #[arg(long)]
+        supernet: Option<String>,
+        /// Path and kd phases: the attention and SWA layers' projections train too.
+        #[arg(long)]
+        train_attn: bool,
+        /// Path and kd phases: weight of the cross-entropy on the data's own next tokens (0: none).
+        #[arg(long, default_value_t = 0.0)]
+        ce: f32,
         /// Path phase: weight of the cross-entropy against the teacher's logits (0: none).
         #[arg(long, default_value_t = 0.0)]
         kl: f32,
@@ -338,7 +352,7 @@ fn main() -> ExitCode {
         }
         Command::Distill {
             model, output, data, text_field, layout, tokenizer, steps, tokens, seq_len, batch, lr, warmup, weight_decay, clip, seed, threads,
-            format, json, checkpoint_every, resume, token_cache, phase, sample, kl, init_from, eval_every, train_mlp, init, calib_tokens,
+            format, json, checkpoint_every, resume, token_cache, phase, sample, kl, init_from, eval_every, train_mlp, init, calib_tokens, supernet, train_attn, ce,
         } => {
             if let Some(n) = threads {
                 if let Err(e) = rayon::ThreadPoolBuilder::new().num_threads(n.max(1)).build_global() {
@@ -347,7 +361,8 @@ fn main() -> ExitCode {
             }
             commands::distill::run(&commands::distill::DistillArgs {
                 model, output, layout, data, text_field, tokenizer, steps, tokens, seq_len, batch, lr, warmup, weight_decay, clip, seed, format,
-                json, checkpoint_every, resume, token_cache, phase, sample, kl, init_from, eval_every, train_mlp, init, calib_tokens,
+                json, checkpoint_every, resume, token_cache, phase, sample, kl, init_from, eval_every, train_mlp, init, calib_tokens, supernet,
+                train_attn, ce,
             })
         }
         Command::Eval { model, tasks, data, text_field, tokenizer, seq_len, limit, filler_tokens, seed, json } => {

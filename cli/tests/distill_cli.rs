@@ -327,6 +327,112 @@ fn convert_supernet_extracts_any_layout_of_a_sampled_run() {
     assert!(!bad.exists());
 }
 
+/// A supernet of four candidates per layer (attn, swa, JetBlock, Gated DeltaNet): the local
+/// phase trains both linear candidates of both layers (one loss term each), the path phase
+/// samples subnets over all four (stars and bars) and updates a block only on the steps its
+/// layer took it, and `convert --supernet` writes a mixed subnet from a layout file that runs
+/// in onnxruntime and agrees with jetc.
+#[test]
+fn supernet_of_four_candidates_trains_each_and_converts_a_mixed_subnet() {
+    let dir = tmp("candidates");
+    let (model, data) = setup(&dir.0);
+    let (m, d) = (model.to_str().unwrap(), data.to_str().unwrap());
+    let cands = "attn,swa,jetblock,gated-deltanet";
+    let local = dir.0.join("local");
+    let s = summary(&jetc(&[
+        "distill", m, "-o", local.to_str().unwrap(), "--data", d, "--supernet", cands, "--window", "4", "--seq-len", "16", "--batch", "2",
+        "--steps", "20", "--lr", "1e-2", "--json", "--format", "onnx", "--token-cache", "none",
+    ]));
+    let terms: Vec<String> = s["candidate_losses_last"].as_array().unwrap().iter().map(|t| format!("{}.{}", t["layer"], t["block"].as_str().unwrap())).collect();
+    assert_eq!(terms, ["0.jetblock", "0.gated-deltanet", "1.jetblock", "1.gated-deltanet"]);
+    assert_eq!(s["supernet"], cands);
+    let lines = metric_lines(&local);
+    assert_eq!(lines[0]["candidates"].as_object().unwrap().len(), 4, "{}", lines[0]);
+    let (before, after) = (s["heldout_loss_before"].as_f64().unwrap(), s["heldout_loss_after"].as_f64().unwrap());
+    assert!(after < before, "the supernet's held-out local loss {before} -> {after}");
+
+    let path = dir.0.join("path");
+    summary(&jetc(&[
+        "distill", m, "-o", path.to_str().unwrap(), "--data", d, "--supernet", cands, "--window", "4", "--seq-len", "16", "--batch", "2",
+        "--steps", "16", "--phase", "path", "--sample", "layouts", "--init-from", local.to_str().unwrap(), "--json", "--format", "onnx",
+        "--token-cache", "none",
+    ]));
+    let lines = metric_lines(&path);
+    let types: Vec<Vec<String>> = lines.iter().map(|l| l["layer_types"].as_array().unwrap().iter().map(|t| t.as_str().unwrap().to_string()).collect()).collect();
+    for c in ["attn", "swa", "jetblock", "gated-deltanet"] {
+        assert!(types.iter().any(|t| t.iter().any(|x| x == c)), "no step sampled {c}: {types:?}");
+    }
+    let meta: serde_json::Value = serde_json::from_slice(&std::fs::read(path.join("checkpoints/step-00000016/state.json")).unwrap()).unwrap();
+    let names = meta["params"].as_array().unwrap();
+    let steps = meta["param_steps"].as_array().expect("per-weight steps");
+    for (n, st) in names.iter().zip(steps) {
+        let n = n.as_str().unwrap();
+        let layer: usize = n.split('.').nth(1).unwrap().parse().unwrap();
+        let block = if n.contains(".jet.") { "jetblock" } else { "gated-deltanet" };
+        let want = types.iter().filter(|t| t[layer] == block).count() as u64;
+        assert_eq!(st.as_u64(), Some(want), "{n}: updated on the steps its layer was {block}");
+    }
+
+    // A mixed subnet: layer 0 Gated DeltaNet, layer 1 SWA.
+    let layout = dir.0.join("mixed.json");
+    std::fs::write(&layout, r#"{"layer_types": ["gated-deltanet", "swa"], "window": 4}"#).unwrap();
+    let mixed = dir.0.join("mixed.onnx");
+    let o = jetc(&["convert", m, "-o", mixed.to_str().unwrap(), "--layout", layout.to_str().unwrap(), "--format", "onnx", "--supernet", path.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let plain = dir.0.join("plain.onnx");
+    assert!(jetc(&["convert", m, "-o", plain.to_str().unwrap(), "--layout", layout.to_str().unwrap(), "--format", "onnx"]).status.success());
+    assert!(std::fs::read(&mixed).unwrap() != std::fs::read(&plain).unwrap(), "the subnet kept its initial weights");
+    onnxruntime_agrees(&dir.0, &mixed);
+
+    let x = dir.0.join("x");
+    let x = x.to_str().unwrap();
+    fails(&jetc(&["distill", m, "-o", x, "--data", d, "--supernet", "attn,swa,jetblock"]), &["--window"]);
+    fails(&jetc(&["distill", m, "-o", x, "--data", d, "--supernet", "attn,swa"]), &["no linear block"]);
+    fails(&jetc(&["distill", m, "-o", x, "--data", d, "--supernet", "attn,jetblock", "--phase", "path"]), &["--sample"]);
+    fails(&jetc(&["distill", m, "-o", x, "--data", d, "--supernet", "swa,jetblock", "--window", "4", "--phase", "path", "--sample", "budget:1"]), &["attn"]);
+}
+
+/// Stage 2 with the optional terms: KL plus the data's cross-entropy, the attention trained
+/// too. The loss is the sum of its terms, the data term falls, and the attention weights the
+/// run trained are the ones its model carries.
+#[test]
+fn kd_with_data_cross_entropy_and_trained_attention() {
+    let dir = tmp("kdce");
+    let (model, data) = setup(&dir.0);
+    let (m, d) = (model.to_str().unwrap(), data.to_str().unwrap());
+    let run = dir.0.join("run");
+    let s = summary(&jetc(&[
+        "distill", m, "-o", run.to_str().unwrap(), "--data", d, "--full-attn", "0", "--seq-len", "16", "--batch", "2", "--steps", "30",
+        "--lr", "1e-2", "--phase", "kd", "--ce", "0.5", "--train-attn", "--json", "--format", "onnx", "--token-cache", "none",
+    ]));
+    assert_eq!((s["ce"].as_f64(), s["train_attn"].as_bool()), (Some(0.5), Some(true)));
+    let lines = metric_lines(&run);
+    for l in &lines {
+        let (loss, ce, data_ce) = (l["loss"].as_f64().unwrap(), l["cross_entropy"].as_f64().unwrap(), l["data_ce"].as_f64().unwrap());
+        assert!((loss - (ce + 0.5 * data_ce)).abs() < 1e-4 * loss.abs().max(1.0), "step {}: loss {loss} != KL term {ce} + 0.5 x data {data_ce}", l["step"]);
+    }
+    let first: f64 = lines[..3].iter().map(|l| l["data_ce"].as_f64().unwrap()).sum();
+    let last: f64 = lines[lines.len() - 3..].iter().map(|l| l["data_ce"].as_f64().unwrap()).sum();
+    assert!(last < first, "data cross-entropy {first} -> {last} (sums of 3 steps)");
+    let meta: serde_json::Value = serde_json::from_slice(&std::fs::read(run.join("checkpoints/step-00000030/state.json")).unwrap()).unwrap();
+    let attn: Vec<&str> = meta["params"].as_array().unwrap().iter().filter_map(|n| n.as_str()).filter(|n| !n.starts_with("layers.")).collect();
+    assert!(attn.len() >= 4, "layer 0's attention projections train: {attn:?}");
+    // No per-weight step counts: every weight, the attention's too, was updated every step.
+    assert!(meta["param_steps"].is_null(), "{}", meta["param_steps"]);
+    // The written model is not the plain conversion with the trained blocks alone: its
+    // attention changed too, and it runs in onnxruntime.
+    let onnx = run.join("model/model.onnx");
+    let blocks_only = dir.0.join("blocks.onnx");
+    let o = jetc(&["convert", m, "-o", blocks_only.to_str().unwrap(), "--full-attn", "0", "--format", "onnx", "--supernet", run.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(std::fs::read(&onnx).unwrap() == std::fs::read(&blocks_only).unwrap(), "convert --supernet binds the trained attention as the run did");
+    let plain = dir.0.join("plain.onnx");
+    assert!(jetc(&["convert", m, "-o", plain.to_str().unwrap(), "--full-attn", "0", "--format", "onnx"]).status.success());
+    assert!(std::fs::read(&onnx).unwrap() != std::fs::read(&plain).unwrap());
+    onnxruntime_agrees(&dir.0, &onnx);
+    fails(&jetc(&["distill", m, "-o", dir.0.join("x").to_str().unwrap(), "--data", d, "--ce", "1"]), &["--phase path"]);
+}
+
 /// A real `jetc distill` killed with SIGKILL mid-run and resumed ends with the same weights
 /// and Adam moments, bit for bit, and the same loss sequence, as an uninterrupted run.
 #[test]

@@ -30,7 +30,7 @@ fn fixtures() -> std::path::PathBuf {
 /// Kernels of a fixture converted to JetBlock layers, fused (the GPU form) and unfused.
 fn fixture_kernels(name: &str) -> Vec<Kernel> {
     let mut g = jetc::pipeline::load_raised(&fixtures().join(name).join("model.onnx")).expect("load fixture");
-    let layout = jetc::convert::Layout { full_attn: vec![], swa: vec![], window: None, block: Block::JetBlock, config: MixerConfig::default() };
+    let layout = jetc::convert::Layout { full_attn: vec![], swa: vec![], window: None, block: Block::JetBlock, blocks: vec![], config: MixerConfig::default() };
     jetc::convert::convert(&mut g, &layout, 1).expect("convert");
     let mut out = lower::plan(&g, DType::Bf16).expect("plan unfused").kernels;
     PassManager::new().add(Box::new(Fuse)).run(&mut g).expect("fuse");

@@ -279,6 +279,11 @@ fn infer_onnx(o: &OnnxOp, inp: &NodeInputs) -> std::result::Result<Option<Vec<Fa
             }
             dt0.map(|d| vec![Fact { dtype: d, shape: Some(s), value }])
         }
+        // The output takes the indices' shape and the data's type.
+        "GatherElements" => {
+            let Some(idx) = inp.shape(1) else { return Ok(same(None)) };
+            dt0.map(|d| vec![Fact::new(d, idx.to_vec())])
+        }
         "Unsqueeze" | "Squeeze" => {
             let axes = if o.opset >= 13 { inp.ints(1) } else { o.ints("axes").map(|a| a.to_vec()) };
             let Some(s) = inp.shape(0) else { return Ok(same(None)) };

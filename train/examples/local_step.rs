@@ -36,7 +36,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             (0..n).filter(|&i| i != l).collect()
         }
     };
-    let layout = Layout { full_attn, swa: vec![], window: None, block: Block::JetBlock, config: MixerConfig::default() };
+    let layout = Layout { full_attn, swa: vec![], window: None, block: Block::JetBlock, blocks: vec![], config: MixerConfig::default() };
     let t0 = Instant::now();
     let lg = build_local(&teacher, &layout, 0)?;
     let build_s = t0.elapsed().as_secs_f64();

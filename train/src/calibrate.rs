@@ -59,7 +59,7 @@ fn calibration_graph(teacher: &Graph, layout: &Layout, layers: &[usize], seed: u
     let mut outs = Vec::with_capacity(layers.len());
     for &l in layers {
         let &a = attn.get(l).ok_or_else(|| TrainError::Other(format!("layer {l} is out of range: the model has {} attention layers", attn.len())))?;
-        let built = build(layout.block, &mut g, a, l, &layout.config, seed, false).map_err(|m| TrainError::Other(format!("layer {l}: {m}")))?;
+        let built = build(layout.block_of(l), &mut g, a, l, &layout.config, seed, false).map_err(|m| TrainError::Other(format!("layer {l}: {m}")))?;
         let proj = g.node(built.y.node)?.clone();
         let is_matmul = matches!(&proj.op, Op::Onnx(o) if o.op_type == "MatMul");
         let (Some(Some(z)), Some(Some(w))) = (proj.inputs().first().copied(), proj.inputs().get(1).copied()) else {
@@ -76,7 +76,7 @@ fn calibration_graph(teacher: &Graph, layout: &Layout, layers: &[usize], seed: u
                 return Err(TrainError::Other(format!(
                     "layer {l}: the block's output `{}` is not a MatMul by a weight; {} cannot be calibrated",
                     proj.name,
-                    layout.block.name()
+                    layout.block_of(l).name()
                 )))
             }
         };

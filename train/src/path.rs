@@ -17,6 +17,10 @@
 //!   every linear block's weights from the autodiff pass. Attention, MLPs, norms and
 //!   embeddings are constants.
 //!
+//! Optional terms and weights: `ce_weight` times the cross-entropy of the student's logits on
+//! the data's next tokens (input `labels`, the window's tokens 1..T), and with `train_attn`
+//! the projections (and q/k norms) of the layout's attention and SWA layers train too.
+//!
 //! Weights are named as `convert` names them (`layers.{l}.{block}.*`), so one set of named
 //! weights serves every layout: a block's weights do not depend on which other layers are
 //! linear. The layouts a run visits bind the subset they contain.
@@ -44,6 +48,10 @@ pub fn target_name(l: usize) -> String {
 
 /// The teacher's next-token distribution (softmax of its logits), `[B, T, V]`.
 pub const TEACHER_PROBS: &str = "teacher_probs";
+/// The data's next tokens `[B, T-1, 1]` (int64) for the data cross-entropy.
+pub const LABELS: &str = "labels";
+/// Cross-entropy of the student's logits on the data's next tokens.
+pub const DATA_CE: &str = "loss.data_ce";
 /// The graph's total loss.
 pub const LOSS: &str = "loss";
 /// Mean normalized MSE over layers.
@@ -119,11 +127,15 @@ pub struct PathOptions {
     pub kl_weight: f32,
     /// The MLPs train too (the SwiGLU weights of every layer), not only the linear blocks.
     pub train_mlp: bool,
+    /// The attention and SWA layers' projections and q/k norms train too.
+    pub train_attn: bool,
+    /// Weight of the cross-entropy on the data's next tokens (0: none).
+    pub ce_weight: f32,
 }
 
 impl Default for PathOptions {
     fn default() -> PathOptions {
-        PathOptions { features: true, kl_weight: 0.0, train_mlp: false }
+        PathOptions { features: true, kl_weight: 0.0, train_mlp: false, train_attn: false, ce_weight: 0.0 }
     }
 }
 
@@ -147,7 +159,7 @@ pub fn build_path(teacher: &Graph, layout: &Layout, seed: u64, options: PathOpti
     let hidden = layer_outputs(&g)?;
     let n = hidden.len();
     let linear: Vec<usize> = (0..n).filter(|l| !layout.full_attn.contains(l) && !layout.swa.contains(l)).collect();
-    if linear.is_empty() {
+    if linear.is_empty() && !options.train_attn && !options.train_mlp {
         return Err(TrainError::Other("the layout keeps every layer as attention: there is no linear mixer to train".into()));
     }
     // Outputs survive the conversion (their producers are residual Adds, never rewritten).
@@ -184,31 +196,65 @@ pub fn build_path(teacher: &Graph, layout: &Layout, seed: u64, options: PathOpti
         }
     };
     let mut ce = None;
-    let mut weighted = None;
-    if options.kl_weight > 0.0 {
-        let lo = match logits {
-            Some(_) => outlet_of(&g, LOGITS)?,
-            None => return Err(TrainError::Other("the model has no `logits` output for the KL term".into())),
-        };
+    let mut weighted = Vec::new();
+    let lo = match logits {
+        Some(_) if options.kl_weight > 0.0 || options.ce_weight > 0.0 => Some(outlet_of(&g, LOGITS)?),
+        None if options.kl_weight > 0.0 || options.ce_weight > 0.0 => {
+            return Err(TrainError::Other("the model has no `logits` output for the KL or data cross-entropy term".into()))
+        }
+        _ => None,
+    };
+    let logq = match lo {
+        Some(lo) => Some(add_onnx(&mut g, "path.ce/log_softmax", OnnxOp::new("LogSoftmax", 13).with_attr("axis", Attr::Int(-1)), &[lo])?),
+        None => None,
+    };
+    if let (true, Some(lo), Some(logq)) = (options.kl_weight > 0.0, lo, logq) {
         let fact = g.fact(lo)?.clone();
         let probs = g.add_input(TEACHER_PROBS, fact)?;
         // -mean over tokens of sum_v p_teacher log q_student.
-        let logq = add_onnx(&mut g, "path.ce/log_softmax", OnnxOp::new("LogSoftmax", 13).with_attr("axis", Attr::Int(-1)), &[lo])?;
         let prod = add_onnx(&mut g, "path.ce/mul", OnnxOp::new("Mul", 14), &[logq, Outlet::new(probs, 0)])?;
         let axes = g.add_const("path.ce/axes", Tensor::from_i64(vec![1], &[-1])?)?;
         let rows = add_onnx(&mut g, "path.ce/rows", OnnxOp::new("ReduceSum", 13).with_attr("keepdims", Attr::Int(0)), &[prod, axes])?;
         let mean = add_onnx(&mut g, "path.ce/mean", OnnxOp::new("ReduceMean", 13).with_attr("keepdims", Attr::Int(0)), &[rows])?;
         let c = add_onnx(&mut g, "path.ce", OnnxOp::new("Neg", 13), &[mean])?;
         let w = g.add_const("path.kl_weight", Tensor::scalar_f32(options.kl_weight))?;
-        weighted = Some(add_onnx(&mut g, "path.ce/weighted", OnnxOp::new("Mul", 14), &[c, w])?);
+        weighted.push(add_onnx(&mut g, "path.ce/weighted", OnnxOp::new("Mul", 14), &[c, w])?);
         ce = Some(c);
     }
-    let loss = match (features, weighted) {
-        (Some(f), Some(w)) => add_onnx(&mut g, "path.loss", OnnxOp::new("Add", 14), &[f, w])?,
-        (Some(f), None) => f,
-        (None, Some(w)) => w,
-        (None, None) => return Err(TrainError::Other("the path loss has no term: give the feature terms or a KL weight".into())),
+    let mut data_ce = None;
+    if let (true, Some(logq)) = (options.ce_weight > 0.0, logq) {
+        // -mean over positions 0..T-1 of log q(token t+1).
+        // [B, T-1, 1] from the logits' [B, T, V].
+        let lfact = match lo.map(|lo| g.fact(lo).map(|f| f.shape.clone())).transpose()?.flatten() {
+            Some(d) if d.len() == 3 => Fact::new(DType::I64, vec![d[0].clone(), d[1].sub(&jetc_ir::Dim::known(1)), jetc_ir::Dim::known(1)]),
+            _ => return Err(TrainError::Other("the data cross-entropy needs logits shaped [batch, seq, vocab]".into())),
+        };
+        let labels = g.add_input(LABELS, lfact)?;
+        let starts = g.add_const("path.data_ce/starts", Tensor::from_i64(vec![1], &[0])?)?;
+        let ends = g.add_const("path.data_ce/ends", Tensor::from_i64(vec![1], &[-1])?)?;
+        let axis = g.add_const("path.data_ce/axis", Tensor::from_i64(vec![1], &[1])?)?;
+        let head = add_onnx(&mut g, "path.data_ce/slice", OnnxOp::new("Slice", 13), &[logq, starts, ends, axis])?;
+        let picked = add_onnx(
+            &mut g,
+            "path.data_ce/gather",
+            OnnxOp::new("GatherElements", 13).with_attr("axis", Attr::Int(2)),
+            &[head, Outlet::new(labels, 0)],
+        )?;
+        let mean = add_onnx(&mut g, "path.data_ce/mean", OnnxOp::new("ReduceMean", 13).with_attr("keepdims", Attr::Int(0)), &[picked])?;
+        let c = add_onnx(&mut g, "path.data_ce", OnnxOp::new("Neg", 13), &[mean])?;
+        let w = g.add_const("path.ce_weight", Tensor::scalar_f32(options.ce_weight))?;
+        weighted.push(add_onnx(&mut g, "path.data_ce/weighted", OnnxOp::new("Mul", 14), &[c, w])?);
+        data_ce = Some(c);
+    }
+    let mut terms: Vec<Outlet> = features.into_iter().collect();
+    terms.extend(weighted);
+    let Some(&first) = terms.first() else {
+        return Err(TrainError::Other("the path loss has no term: give the feature terms, a KL weight or a data cross-entropy weight".into()));
     };
+    let mut loss = first;
+    for (i, &t) in terms.iter().enumerate().skip(1) {
+        loss = add_onnx(&mut g, &format!("path.loss.{i}"), OnnxOp::new("Add", 14), &[loss, t])?;
+    }
     g.outputs.clear();
     g.add_output(LOSS, loss)?;
     if let Some(f) = features {
@@ -216,6 +262,9 @@ pub fn build_path(teacher: &Graph, layout: &Layout, seed: u64, options: PathOpti
     }
     if let Some(c) = ce {
         g.add_output(CROSS_ENTROPY, c)?;
+    }
+    if let Some(c) = data_ce {
+        g.add_output(DATA_CE, c)?;
     }
     for (l, &o) in losses.iter().enumerate() {
         g.add_output(&layer_loss_name(l), o)?;
@@ -229,6 +278,9 @@ pub fn build_path(teacher: &Graph, layout: &Layout, seed: u64, options: PathOpti
     let mut params = crate::local::block_weights(&g, &linear);
     if options.train_mlp {
         params.extend(mlp_weights(&g)?);
+    }
+    if options.train_attn {
+        params.extend(attention_weights(&g)?);
     }
     params.sort_by(|a, b| a.1.cmp(&b.1));
     params.dedup_by(|a, b| a.0 == b.0);
@@ -259,6 +311,27 @@ fn mlp_weights(g: &Graph) -> Result<Vec<(NodeId, String)>> {
     Ok(out)
 }
 
+/// The learned weights of every attention (and SWA) node left in the graph: projections,
+/// their biases and the q/k norms. RoPE tables, masks and caches are not weights.
+pub fn attention_weights(g: &Graph) -> Result<Vec<(NodeId, String)>> {
+    use jetc_ir::AttentionSpec as A;
+    let mut out = Vec::new();
+    for id in g.node_ids() {
+        let node = g.node(id)?;
+        if !matches!(node.op, Op::Attention(_)) {
+            continue;
+        }
+        for slot in [A::WQ, A::BQ, A::WK, A::BK, A::WV, A::BV, A::WO, A::BO, A::Q_NORM, A::K_NORM] {
+            let Some(w) = node.inputs().get(slot).copied().flatten() else { continue };
+            let wn = g.node(w.node)?;
+            if matches!(wn.op, Op::Const(_)) {
+                out.push((w.node, wn.name.clone()));
+            }
+        }
+    }
+    Ok(out)
+}
+
 /// The initial values of a path graph's trainable weights, by name.
 pub fn initial_values(pg: &PathGraph) -> Result<Vec<(String, ArrayD<f32>)>> {
     crate::local::weight_values(&pg.graph, &pg.params)
@@ -272,6 +345,19 @@ pub struct Targets {
     /// Mean entropy of the teacher's next-token distribution (nats): cross-entropy minus this
     /// is the KL divergence.
     pub entropy: Option<f64>,
+    /// The data's next tokens for the data cross-entropy ([`labels_of`]).
+    pub labels: Option<Value>,
+}
+
+/// The `labels` input of a batch of `batch` windows of `seq` tokens: each window's tokens
+/// 1..seq, shaped `[batch, seq - 1, 1]`.
+pub fn labels_of(ids: &[i64], batch: usize, seq: usize) -> Result<Value> {
+    if seq < 2 || ids.len() != batch * seq {
+        return Err(TrainError::Other(format!("the data cross-entropy needs windows of at least 2 tokens ({} ids for {batch} x {seq})", ids.len())));
+    }
+    let next: Vec<i64> = ids.chunks(seq).flat_map(|w| w[1..].iter().copied()).collect();
+    let a = ArrayD::from_shape_vec(ndarray::IxDyn(&[batch, seq - 1, 1]), next).map_err(|e| TrainError::Other(e.to_string()))?;
+    Ok(Value::i64(a))
 }
 
 /// Runs the teacher graph on `feed` (`layers` hidden states: 0 when the graph has none).
@@ -306,7 +392,7 @@ pub fn teacher_targets(session: &Session, feed: HashMap<String, Value>, layers: 
         entropy = Some(h / rows.max(1) as f64);
         probs = Some(Value::f32(a));
     }
-    Ok(Targets { hidden, probs, entropy })
+    Ok(Targets { hidden, probs, entropy, labels: None })
 }
 
 /// What one forward + backward run of a path graph returns.
@@ -314,6 +400,7 @@ pub struct PathStep {
     pub loss: f32,
     pub features: Option<f32>,
     pub cross_entropy: Option<f32>,
+    pub data_cross_entropy: Option<f32>,
     pub layer_losses: Vec<f32>,
     /// Gradients in `params` order.
     pub grads: Vec<ArrayD<f32>>,
@@ -324,6 +411,10 @@ pub struct PathStep {
 pub fn run_path<W: std::borrow::Borrow<ArrayD<f32>>>(pg: &PathGraph, session: &Session, mut feed: HashMap<String, Value>, targets: &Targets, weights: &[W]) -> Result<PathStep> {
     for (l, h) in targets.hidden.iter().enumerate() {
         feed.insert(target_name(l), h.clone());
+    }
+    if pg.options.ce_weight > 0.0 {
+        let labels = targets.labels.as_ref().ok_or_else(|| TrainError::Other("the path graph has a data cross-entropy term but no labels were given".into()))?;
+        feed.insert(LABELS.to_string(), labels.clone());
     }
     if pg.options.kl_weight > 0.0 {
         let p = targets.probs.as_ref().ok_or_else(|| TrainError::Other("the path graph has a KL term but the teacher gave no distribution".into()))?;
@@ -347,6 +438,7 @@ pub fn run_path<W: std::borrow::Borrow<ArrayD<f32>>>(pg: &PathGraph, session: &S
         loss: scalar(LOSS)?,
         features: if pg.options.features { Some(scalar(FEATURE_LOSS)?) } else { None },
         cross_entropy: if pg.options.kl_weight > 0.0 { Some(scalar(CROSS_ENTROPY)?) } else { None },
+        data_cross_entropy: if pg.options.ce_weight > 0.0 { Some(scalar(DATA_CE)?) } else { None },
         layer_losses,
         grads,
     })

@@ -18,7 +18,7 @@ fn fixture(name: &str) -> PathBuf {
 }
 
 fn layout(block: Block, full_attn: Vec<usize>) -> Layout {
-    Layout { full_attn, swa: vec![], window: None, block, config: MixerConfig::default() }
+    Layout { full_attn, swa: vec![], window: None, block, blocks: vec![], config: MixerConfig::default() }
 }
 
 fn ids(rng: &mut StdRng, n: usize, vocab: i64) -> Vec<i64> {

@@ -112,6 +112,7 @@ fn check_block(teacher: &jetc_ir::Graph, block: Block, py: &Path, dir: &Path) {
         swa: vec![],
         window: None,
         block,
+        blocks: vec![],
         config: MixerConfig::default(),
     };
     let mut lg = build_local(teacher, &layout, 7).unwrap_or_else(|e| panic!("build_local({}): {e}", block.name()));

@@ -64,6 +64,7 @@ pub fn layout_of(a: &LayoutFlags) -> Result<Layout> {
             swa: a.swa.clone(),
             window: a.window,
             block: Block::parse(&a.block).map_err(CliError::Msg)?,
+            blocks: vec![],
             config: MixerConfig { heads: a.heads, dk: a.dk, dv: a.dv, ..MixerConfig::default() },
         },
     })

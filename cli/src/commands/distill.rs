@@ -11,6 +11,12 @@
 //!   the teacher's logits (`--kl`). The layout is the one given, or one sampled per step
 //!   (`--sample uniform|budget:K`: PostNAS's once-for-all training of every layer's block).
 //!
+//! With `--supernet attn,swa,jetblock,...` every layer holds all the candidates: the local
+//! phase trains every linear candidate of every layer at once, and the sampled path phase
+//! draws a candidate per layer per step (`jetc_train::sample`). `--train-attn` trains the
+//! attention projections in the path and kd phases, `--ce W` adds the data's next-token
+//! cross-entropy.
+//!
 //! `--init-from RUN` starts from the weights of an earlier run's newest checkpoint (a local
 //! phase before a path phase). With `--eval-every N` the held-out NLL of the layout's model
 //! is measured every N steps. The run refuses an output directory that already holds files.
@@ -25,7 +31,8 @@ use jetc_ir::Op;
 use jetc_runtime::Session;
 use jetc_train::data::{list_files, tokenize_cached, windows as windows_of, Windows};
 use jetc_train::feed::prefill_inputs;
-use jetc_train::local::{build_local, initial_values, run_step, LocalGraph};
+use jetc_train::local::{build_local, build_local_candidates, initial_values, run_step, LocalGraph};
+use jetc_train::sample::{layout_of_choices, sample_choices, Candidates, Sample};
 use jetc_train::optim::{AdamW, AdamWConfig, Schedule};
 use ndarray::ArrayD;
 use serde_json::json;
@@ -73,54 +80,12 @@ pub struct DistillArgs {
     pub init: String,
     /// Tokens of the calibrated init's fit.
     pub calib_tokens: usize,
-}
-
-/// How the path phase picks a layout per step.
-#[derive(Clone, Debug, PartialEq)]
-enum Sample {
-    Fixed,
-    /// Every layer independently attention or linear, with equal odds.
-    Uniform,
-    /// Exactly K layers keep attention, chosen uniformly.
-    Budget(usize),
-}
-
-fn parse_sample(s: &str) -> Result<Sample> {
-    match s {
-        "fixed" => Ok(Sample::Fixed),
-        "uniform" => Ok(Sample::Uniform),
-        _ => match s.strip_prefix("budget:").map(str::parse::<usize>) {
-            Some(Ok(k)) => Ok(Sample::Budget(k)),
-            _ => Err(msg(format!("unknown --sample `{s}` (fixed, uniform or budget:K)"))),
-        },
-    }
-}
-
-/// The layout of step `step` (seeded by the run's seed and the step, so a resumed run
-/// replays the same layouts).
-fn sampled_layout(base: &jetc::convert::Layout, sample: &Sample, layers: usize, seed: u64, step: u64) -> jetc::convert::Layout {
-    use rand::seq::SliceRandom;
-    use rand::{Rng, SeedableRng};
-    let mut rng = rand::rngs::StdRng::seed_from_u64(seed ^ step.wrapping_mul(0x9E37_79B9_7F4A_7C15));
-    let mut layout = base.clone();
-    layout.swa.clear();
-    layout.full_attn = match sample {
-        Sample::Fixed => return base.clone(),
-        Sample::Uniform => (0..layers).filter(|_| rng.random_bool(0.5)).collect(),
-        Sample::Budget(k) => {
-            let mut all: Vec<usize> = (0..layers).collect();
-            all.shuffle(&mut rng);
-            let mut keep = all[..(*k).min(layers)].to_vec();
-            keep.sort_unstable();
-            keep
-        }
-    };
-    if layout.full_attn.len() == layers {
-        // At least one layer trains.
-        let drop = rng.random_range(0..layers);
-        layout.full_attn.retain(|&l| l != drop);
-    }
-    layout
+    /// The supernet's candidates (`attn,swa,jetblock,...`); None: attn and the layout's block.
+    pub supernet: Option<String>,
+    /// Path and kd phases: the attention projections train too.
+    pub train_attn: bool,
+    /// Path and kd phases: weight of the data's next-token cross-entropy.
+    pub ce: f32,
 }
 
 /// Relative ridge of the calibrated init's least squares (lambda = this x mean diag Z^T Z).
@@ -146,8 +111,12 @@ fn fingerprint(a: &DistillArgs, layout: &jetc::convert::Layout, files: &[PathBuf
             format!(" phase={} sample={} kl={} init_from={:?} train_mlp={}", a.phase, a.sample, a.kl, a.init_from, a.train_mlp)
         },
         // Runs from the mapped init keep their fingerprint from before --init existed.
-        if a.init == "attention" { String::new() } else { format!(" init={} calib_tokens={}", a.init, a.calib_tokens) }
-    );
+        if a.init == "attention" { String::new() } else { format!(" init={} calib_tokens={}", a.init, a.calib_tokens) },
+    ) + &if a.supernet.is_none() && !a.train_attn && a.ce == 0.0 {
+        String::new()
+    } else {
+        format!(" supernet={:?} train_attn={} ce={}", a.supernet, a.train_attn, a.ce)
+    };
     Sha256::digest(text.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
 }
 
@@ -188,6 +157,8 @@ struct PhaseStep {
     loss: f32,
     /// Per-layer losses (layer index as text -> loss).
     layers: Vec<(usize, f32)>,
+    /// Per (layer, candidate) losses of a supernet's local phase (empty otherwise).
+    terms: Vec<(usize, jetc_passes::linearize::Block, f32)>,
     /// Gradients in the optimizer's slot order (`None`: the slot's weight was off this step's
     /// path).
     grads: Vec<Option<ArrayD<f32>>>,
@@ -296,13 +267,36 @@ pub fn run(a: &DistillArgs) -> Result<()> {
         "kd" => (true, false),
         p => return Err(msg(format!("unknown --phase `{p}` (local, path or kd)"))),
     };
-    let sample = parse_sample(&a.sample)?;
+    let sample = Sample::parse(&a.sample).map_err(msg)?;
     if !matches!(a.init.as_str(), "attention" | "calibrated") {
         return Err(msg(format!("unknown --init `{}` (attention or calibrated)", a.init)));
     }
-    if !path_phase && (sample != Sample::Fixed || a.kl != 0.0 || a.train_mlp) {
-        return Err(msg("--sample, --kl and --train-mlp belong to the path and kd phases (--phase path|kd)"));
+    if !path_phase && (sample != Sample::Fixed || a.kl != 0.0 || a.train_mlp || a.train_attn || a.ce != 0.0) {
+        return Err(msg("--sample, --kl, --ce, --train-mlp and --train-attn belong to the path and kd phases (--phase path|kd)"));
     }
+    if !(a.ce >= 0.0 && a.ce.is_finite()) {
+        return Err(msg(format!("--ce must be a finite weight >= 0, got {}", a.ce)));
+    }
+    // The candidates of every layer: the supernet's, or attention and the layout's block.
+    let mut layout = layout;
+    let cands = match &a.supernet {
+        Some(s) => {
+            let c = Candidates::parse(s).map_err(msg)?;
+            if c.swa && layout.window.is_none() {
+                return Err(msg("--supernet with swa needs --window (the SWA candidate's window)"));
+            }
+            if path_phase && sample == Sample::Fixed {
+                return Err(msg("--supernet in the path phase trains sampled subnets: give --sample uniform, budget:K or layouts"));
+            }
+            // The run's own layout (its held-out NLL, DIR/model) takes the first candidate.
+            if !c.linear.contains(&layout.block) {
+                layout.block = c.linear[0];
+            }
+            c
+        }
+        None => Candidates { attn: true, swa: false, linear: vec![layout.block] },
+    };
+    let supernet = a.supernet.is_some();
     // Knowledge distillation is the KL alone (weight 1 unless given).
     let kl = if a.phase == "kd" && a.kl == 0.0 { 1.0 } else { a.kl };
     if !(a.kl >= 0.0 && a.kl.is_finite()) {
@@ -326,11 +320,22 @@ pub fn run(a: &DistillArgs) -> Result<()> {
         if k >= n_layers {
             return Err(msg(format!("--sample budget:{k} keeps every one of the model's {n_layers} layers as attention")));
         }
+        if k > 0 && !cands.attn {
+            return Err(msg(format!("--sample budget:{k} needs `attn` among the --supernet candidates")));
+        }
     }
     let init = a.init_from.as_deref().map(init_weights).transpose()?;
     // The local graph is built for either phase's checks; the path phase builds its own.
-    let lg = if path_phase { None } else { Some(build_local(&teacher, &layout, a.seed).map_err(|e| msg(format!("{}: {e}", a.model.display())))?) };
-    let path_opts = jetc_train::path::PathOptions { features, kl_weight: kl, train_mlp: a.train_mlp };
+    let lg = match (path_phase, supernet) {
+        (true, _) => None,
+        (false, false) => Some(build_local(&teacher, &layout, a.seed).map_err(|e| msg(format!("{}: {e}", a.model.display())))?),
+        // A supernet's local phase: every layer, every linear candidate.
+        (false, true) => {
+            let all: Vec<usize> = (0..n_layers).collect();
+            Some(build_local_candidates(&teacher, &all, &cands.linear, &layout.config, a.seed).map_err(|e| msg(format!("{}: {e}", a.model.display())))?)
+        }
+    };
+    let path_opts = jetc_train::path::PathOptions { features, kl_weight: kl, train_mlp: a.train_mlp, train_attn: a.train_attn, ce_weight: a.ce };
     let fixed_path = if path_phase {
         Some(jetc_train::path::build_path(&teacher, &layout, a.seed, path_opts).map_err(|e| msg(format!("{}: {e}", a.model.display())))?)
     } else {
@@ -386,32 +391,54 @@ pub fn run(a: &DistillArgs) -> Result<()> {
         _ => return Err(msg("internal: no training graph")),
     };
     if path_phase && sample != Sample::Fixed {
-        let mut all = layout.clone();
-        all.full_attn.clear();
-        all.swa.clear();
-        let every = jetc_train::path::build_path(&teacher, &all, a.seed, path_opts).map_err(msg)?;
+        // Every candidate's blocks on every layer (an all-linear layout per block), and with
+        // --train-attn every layer's attention.
         let have: std::collections::HashSet<String> = initial.iter().map(|(n, _)| n.clone()).collect();
-        initial.extend(jetc_train::path::initial_values(&every).map_err(msg)?.into_iter().filter(|(n, _)| !have.contains(n)));
+        let mut extra = Vec::new();
+        for &block in &cands.linear {
+            let all = jetc::convert::Layout { full_attn: vec![], swa: vec![], blocks: vec![], block, ..layout.clone() };
+            let every = jetc_train::path::build_path(&teacher, &all, a.seed, path_opts).map_err(msg)?;
+            extra.extend(jetc_train::path::initial_values(&every).map_err(msg)?);
+        }
+        if a.train_attn {
+            let w = jetc_train::path::attention_weights(&teacher).map_err(msg)?;
+            extra.extend(jetc_train::local::weight_values(&teacher, &w).map_err(msg)?);
+        }
+        let mut added = std::collections::HashSet::new();
+        initial.extend(extra.into_iter().filter(|(n, _)| !have.contains(n) && added.insert(n.clone())));
         initial.sort_by(|x, y| x.0.cmp(&y.0));
     }
     // The calibrated init: every trained block's output projection fitted to its attention.
     let mut calibration = Vec::new();
     if a.init == "calibrated" {
-        let prefix = layout.block.weight_prefix();
-        let layers: Vec<usize> = (0..n_layers).filter(|l| initial.iter().any(|(n, _)| *n == format!("layers.{l}.{prefix}.o_proj.weight"))).collect();
         let per_batch = a.batch * a.seq_len;
         let count = a.calib_tokens.div_ceil(per_batch).max(1);
         let batches: Vec<Vec<i64>> = (0..count as u64).map(|b| batch_ids(&windows, b, a.batch)).collect();
-        let t0 = Instant::now();
-        let fitted = jetc_train::calibrate::calibrate_outputs(&teacher, &layout, &layers, a.seed, &batches, a.batch, a.seq_len, CALIB_RIDGE)
-            .map_err(|e| msg(format!("--init calibrated: {e}")))?;
-        for c in fitted {
-            if let Some((_, v)) = initial.iter_mut().find(|(n, _)| *n == c.name) {
-                *v = c.value.clone();
+        // One fit per linear candidate, over the layers whose block of that kind trains.
+        let mut blocks: Vec<jetc_passes::linearize::Block> = cands.linear.clone();
+        blocks.extend(layout.blocks.iter().map(|b| b.1).filter(|b| !cands.linear.contains(b)));
+        for block in blocks {
+            let prefix = block.weight_prefix();
+            let layers: Vec<usize> = (0..n_layers).filter(|l| initial.iter().any(|(n, _)| *n == format!("layers.{l}.{prefix}.o_proj.weight"))).collect();
+            if layers.is_empty() {
+                continue;
             }
-            calibration.push(json!({"layer": c.layer, "nmse_before": c.nmse_before, "nmse_after": c.nmse_after}));
+            let t0 = Instant::now();
+            let of_block = jetc::convert::Layout { blocks: vec![], block, ..layout.clone() };
+            let fitted = jetc_train::calibrate::calibrate_outputs(&teacher, &of_block, &layers, a.seed, &batches, a.batch, a.seq_len, CALIB_RIDGE)
+                .map_err(|e| msg(format!("--init calibrated ({}): {e}", block.name())))?;
+            for c in fitted {
+                if let Some((_, v)) = initial.iter_mut().find(|(n, _)| *n == c.name) {
+                    *v = c.value.clone();
+                }
+                let mut entry = json!({"layer": c.layer, "nmse_before": c.nmse_before, "nmse_after": c.nmse_after});
+                if cands.linear.len() > 1 || !layout.blocks.is_empty() {
+                    entry["block"] = json!(block.name());
+                }
+                calibration.push(entry);
+            }
+            eprintln!("calibrated {} {} output projections on {} tokens in {:.1} s", layers.len(), block.name(), count * per_batch, t0.elapsed().as_secs_f64());
         }
-        eprintln!("calibrated {} output projections on {} tokens in {:.1} s", layers.len(), count * per_batch, t0.elapsed().as_secs_f64());
     }
     if let Some(init) = &init {
         let mut taken = 0;
@@ -458,8 +485,11 @@ pub fn run(a: &DistillArgs) -> Result<()> {
         let ts = teacher_session.as_ref().ok_or_else(|| msg("internal: no teacher session"))?;
         let tg = teacher_graph.as_ref().ok_or_else(|| msg("internal: no teacher graph"))?;
         let tfeed = prefill_inputs(tg, ids, a.batch, a.seq_len).map_err(msg)?;
-        let targets = jetc_train::path::teacher_targets(ts, tfeed, if features { pg.layers } else { 0 }, kl > 0.0).map_err(msg)?;
-        let is_target = |n: &str| n.starts_with("target.") || n == jetc_train::path::TEACHER_PROBS;
+        let mut targets = jetc_train::path::teacher_targets(ts, tfeed, if features { pg.layers } else { 0 }, kl > 0.0).map_err(msg)?;
+        if a.ce > 0.0 {
+            targets.labels = Some(jetc_train::path::labels_of(ids, a.batch, a.seq_len).map_err(msg)?);
+        }
+        let is_target = |n: &str| n.starts_with("target.") || n == jetc_train::path::TEACHER_PROBS || n == jetc_train::path::LABELS;
         let feed = jetc_train::feed::prefill_inputs_except(&pg.graph, ids, a.batch, a.seq_len, &is_target).map_err(msg)?;
         let w: Vec<&ArrayD<f32>> = pg
             .params
@@ -479,20 +509,32 @@ pub fn run(a: &DistillArgs) -> Result<()> {
             extra.insert("cross_entropy".into(), json!(ce));
             extra.insert("kl".into(), json!(ce as f64 - h));
         }
+        if let Some(c) = out.data_cross_entropy {
+            extra.insert("data_ce".into(), json!(c));
+        }
         extra.insert("full_attn".into(), json!(pg.layout.full_attn));
-        Ok(PhaseStep { loss: out.loss, layers: out.layer_losses.into_iter().enumerate().collect(), grads, extra })
+        if supernet {
+            extra.insert("layer_types".into(), json!((0..pg.layers).map(|l| pg.layout.layer_type(l)).collect::<Vec<_>>()));
+        }
+        Ok(PhaseStep { loss: out.loss, layers: out.layer_losses.into_iter().enumerate().collect(), terms: Vec::new(), grads, extra })
     };
     let step_fn = |step: u64, ids: &[i64], opt: &AdamW| -> Result<PhaseStep> {
         if let (Some(lg), Some(session)) = (&lg, &local_session) {
             let feed = prefill_inputs(&lg.graph, ids, a.batch, a.seq_len).map_err(msg)?;
             let w: Vec<&ArrayD<f32>> = opt.slots.iter().map(|s| &s.value).collect();
             let out = run_step(lg, session, feed, &w).map_err(msg)?;
-            return Ok(PhaseStep { loss: out.loss, layers: out.layer_losses, grads: out.grads.into_iter().map(Some).collect(), extra: serde_json::Map::new() });
+            let mut extra = serde_json::Map::new();
+            if lg.terms.len() > lg.layers.len() {
+                let per: serde_json::Map<String, serde_json::Value> = out.term_losses.iter().map(|(l, b, v)| (format!("{l}.{}", b.name()), json!(v))).collect();
+                extra.insert("candidates".into(), serde_json::Value::Object(per));
+            }
+            return Ok(PhaseStep { loss: out.loss, layers: out.layer_losses, terms: out.term_losses, grads: out.grads.into_iter().map(Some).collect(), extra });
         }
         match (&fixed_path, &fixed_session) {
             (Some(pg), Some(session)) => path_step(pg, session, ids, opt),
             _ => {
-                let l = sampled_layout(&layout, &sample, n_layers, a.seed, step);
+                let choices = sample_choices(&cands, &sample, n_layers, a.seed, step).map_err(msg)?;
+                let l = layout_of_choices(&layout, &cands, &choices);
                 let pg = jetc_train::path::build_path(&teacher, &l, a.seed, path_opts).map_err(msg)?;
                 let session = Session::new(&pg.graph)?;
                 path_step(&pg, &session, ids, opt)
@@ -562,7 +604,7 @@ pub fn run(a: &DistillArgs) -> Result<()> {
     eprintln!(
         "distilling ({} phase{}) {} linear layers ({} parameters) on {} train windows of {} tokens ({} documents, {} files), {steps} steps of batch {}",
         a.phase,
-        if path_phase && sample != Sample::Fixed { format!(", layouts sampled {}", a.sample) } else { String::new() },
+        if path_phase && sample != Sample::Fixed { format!(", subnets of {} sampled {}", cands.describe(), a.sample) } else if supernet { format!(", candidates {}", cands.describe()) } else { String::new() },
         trained_layers.len(),
         opt.slots.iter().map(|s| s.value.len()).sum::<usize>(),
         windows.train.len(),
@@ -588,6 +630,7 @@ pub fn run(a: &DistillArgs) -> Result<()> {
             .map(|v| v as f32);
     }
     let mut last_layers = Vec::new();
+    let mut last_terms = Vec::new();
     for step in start..steps {
         let lr = schedule.lr(step);
         let ids = batch_ids(&windows, step, a.batch);
@@ -600,6 +643,7 @@ pub fn run(a: &DistillArgs) -> Result<()> {
         first.get_or_insert(out.loss);
         last = out.loss;
         last_layers = out.layers.clone();
+        last_terms = out.terms.clone();
         let done = step + 1;
         let tokens = done * (a.batch * a.seq_len) as u64;
         let tps = (done - start) as f64 * (a.batch * a.seq_len) as f64 / started.elapsed().as_secs_f64().max(1e-9);
@@ -652,7 +696,7 @@ pub fn run(a: &DistillArgs) -> Result<()> {
     let by_name: HashMap<&str, &ArrayD<f32>> = opt.slots.iter().map(|s| (s.name.as_str(), &s.value)).collect();
     let replaced = super::convert::bind_weights(&mut g, &by_name)?;
     let layout_layers = trained_layers.len();
-    if replaced < layout_layers.min(1) || (sample == Sample::Fixed && replaced != opt.slots.len()) {
+    if replaced < layout_layers.min(1) || (sample == Sample::Fixed && !supernet && replaced != opt.slots.len()) {
         return Err(msg(format!("internal: {replaced} of {} distilled weights found in the converted model", opt.slots.len())));
     }
     let tokens = steps * (a.batch * a.seq_len) as u64;
@@ -676,6 +720,10 @@ pub fn run(a: &DistillArgs) -> Result<()> {
         "loss_first": first,
         "loss_last": last,
         "layer_losses_last": last_layers.iter().map(|(l, v)| json!({"layer": l, "loss": v})).collect::<Vec<_>>(),
+        "candidate_losses_last": last_terms.iter().map(|(l, b, v)| json!({"layer": l, "block": b.name(), "loss": v})).collect::<Vec<_>>(),
+        "supernet": cands.describe(),
+        "train_attn": a.train_attn,
+        "ce": a.ce,
         "heldout_loss_before": heldout_before,
         "heldout_loss_after": heldout_after,
         "teacher_heldout_nll": teacher_nll,

@@ -64,7 +64,7 @@ use crate::error::{PassError, Result};
 use crate::pass::Pass;
 
 /// The linear mixers `linearize` can build.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Block {
     JetBlock,
     GatedDeltaNet,
@@ -206,14 +206,37 @@ impl Pass for Linearize {
     }
 
     fn run(&self, g: &mut Graph) -> Result<bool> {
+        let each = LinearizeEach { layers: self.layers.iter().map(|&l| (l, self.block)).collect(), config: self.config, seed: self.seed };
+        each.run(g)
+    }
+}
+
+/// `linearize` with a block per layer (a supernet's mixed subnet): every listed layer's
+/// attention is resolved before any is replaced, so the layer indices are the model's.
+pub struct LinearizeEach {
+    pub layers: Vec<(usize, Block)>,
+    pub config: MixerConfig,
+    pub seed: u64,
+}
+
+impl Pass for LinearizeEach {
+    fn name(&self) -> &'static str {
+        "linearize"
+    }
+
+    fn run(&self, g: &mut Graph) -> Result<bool> {
         let fail = |msg: String| PassError::Other { pass: "linearize".into(), msg };
         let ir = |source| PassError::Ir { pass: "linearize".into(), source };
         let layers = attention_layers(g).map_err(ir)?;
-        for &l in &self.layers {
+        let mut targets = Vec::with_capacity(self.layers.len());
+        for &(l, block) in &self.layers {
             let id = *layers.get(l).ok_or_else(|| {
                 fail(format!("layer {l} does not exist (the model has {} attention layers)", layers.len()))
             })?;
-            replace(self.block, g, id, l, &self.config, self.seed).map_err(fail)?;
+            targets.push((l, block, id));
+        }
+        for (l, block, id) in targets {
+            replace(block, g, id, l, &self.config, self.seed).map_err(fail)?;
         }
         g.prune_dead().map_err(ir)?;
         jetc_ir::infer::infer_graph(g).map_err(ir)?;
