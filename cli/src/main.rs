@@ -228,6 +228,12 @@ enum Command {
         /// Print one JSON object instead of a table.
         #[arg(long)]
         json: bool,
+        /// With layout flags, MODEL is the base model and the layout's hybrid is scored.
+        #[command(flatten)]
+        layout: commands::convert::LayoutFlags,
+        /// Score the layout's subnet of this `jetc distill` run (its newest checkpoint's weights).
+        #[arg(long)]
+        supernet: Option<PathBuf>,
     },
     /// Generate text: prefill the prompt, then decode token by token (greedy by default).
     /// MODEL is a .gguf, or an .onnx with tokenizer.json (and tokenizer_config.json) beside it.
@@ -365,8 +371,10 @@ fn main() -> ExitCode {
                 train_attn, ce,
             })
         }
-        Command::Eval { model, tasks, data, text_field, tokenizer, seq_len, limit, filler_tokens, seed, json } => {
-            commands::eval::run(&commands::eval::EvalArgs { model, tasks, data, text_field, tokenizer, seq_len, limit, filler_tokens, seed, json })
+        Command::Eval { model, tasks, data, text_field, tokenizer, seq_len, limit, filler_tokens, seed, json, layout, supernet } => {
+            commands::eval::run(&commands::eval::EvalArgs {
+                model, tasks, data, text_field, tokenizer, seq_len, limit, filler_tokens, seed, json, layout, supernet,
+            })
         }
         Command::Generate { model, prompt, chat, system, max_tokens, temperature, top_p, seed, json, tokenizer } => {
             commands::generate::run(&commands::generate::GenerateArgs {

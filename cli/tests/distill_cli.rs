@@ -316,6 +316,17 @@ fn convert_supernet_extracts_any_layout_of_a_sampled_run() {
     assert!(jetc(&["convert", m, "-o", plain.to_str().unwrap(), "--full-attn", "1", "--format", "onnx"]).status.success());
     assert!(std::fs::read(&other).unwrap() != std::fs::read(&plain).unwrap(), "layer 0's block kept its initial weights");
     onnxruntime_agrees(&dir.0, &other);
+    // `eval --supernet` scores the same subnet in memory: the same NLL as the written file.
+    let nll = |args: &[&str]| -> f64 {
+        let o = jetc(&[&["eval"], args, &["--task", "lm", "--data", d, "--seq-len", "16", "--limit", "4", "--json"]].concat());
+        assert!(o.status.success(), "eval: {}", String::from_utf8_lossy(&o.stderr));
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("eval --json");
+        v["tasks"][0]["metrics"]["nll"]["value"].as_f64().unwrap_or_else(|| panic!("no lm nll in {v}"))
+    };
+    let (file, mem) = (nll(&[other.to_str().unwrap()]), nll(&[m, "--full-attn", "1", "--supernet", r]));
+    assert!((file - mem).abs() < 1e-4 * file.abs(), "eval of the written subnet {file} vs eval --supernet {mem}");
+    let undistilled = nll(&[m, "--full-attn", "1"]);
+    assert!((undistilled - mem).abs() > 1e-3, "eval --full-attn 1 converts without the run's weights: {undistilled} vs {mem}");
     // A local run of layout [0] trained only layer 1's block.
     let local = dir.0.join("local");
     summary(&jetc(&[

@@ -78,31 +78,40 @@ pub fn run(a: &ConvertArgs) -> Result<()> {
     let mut g = load::load_raised(&a.model)?;
     convert(&mut g, &layout, a.seed).map_err(|m| CliError::Msg(format!("{}: {m}", a.model.display())))?;
     if let Some(run) = &a.supernet {
-        let ck = jetc_train::checkpoint::latest(run)
-            .map_err(|e| CliError::Msg(e.to_string()))?
-            .ok_or_else(|| CliError::Msg(format!("--supernet {}: no checkpoint in it (not a jetc distill run?)", run.display())))?;
-        let weights: HashMap<&str, &ndarray::ArrayD<f32>> = ck.state.iter().map(|(n, (w, _, _))| (n.as_str(), w)).collect();
-        // Every block weight of the layout must come from the run.
-        let missing: Vec<String> = g
-            .node_ids()
-            .filter_map(|id| g.node(id).ok())
-            .filter(|n| matches!(n.op, Op::Const(_)) && jetc_passes::linearize::is_block_weight(&n.name) && !weights.contains_key(n.name.as_str()))
-            .map(|n| n.name.clone())
-            .collect();
-        if let Some(first) = missing.first() {
-            return Err(CliError::Msg(format!(
-                "--supernet {}: the run did not train `{first}` ({} weights of this layout missing; a local or fixed-layout run holds only its own layout's blocks)",
-                ck.dir.display(),
-                missing.len()
-            )));
-        }
-        let n = bind_weights(&mut g, &weights)?;
-        eprintln!("{n} block weights from {}", ck.dir.display());
+        let (n, dir) = bind_supernet(&mut g, run)?;
+        eprintln!("{n} weights from {}", dir.display());
     }
     write_converted(&g, &a.model, &a.output, &a.format, if a.json { Report::Json } else { Report::Table }, a.cache_dtype.as_deref())
 }
 
 /// Replaces the weights of `g` named in `weights` (shapes must match); returns how many.
+/// Binds the distilled weights of a `jetc distill` run's newest checkpoint into a converted
+/// graph: every block weight of the graph's layout must come from the run (a run that never
+/// trained a layer's block is refused, naming the weight); other trained weights (attention
+/// with --train-attn, MLPs with --train-mlp) bind where their names occur. Returns how many
+/// were bound and the checkpoint used.
+pub fn bind_supernet(g: &mut Graph, run: &Path) -> Result<(usize, PathBuf)> {
+    let ck = jetc_train::checkpoint::latest(run)
+        .map_err(|e| CliError::Msg(e.to_string()))?
+        .ok_or_else(|| CliError::Msg(format!("--supernet {}: no checkpoint in it (not a jetc distill run?)", run.display())))?;
+    let weights: HashMap<&str, &ndarray::ArrayD<f32>> = ck.state.iter().map(|(n, (w, _, _))| (n.as_str(), w)).collect();
+    let missing: Vec<String> = g
+        .node_ids()
+        .filter_map(|id| g.node(id).ok())
+        .filter(|n| matches!(n.op, Op::Const(_)) && jetc_passes::linearize::is_block_weight(&n.name) && !weights.contains_key(n.name.as_str()))
+        .map(|n| n.name.clone())
+        .collect();
+    if let Some(first) = missing.first() {
+        return Err(CliError::Msg(format!(
+            "--supernet {}: the run did not train `{first}` ({} weights of this layout missing; a local or fixed-layout run holds only its own layout's blocks)",
+            ck.dir.display(),
+            missing.len()
+        )));
+    }
+    let n = bind_weights(g, &weights)?;
+    Ok((n, ck.dir.clone()))
+}
+
 pub fn bind_weights(g: &mut Graph, weights: &HashMap<&str, &ndarray::ArrayD<f32>>) -> Result<usize> {
     let mut replaced = 0;
     for id in g.node_ids().collect::<Vec<_>>() {

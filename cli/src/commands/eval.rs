@@ -1,6 +1,11 @@
 //! `jetc eval`: scores a model on offline tasks (`jetc_eval`): `lm` (NLL, perplexity and
 //! bits per byte on `--data`) and `passkey` (synthetic retrieval). Prints a table, or one
 //! JSON object with `--json`.
+//!
+//! With layout flags (`--full-attn`, `--swa`, `--layout`...) MODEL is the base model and the
+//! layout's hybrid is scored in memory; with `--supernet RUN` too, its blocks (and any other
+//! weights the run trained) take the run's distilled weights, so a search can score subnets
+//! of a trained supernet without writing each one out.
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -24,6 +29,39 @@ pub struct EvalArgs {
     pub filler_tokens: usize,
     pub seed: u64,
     pub json: bool,
+    pub layout: super::convert::LayoutFlags,
+    /// A `jetc distill` run whose weights the layout's hybrid takes.
+    pub supernet: Option<PathBuf>,
+}
+
+/// Whether any layout flag was given (then MODEL is converted before scoring).
+fn has_layout(l: &super::convert::LayoutFlags) -> bool {
+    !l.full_attn.is_empty() || !l.swa.is_empty() || l.layout.is_some() || l.window.is_some() || l.heads.is_some() || l.dk.is_some() || l.dv.is_some() || l.block != "jetblock"
+}
+
+/// The graph scored: the model, or its layout's hybrid (with a supernet's weights).
+fn scored_graph(a: &EvalArgs) -> Result<jetc_ir::Graph> {
+    let mut graph = load::load_raised(&a.model)?;
+    if a.supernet.is_none() && !has_layout(&a.layout) {
+        return Ok(graph);
+    }
+    let layout = super::convert::layout_of(&a.layout)?;
+    // The run's seed gives the same non-learned constants as the run's own model.
+    let seed = a
+        .supernet
+        .as_ref()
+        .and_then(|r| std::fs::read(r.join("distill.json")).ok())
+        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+        .and_then(|v| v["seed"].as_u64())
+        .unwrap_or(0);
+    jetc::convert::convert(&mut graph, &layout, seed).map_err(|m| msg(format!("{}: {m}", a.model.display())))?;
+    if let Some(run) = &a.supernet {
+        let (n, dir) = super::convert::bind_supernet(&mut graph, run)?;
+        if !a.json {
+            eprintln!("{n} weights from {}", dir.display());
+        }
+    }
+    Ok(graph)
 }
 
 fn msg(e: impl std::fmt::Display) -> CliError {
@@ -57,7 +95,7 @@ pub fn run(a: &EvalArgs) -> Result<()> {
         Some(p) => super::generate::text_from(p)?,
         None => super::generate::text_of(&a.model)?,
     };
-    let graph = load::load_raised(&a.model)?;
+    let graph = scored_graph(a)?;
     let mut gen = Generator::new(&graph).map_err(msg)?;
     let encode = |s: &str| tok.encode(s, false).map_err(|e| jetc_eval::EvalError::Task { task: "tokenizer".into(), msg: e.to_string() });
     let mut scores: Vec<(Score, f64)> = Vec::new();
@@ -95,7 +133,7 @@ pub fn run(a: &EvalArgs) -> Result<()> {
                 json!({"task": s.task, "examples": s.examples, "metrics": metrics, "seconds": secs})
             })
             .collect();
-        let out = json!({"model": a.model.display().to_string(), "tasks": tasks, "seed": a.seed, "seconds": started.elapsed().as_secs_f64()});
+        let out = json!({"model": a.model.display().to_string(), "supernet": a.supernet.as_ref().map(|p| p.display().to_string()), "tasks": tasks, "seed": a.seed, "seconds": started.elapsed().as_secs_f64()});
         println!("{}", serde_json::to_string_pretty(&out).map_err(msg)?);
         return Ok(());
     }
