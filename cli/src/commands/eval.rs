@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use indicatif::{ProgressBar, ProgressStyle};
-use jetc_eval::{lm, passkey, Score, TASKS};
+use jetc_eval::{choice, lm, passkey, Score, TASKS};
 use jetc_models::generate::Generator;
 use jetc_train::data::{list_files, tokenize};
 use serde_json::json;
@@ -32,6 +32,17 @@ pub struct EvalArgs {
     pub layout: super::convert::LayoutFlags,
     /// A `jetc distill` run whose weights the layout's hybrid takes.
     pub supernet: Option<PathBuf>,
+    /// Where the multiple-choice task files are (default $JETC_EVAL_DIR or ~/.cache/jetc/eval).
+    pub task_dir: Option<PathBuf>,
+}
+
+/// The directory of the multiple-choice task files.
+fn task_dir(a: &EvalArgs) -> PathBuf {
+    a.task_dir
+        .clone()
+        .or_else(|| std::env::var_os("JETC_EVAL_DIR").map(PathBuf::from))
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/jetc/eval")))
+        .unwrap_or_else(|| PathBuf::from("eval-data"))
 }
 
 /// Whether any layout flag was given (then MODEL is converted before scoring).
@@ -87,7 +98,28 @@ pub fn run(a: &EvalArgs) -> Result<()> {
     if let Some(t) = a.tasks.iter().find(|t| !TASKS.contains(&t.as_str())) {
         return Err(msg(format!("unknown task `{t}` (the tasks are {})", TASKS.join(", "))));
     }
-    if a.tasks.iter().any(|t| t == "lm") && a.data.is_empty() {
+    if a.limit == Some(0) {
+        return Err(msg("--limit 0 leaves nothing to score (give at least 1)"));
+    }
+    let tasks = jetc_eval::expand_tasks(&a.tasks);
+    // Every task file is read before the model loads: a missing file fails fast.
+    let dir = task_dir(a);
+    let mut questions = std::collections::HashMap::new();
+    for t in tasks.iter().filter(|t| jetc_eval::CHOICE_TASKS.contains(&t.as_str())) {
+        // The fetched file, or a plain JSONL of the same requests put there by hand.
+        let Some(path) = [format!("{t}.jsonl.gz"), format!("{t}.jsonl")].iter().map(|f| dir.join(f)).find(|p| p.is_file()) else {
+            return Err(msg(format!(
+                "{t}: neither {t}.jsonl.gz nor {t}.jsonl is in {}; fetch the tasks with `python3 scripts/fetch_eval_data.py` (or give --task-dir)",
+                dir.display()
+            )));
+        };
+        let mut qs = choice::read(t, &path).map_err(msg)?;
+        if let Some(n) = a.limit {
+            qs = choice::spread(qs, n);
+        }
+        questions.insert(t.clone(), qs);
+    }
+    if tasks.iter().any(|t| t == "lm") && a.data.is_empty() {
         return Err(msg("the lm task scores a text set: give --data FILE|DIR (.txt, .md, .jsonl, .parquet)"));
     }
     let started = Instant::now();
@@ -99,7 +131,7 @@ pub fn run(a: &EvalArgs) -> Result<()> {
     let mut gen = Generator::new(&graph).map_err(msg)?;
     let encode = |s: &str| tok.encode(s, false).map_err(|e| jetc_eval::EvalError::Task { task: "tokenizer".into(), msg: e.to_string() });
     let mut scores: Vec<(Score, f64)> = Vec::new();
-    for task in &a.tasks {
+    for task in &tasks {
         let t0 = Instant::now();
         let score = match task.as_str() {
             "lm" => {
@@ -110,6 +142,13 @@ pub fn run(a: &EvalArgs) -> Result<()> {
                 let pb = bar(windows.len(), "lm", a.json);
                 let bytes = |ids: &[u32]| tok.decode(ids, false).map(|s| s.len()).unwrap_or(0);
                 let s = lm::score(&mut gen, &windows, &bytes, &mut |_| pb.inc(1)).map_err(msg)?;
+                pb.finish_and_clear();
+                s
+            }
+            t if questions.contains_key(t) => {
+                let qs = &questions[t];
+                let pb = bar(qs.len(), t, a.json);
+                let s = choice::score(t, &mut gen, &encode, qs, &mut |_| pb.inc(1)).map_err(msg)?;
                 pb.finish_and_clear();
                 s
             }
