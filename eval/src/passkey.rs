@@ -1,7 +1,8 @@
 //! The `passkey` task (Mohtashami & Jaggi, 2023): a 5-digit key hidden at a seeded depth in
 //! repeated filler text, then asked for. A prompt is correct when the model's greedy choice
 //! at every answer position is the key's next token, scored teacher-forced in one forward
-//! (the same verdict as greedy decoding of the key, without generating).
+//! (the same verdict as greedy decoding of the key, without generating). Its `answer_loss`,
+//! the key's NLL per token, is the continuous signal a search ranks on when few prompts pass.
 //!
 //! Prompts are seeded: the same seed, filler length and count give the same keys and depths
 //! on every machine, for every model with the same tokenizer.
@@ -10,7 +11,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 use crate::error::{task_err, Result};
-use crate::stats::{mean, stderr};
+use crate::stats::{log_sum_exp, mean, stderr};
 use crate::{Metric, Score};
 
 const INTRO: &str = "There is an important info hidden inside a lot of irrelevant text. Find it and memorize it. I will quiz you about the important information there.\n\n";
@@ -75,8 +76,10 @@ pub fn answer_span(encode: &dyn Fn(&str) -> Result<Vec<u32>>, p: &Prompt) -> Res
     Ok((ids, prompt.len()))
 }
 
-/// Whether the greedy choice at every answer position is the answer's token.
-pub fn correct(gen: &mut Generator, ids: &[u32], start: usize) -> Result<bool> {
+/// Whether the greedy choice at every answer position is the answer's token, and the
+/// answer's NLL per token (nats): the retrieval signal that still moves while every
+/// verdict is wrong.
+pub fn verdict(gen: &mut Generator, ids: &[u32], start: usize) -> Result<(bool, f64)> {
     if start == 0 || start >= ids.len() {
         return Err(task_err("passkey", "the prompt or the answer has no tokens"));
     }
@@ -85,7 +88,14 @@ pub fn correct(gen: &mut Generator, ids: &[u32], start: usize) -> Result<bool> {
     if logits.rows() < ids.len() {
         return Err(task_err("passkey", format!("the model returned {} logit rows for {} tokens", logits.rows(), ids.len())));
     }
-    Ok((start..ids.len()).all(|j| argmax(logits.row(j - 1)) == ids[j]))
+    let mut nll = 0.0;
+    for j in start..ids.len() {
+        let row = logits.row(j - 1);
+        let t = *row.get(ids[j] as usize).ok_or_else(|| task_err("passkey", format!("token id {} is outside the vocabulary of {}", ids[j], row.len())))?;
+        nll += log_sum_exp(row) - t as f64;
+    }
+    let hit = (start..ids.len()).all(|j| argmax(logits.row(j - 1)) == ids[j]);
+    Ok((hit, nll / (ids.len() - start) as f64))
 }
 
 /// Scores every prompt; `progress(i)` is called after prompt `i`.
@@ -97,9 +107,12 @@ pub fn score(
 ) -> Result<Score> {
     let mut hits = Vec::with_capacity(prompts.len());
     let mut lengths = Vec::with_capacity(prompts.len());
+    let mut losses = Vec::with_capacity(prompts.len());
     for (i, p) in prompts.iter().enumerate() {
         let (ids, start) = answer_span(encode, p)?;
-        hits.push(if correct(gen, &ids, start)? { 1.0 } else { 0.0 });
+        let (hit, loss) = verdict(gen, &ids, start)?;
+        hits.push(if hit { 1.0 } else { 0.0 });
+        losses.push(loss);
         lengths.push(ids.len() as f64);
         progress(i);
     }
@@ -109,6 +122,7 @@ pub fn score(
         metrics: vec![
             Metric { name: "acc".into(), value: mean(&hits), stderr: stderr(&hits) },
             Metric { name: "correct".into(), value: hits.iter().sum(), stderr: None },
+            Metric { name: "answer_loss".into(), value: mean(&losses), stderr: stderr(&losses) },
             Metric { name: "prompt_tokens_mean".into(), value: mean(&lengths), stderr: None },
         ],
     })

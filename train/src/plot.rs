@@ -21,8 +21,8 @@ const FONT_PATHS: &[&str] = &[
     "/System/Library/Fonts/Supplemental/Arial.ttf",
 ];
 
-/// Registers a sans-serif font for bitmap text; false when none is found.
-fn register_font() -> bool {
+/// Registers a sans-serif font for chart text (once); false when none is found.
+pub fn register_font() -> bool {
     static DONE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     *DONE.get_or_init(|| {
         let env = std::env::var("JETC_FONT").ok();

@@ -1,12 +1,10 @@
 //! `jetc convert`: a pretrained decoder -> a hybrid (full attention / SWA / linear mixer)
 //! model, written in the Jet-Nemotron Hugging Face layout. Everything is checked and built in
 //! memory first; nothing is written when the layout is bad.
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use jetc::convert::{convert, Layout};
 use jetc::jet_hf::{export_jet_hf, HfOptions};
-use jetc_ir::{Graph, Op, Tensor};
 use jetc_onnx::{export_model, ExportOptions};
 use jetc_passes::linearize::{Block, MixerConfig};
 use jetc_passes::lower::Lower;
@@ -76,56 +74,18 @@ pub fn run(a: &ConvertArgs) -> Result<()> {
         return Err(CliError::Msg(format!("unknown format `{}` (onnx, jet-hf, both or auto)", a.format)));
     }
     let mut g = load::load_raised(&a.model)?;
-    convert(&mut g, &layout, a.seed).map_err(|m| CliError::Msg(format!("{}: {m}", a.model.display())))?;
-    if let Some(run) = &a.supernet {
-        let (n, dir) = bind_supernet(&mut g, run)?;
-        eprintln!("{n} weights from {}", dir.display());
+    let net = a.supernet.as_deref().map(jetc_search::supernet::Supernet::open).transpose()?;
+    if let Some(net) = &net {
+        net.check_model(&g, &a.model)?;
+    }
+    // A supernet's subnet takes the run's seed: its blocks' non-learned constants come from it.
+    let seed = net.as_ref().map_or(a.seed, |n| n.seed);
+    convert(&mut g, &layout, seed).map_err(|m| CliError::Msg(format!("{}: {m}", a.model.display())))?;
+    if let Some(net) = &net {
+        let n = net.bind(&mut g)?;
+        eprintln!("{n} weights from {}", net.checkpoint.display());
     }
     write_converted(&g, &a.model, &a.output, &a.format, if a.json { Report::Json } else { Report::Table }, a.cache_dtype.as_deref())
-}
-
-/// Replaces the weights of `g` named in `weights` (shapes must match); returns how many.
-/// Binds the distilled weights of a `jetc distill` run's newest checkpoint into a converted
-/// graph: every block weight of the graph's layout must come from the run (a run that never
-/// trained a layer's block is refused, naming the weight); other trained weights (attention
-/// with --train-attn, MLPs with --train-mlp) bind where their names occur. Returns how many
-/// were bound and the checkpoint used.
-pub fn bind_supernet(g: &mut Graph, run: &Path) -> Result<(usize, PathBuf)> {
-    let ck = jetc_train::checkpoint::latest(run)
-        .map_err(|e| CliError::Msg(e.to_string()))?
-        .ok_or_else(|| CliError::Msg(format!("--supernet {}: no checkpoint in it (not a jetc distill run?)", run.display())))?;
-    let weights: HashMap<&str, &ndarray::ArrayD<f32>> = ck.state.iter().map(|(n, (w, _, _))| (n.as_str(), w)).collect();
-    let missing: Vec<String> = g
-        .node_ids()
-        .filter_map(|id| g.node(id).ok())
-        .filter(|n| matches!(n.op, Op::Const(_)) && jetc_passes::linearize::is_block_weight(&n.name) && !weights.contains_key(n.name.as_str()))
-        .map(|n| n.name.clone())
-        .collect();
-    if let Some(first) = missing.first() {
-        return Err(CliError::Msg(format!(
-            "--supernet {}: the run did not train `{first}` ({} weights of this layout missing; a local or fixed-layout run holds only its own layout's blocks)",
-            ck.dir.display(),
-            missing.len()
-        )));
-    }
-    let n = bind_weights(g, &weights)?;
-    Ok((n, ck.dir.clone()))
-}
-
-pub fn bind_weights(g: &mut Graph, weights: &HashMap<&str, &ndarray::ArrayD<f32>>) -> Result<usize> {
-    let mut replaced = 0;
-    for id in g.node_ids().collect::<Vec<_>>() {
-        let node = g.node_mut(id)?;
-        if let (Op::Const(t), Some(v)) = (&node.op, weights.get(node.name.as_str())) {
-            if t.shape() != v.shape() {
-                return Err(CliError::Msg(format!("weight `{}`: {:?} in the run, {:?} in this model (another model or mixer config?)", node.name, v.shape(), t.shape())));
-            }
-            let data: Vec<f32> = v.iter().copied().collect();
-            node.op = Op::Const(Tensor::from_f32(t.shape().to_vec(), &data)?);
-            replaced += 1;
-        }
-    }
-    Ok(replaced)
 }
 
 /// Writes a converted graph the way `jetc convert` does: ONNX (lowered to opset 27) and/or

@@ -694,7 +694,7 @@ pub fn run(a: &DistillArgs) -> Result<()> {
     let mut g = teacher.clone();
     convert(&mut g, &layout, a.seed).map_err(|m| msg(format!("{}: {m}", a.model.display())))?;
     let by_name: HashMap<&str, &ArrayD<f32>> = opt.slots.iter().map(|s| (s.name.as_str(), &s.value)).collect();
-    let replaced = super::convert::bind_weights(&mut g, &by_name)?;
+    let replaced = jetc_search::supernet::bind_weights(&mut g, &by_name)?;
     let layout_layers = trained_layers.len();
     if replaced < layout_layers.min(1) || (sample == Sample::Fixed && !supernet && replaced != opt.slots.len()) {
         return Err(msg(format!("internal: {replaced} of {} distilled weights found in the converted model", opt.slots.len())));
@@ -712,6 +712,8 @@ pub fn run(a: &DistillArgs) -> Result<()> {
         "calib_tokens": (a.init == "calibrated").then_some(a.calib_tokens),
         "layers": trained_layers,
         "block": layout.block.name(),
+        "model_fingerprint": jetc_search::supernet::fingerprint(&teacher),
+        "mixer": {"heads": layout.config.heads, "dk": layout.config.dk, "dv": layout.config.dv, "conv": layout.config.conv, "reduction": layout.config.reduction, "window": layout.window},
         "steps": steps,
         "tokens": tokens,
         "seconds": secs,

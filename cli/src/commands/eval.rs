@@ -10,39 +10,73 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use indicatif::{ProgressBar, ProgressStyle};
-use jetc_eval::{choice, lm, passkey, Score, TASKS};
+use jetc_eval::suite::{self, Suite, SuiteOptions};
 use jetc_models::generate::Generator;
-use jetc_train::data::{list_files, tokenize};
 use serde_json::json;
 
 use crate::error::{CliError, Result};
 use crate::load;
 
+/// The task flags shared by `jetc eval` and `jetc search`.
+#[derive(clap::Args, Clone, Debug)]
+pub struct TaskFlags {
+    /// Tasks, comma-separated: lm, passkey, arc-e, arc-c, hellaswag, piqa, winogrande, mmlu,
+    /// mmlu-dev, or the group commonsense.
+    #[arg(long = "task", visible_alias = "tasks", value_delimiter = ',', required = true)]
+    pub tasks: Vec<String>,
+    /// Text for the lm task: files or directories of .txt/.md/.rst, JSONL or Parquet.
+    #[arg(long, value_delimiter = ',')]
+    pub data: Vec<PathBuf>,
+    /// The JSONL field or Parquet column holding the text.
+    #[arg(long, default_value = "text")]
+    pub text_field: String,
+    /// lm: tokens per scored window (each window starts from a fresh state).
+    #[arg(long, default_value_t = 512)]
+    pub seq_len: usize,
+    /// At most this many examples per task (lm: windows; passkey: prompts, default 12;
+    /// multiple choice: questions spread evenly over the file).
+    #[arg(long)]
+    pub limit: Option<usize>,
+    /// passkey: tokens of filler around the key (about).
+    #[arg(long, default_value_t = 600)]
+    pub filler_tokens: usize,
+    /// passkey: seed of the keys and their depths.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Directory of the multiple-choice task files (`scripts/fetch_eval_data.py` writes
+    /// them; default $JETC_EVAL_DIR or ~/.cache/jetc/eval).
+    #[arg(long)]
+    pub task_dir: Option<PathBuf>,
+}
+
+impl TaskFlags {
+    pub fn options(&self) -> SuiteOptions {
+        SuiteOptions {
+            tasks: self.tasks.clone(),
+            data: self.data.clone(),
+            text_field: self.text_field.clone(),
+            seq_len: self.seq_len,
+            limit: self.limit,
+            filler_tokens: self.filler_tokens,
+            seed: self.seed,
+            task_dir: self
+                .task_dir
+                .clone()
+                .or_else(|| std::env::var_os("JETC_EVAL_DIR").map(PathBuf::from))
+                .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/jetc/eval")))
+                .unwrap_or_else(|| PathBuf::from("eval-data")),
+        }
+    }
+}
+
 pub struct EvalArgs {
     pub model: PathBuf,
-    pub tasks: Vec<String>,
-    pub data: Vec<PathBuf>,
-    pub text_field: String,
+    pub suite: SuiteOptions,
     pub tokenizer: Option<PathBuf>,
-    pub seq_len: usize,
-    pub limit: Option<usize>,
-    pub filler_tokens: usize,
-    pub seed: u64,
     pub json: bool,
     pub layout: super::convert::LayoutFlags,
     /// A `jetc distill` run whose weights the layout's hybrid takes.
     pub supernet: Option<PathBuf>,
-    /// Where the multiple-choice task files are (default $JETC_EVAL_DIR or ~/.cache/jetc/eval).
-    pub task_dir: Option<PathBuf>,
-}
-
-/// The directory of the multiple-choice task files.
-fn task_dir(a: &EvalArgs) -> PathBuf {
-    a.task_dir
-        .clone()
-        .or_else(|| std::env::var_os("JETC_EVAL_DIR").map(PathBuf::from))
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/jetc/eval")))
-        .unwrap_or_else(|| PathBuf::from("eval-data"))
 }
 
 /// Whether any layout flag was given (then MODEL is converted before scoring).
@@ -57,20 +91,16 @@ fn scored_graph(a: &EvalArgs) -> Result<jetc_ir::Graph> {
         return Ok(graph);
     }
     let layout = super::convert::layout_of(&a.layout)?;
+    let Some(run) = &a.supernet else {
+        jetc::convert::convert(&mut graph, &layout, 0).map_err(|m| msg(format!("{}: {m}", a.model.display())))?;
+        return Ok(graph);
+    };
     // The run's seed gives the same non-learned constants as the run's own model.
-    let seed = a
-        .supernet
-        .as_ref()
-        .and_then(|r| std::fs::read(r.join("distill.json")).ok())
-        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
-        .and_then(|v| v["seed"].as_u64())
-        .unwrap_or(0);
-    jetc::convert::convert(&mut graph, &layout, seed).map_err(|m| msg(format!("{}: {m}", a.model.display())))?;
-    if let Some(run) = &a.supernet {
-        let (n, dir) = super::convert::bind_supernet(&mut graph, run)?;
-        if !a.json {
-            eprintln!("{n} weights from {}", dir.display());
-        }
+    let net = jetc_search::supernet::Supernet::open(run)?;
+    net.check_model(&graph, &a.model)?;
+    let graph = net.subnet(&graph, &layout)?;
+    if !a.json {
+        eprintln!("the subnet's weights from {}", net.checkpoint.display());
     }
     Ok(graph)
 }
@@ -92,77 +122,29 @@ fn bar(n: usize, what: &str, quiet: bool) -> ProgressBar {
 }
 
 pub fn run(a: &EvalArgs) -> Result<()> {
-    if a.tasks.is_empty() {
-        return Err(msg(format!("no task given (--task; one of {})", TASKS.join(", "))));
-    }
-    if let Some(t) = a.tasks.iter().find(|t| !TASKS.contains(&t.as_str())) {
-        return Err(msg(format!("unknown task `{t}` (the tasks are {})", TASKS.join(", "))));
-    }
-    if a.limit == Some(0) {
-        return Err(msg("--limit 0 leaves nothing to score (give at least 1)"));
-    }
-    let tasks = jetc_eval::expand_tasks(&a.tasks);
-    // Every task file is read before the model loads: a missing file fails fast.
-    let dir = task_dir(a);
-    let mut questions = std::collections::HashMap::new();
-    for t in tasks.iter().filter(|t| jetc_eval::CHOICE_TASKS.contains(&t.as_str())) {
-        // The fetched file, or a plain JSONL of the same requests put there by hand.
-        let Some(path) = [format!("{t}.jsonl.gz"), format!("{t}.jsonl")].iter().map(|f| dir.join(f)).find(|p| p.is_file()) else {
-            return Err(msg(format!(
-                "{t}: neither {t}.jsonl.gz nor {t}.jsonl is in {}; fetch the tasks with `python3 scripts/fetch_eval_data.py` (or give --task-dir)",
-                dir.display()
-            )));
-        };
-        let mut qs = choice::read(t, &path).map_err(msg)?;
-        if let Some(n) = a.limit {
-            qs = choice::spread(qs, n);
-        }
-        questions.insert(t.clone(), qs);
-    }
-    if tasks.iter().any(|t| t == "lm") && a.data.is_empty() {
-        return Err(msg("the lm task scores a text set: give --data FILE|DIR (.txt, .md, .jsonl, .parquet)"));
-    }
+    let opts = &a.suite;
+    // Every task file is read before the model loads: a missing or bad file fails fast.
+    let choices = suite::read_choice_tasks(opts).map_err(msg)?;
     let started = Instant::now();
     let (tok, _) = match &a.tokenizer {
         Some(p) => super::generate::text_from(p)?,
         None => super::generate::text_of(&a.model)?,
     };
+    let suite = Suite::prepare(opts, &tok, choices).map_err(msg)?;
     let graph = scored_graph(a)?;
     let mut gen = Generator::new(&graph).map_err(msg)?;
-    let encode = |s: &str| tok.encode(s, false).map_err(|e| jetc_eval::EvalError::Task { task: "tokenizer".into(), msg: e.to_string() });
-    let mut scores: Vec<(Score, f64)> = Vec::new();
-    for task in &tasks {
-        let t0 = Instant::now();
-        let score = match task.as_str() {
-            "lm" => {
-                let files = list_files(&a.data).map_err(msg)?;
-                let enc = |s: &str| tok.encode(s, false).map_err(|e| e.to_string());
-                let (stream, _) = tokenize(&files, &a.text_field, &enc, tok.eos_id()).map_err(msg)?;
-                let windows = lm::windows(&stream, a.seq_len, a.limit).map_err(msg)?;
-                let pb = bar(windows.len(), "lm", a.json);
-                let bytes = |ids: &[u32]| tok.decode(ids, false).map(|s| s.len()).unwrap_or(0);
-                let s = lm::score(&mut gen, &windows, &bytes, &mut |_| pb.inc(1)).map_err(msg)?;
-                pb.finish_and_clear();
-                s
+    let bars: Vec<ProgressBar> = suite.names().iter().zip(suite.examples()).map(|(t, n)| bar(n, t, a.json)).collect();
+    let names: Vec<String> = suite.names().iter().map(|s| s.to_string()).collect();
+    let scores = suite
+        .score(&mut gen, &mut |task, i, n| {
+            if let Some(k) = names.iter().position(|t| t == task) {
+                bars[k].set_position(i as u64);
+                if i == n {
+                    bars[k].finish_and_clear();
+                }
             }
-            t if questions.contains_key(t) => {
-                let qs = &questions[t];
-                let pb = bar(qs.len(), t, a.json);
-                let s = choice::score(t, &mut gen, &encode, qs, &mut |_| pb.inc(1)).map_err(msg)?;
-                pb.finish_and_clear();
-                s
-            }
-            _ => {
-                let opts = passkey::Options { prompts: a.limit.unwrap_or(12), filler_tokens: a.filler_tokens, seed: a.seed };
-                let prompts = passkey::prompts(&opts, &|s| encode(s).map(|v| v.len())).map_err(msg)?;
-                let pb = bar(prompts.len(), "passkey", a.json);
-                let s = passkey::score(&mut gen, &encode, &prompts, &mut |_| pb.inc(1)).map_err(msg)?;
-                pb.finish_and_clear();
-                s
-            }
-        };
-        scores.push((score, t0.elapsed().as_secs_f64()));
-    }
+        })
+        .map_err(msg)?;
     if a.json {
         let tasks: Vec<serde_json::Value> = scores
             .iter()
@@ -172,7 +154,7 @@ pub fn run(a: &EvalArgs) -> Result<()> {
                 json!({"task": s.task, "examples": s.examples, "metrics": metrics, "seconds": secs})
             })
             .collect();
-        let out = json!({"model": a.model.display().to_string(), "supernet": a.supernet.as_ref().map(|p| p.display().to_string()), "tasks": tasks, "seed": a.seed, "seconds": started.elapsed().as_secs_f64()});
+        let out = json!({"model": a.model.display().to_string(), "supernet": a.supernet.as_ref().map(|p| p.display().to_string()), "tasks": tasks, "seed": a.suite.seed, "seconds": started.elapsed().as_secs_f64()});
         println!("{}", serde_json::to_string_pretty(&out).map_err(msg)?);
         return Ok(());
     }

@@ -8,5 +8,6 @@ pub mod export;
 pub mod generate;
 pub mod inspect;
 pub mod run;
+pub mod search;
 pub mod synth;
 pub mod tune;

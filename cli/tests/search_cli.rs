@@ -1,0 +1,114 @@
+//! `jetc search heatmap` as a user runs it on a supernet distilled from a fixture decoder:
+//! every layer's cell equals what `jetc eval` scores on the subnet that `jetc convert
+//! --supernet` writes (an independent path: ONNX export, then import); a stopped map resumes;
+//! bad input (an unknown task, a layer the model lacks, a supernet of another model, a
+//! non-empty output) is refused with nothing written.
+use std::path::{Path, PathBuf};
+
+mod common;
+use common::{fails, jetc, repo, stdout, word_text, word_tokenizer, Tmp};
+
+fn tmp(tag: &str) -> Tmp {
+    common::tmp("search-cli", tag)
+}
+
+/// The 2-layer llama fixture (vocab 128), a word tokenizer, a text, and a supernet (attn +
+/// jetblock on both layers) trained by the local then the path phase.
+fn setup(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
+    let model = dir.join("model.onnx");
+    std::fs::copy(repo().join("tests/fixtures/llama-dynamo-opset20-eager-nokv/model.onnx"), &model).expect("copy fixture");
+    word_tokenizer(dir, 128, Some(2), serde_json::json!({"eos_token": "w2"}));
+    let data = dir.join("data.txt");
+    std::fs::write(&data, word_text(1200, 4242)).expect("write data");
+    let (m, d) = (model.to_str().unwrap(), data.to_str().unwrap());
+    let local = dir.join("local");
+    let common = ["--data", d, "--seq-len", "16", "--batch", "2", "--json", "--format", "onnx", "--token-cache", "none", "--supernet", "attn,jetblock"];
+    let o = jetc(&[&["distill", m, "-o", local.to_str().unwrap(), "--steps", "10", "--lr", "1e-2"][..], &common[..]].concat());
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let run = dir.join("supernet");
+    let o = jetc(&[&["distill", m, "-o", run.to_str().unwrap(), "--steps", "8", "--phase", "path", "--sample", "budget:1", "--init-from", local.to_str().unwrap()][..], &common[..]].concat());
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    (model, data, run)
+}
+
+fn json_of(out: &std::process::Output) -> serde_json::Value {
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_str(&stdout(out)).expect("--json prints JSON")
+}
+
+#[test]
+fn heatmap_cells_equal_eval_of_the_converted_subnets_and_resume() {
+    let dir = tmp("map");
+    let (model, data, run) = setup(&dir.0);
+    let (m, d, r) = (model.to_str().unwrap(), data.to_str().unwrap(), run.to_str().unwrap());
+    let out = dir.0.join("map");
+    let args = |o: &Path| -> Vec<String> {
+        ["search", "heatmap", r, "-o", o.to_str().unwrap(), "--task", "lm,passkey", "--data", d, "--seq-len", "16", "--limit", "3", "--filler-tokens", "20", "--json"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect()
+    };
+    let argv = args(&out);
+    let j = json_of(&jetc(&argv.iter().map(String::as_str).collect::<Vec<_>>()));
+    assert_eq!(j["layers"], serde_json::json!([0, 1]));
+    let rows = j["rows"].as_array().unwrap();
+    let names: Vec<String> = rows.iter().map(|r| format!("{} {}", r["task"].as_str().unwrap(), r["metric"].as_str().unwrap())).collect();
+    assert_eq!(names, ["lm nll", "passkey acc", "passkey answer_loss"]);
+    for f in ["heatmap.json", "heatmap.png", "heatmap.svg", "cells.jsonl", "params.json"] {
+        assert!(out.join(f).is_file(), "{f} not written");
+    }
+    // Each cell against the written subnet, scored by plain `jetc eval`; the all-linear one too.
+    for (layer, value) in [(Some(0usize), &rows[0]["values"][0]), (Some(1), &rows[0]["values"][1]), (None, &rows[0]["all_linear"])] {
+        let onnx = dir.0.join(format!("sub-{layer:?}.onnx"));
+        let mut conv = vec!["convert", m, "-o", onnx.to_str().unwrap(), "--format", "onnx", "--supernet", r];
+        let l = layer.map(|l| l.to_string());
+        if let Some(l) = &l {
+            conv.extend(["--full-attn", l.as_str()]);
+        }
+        let o = jetc(&conv);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let e = json_of(&jetc(&["eval", onnx.to_str().unwrap(), "--task", "lm", "--data", d, "--seq-len", "16", "--limit", "3", "--tokenizer", dir.0.join("tokenizer.json").to_str().unwrap(), "--json"]));
+        let want = e["tasks"][0]["metrics"]["nll"]["value"].as_f64().unwrap();
+        let got = value.as_f64().unwrap();
+        assert!((got - want).abs() < 1e-4 * want, "layer {layer:?}: heat map {got}, eval of the converted subnet {want}");
+    }
+    // The two layers' subnets differ (the map is not one number repeated).
+    assert_ne!(rows[0]["values"][0], rows[0]["values"][1]);
+
+    // Stopped after the first two cells: --resume scores only the last and gives the same map.
+    let cells = std::fs::read_to_string(out.join("cells.jsonl")).unwrap();
+    let resumed = dir.0.join("resumed");
+    std::fs::create_dir_all(&resumed).unwrap();
+    std::fs::copy(out.join("params.json"), resumed.join("params.json")).unwrap();
+    std::fs::write(resumed.join("cells.jsonl"), cells.lines().take(2).collect::<Vec<_>>().join("\n") + "\n").unwrap();
+    let mut argv = args(&resumed);
+    argv.push("--resume".into());
+    let j2 = json_of(&jetc(&argv.iter().map(String::as_str).collect::<Vec<_>>()));
+    assert_eq!(j2["rows"], j["rows"], "resumed map");
+    assert_eq!(std::fs::read_to_string(resumed.join("cells.jsonl")).unwrap().lines().count(), 3);
+    // Other settings are refused on --resume.
+    let mut other = args(&resumed);
+    other[8] = "lm".into();
+    other.push("--resume".into());
+    fails(&jetc(&other.iter().map(String::as_str).collect::<Vec<_>>()), &["--resume", "other settings"]);
+    // A non-empty output without --resume is refused.
+    fails(&jetc(&argv[..argv.len() - 1].iter().map(String::as_str).collect::<Vec<_>>()), &["not empty"]);
+}
+
+#[test]
+fn bad_input_is_refused_and_nothing_written() {
+    let dir = tmp("bad");
+    let (_, data, run) = setup(&dir.0);
+    let (d, r) = (data.to_str().unwrap(), run.to_str().unwrap());
+    let out = dir.0.join("out");
+    let o = out.to_str().unwrap();
+    fails(&jetc(&["search", "heatmap", r, "-o", o, "--task", "mmlu-pro-max"]), &["unknown task `mmlu-pro-max`"]);
+    fails(&jetc(&["search", "heatmap", r, "-o", o, "--task", "lm", "--data", d, "--layers", "0,7"]), &["layer 7", "2 layers"]);
+    fails(&jetc(&["search", "heatmap", dir.0.to_str().unwrap(), "-o", o, "--task", "lm", "--data", d]), &["no checkpoint"]);
+    fails(&jetc(&["search", "heatmap", r, "-o", o, "--task", "lm", "--data", d, "--block", "gated-deltanet"]), &["candidates are attn,jetblock"]);
+    // A supernet of another model: the qwen2 fixture (other shapes).
+    let qwen = dir.0.join("qwen.onnx");
+    std::fs::copy(repo().join("tests/fixtures/qwen2-dynamo-opset20-eager-nokv/model.onnx"), &qwen).unwrap();
+    fails(&jetc(&["search", "heatmap", r, "--model", qwen.to_str().unwrap(), "-o", o, "--task", "lm", "--data", d, "--tokenizer", dir.0.join("tokenizer.json").to_str().unwrap()]), &["distilled from another model", "qwen.onnx", "model.onnx"]);
+    assert!(!out.exists(), "nothing is written on bad input");
+}

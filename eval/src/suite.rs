@@ -1,0 +1,155 @@
+//! A prepared set of tasks: every task file read, every text tokenized and every prompt
+//! built once, then scored on as many models as a caller likes. `jetc eval` scores one
+//! model with it; the search scores dozens of subnets of one supernet with the same suite,
+//! so each subnet sees exactly the same examples.
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use jetc_models::generate::Generator;
+use jetc_text::Tokenizer;
+use jetc_train::data::{list_files, tokenize};
+
+use crate::error::{task_err, EvalError, Result};
+use crate::{choice, expand_tasks, lm, passkey, Score, CHOICE_TASKS, TASKS};
+
+/// What to score and on which examples.
+#[derive(Clone, Debug)]
+pub struct SuiteOptions {
+    /// Task or group names (`TASKS`).
+    pub tasks: Vec<String>,
+    /// Text of the lm task.
+    pub data: Vec<PathBuf>,
+    pub text_field: String,
+    /// lm: tokens per window.
+    pub seq_len: usize,
+    /// At most this many examples per task (passkey: the prompt count, default 12).
+    pub limit: Option<usize>,
+    pub filler_tokens: usize,
+    pub seed: u64,
+    /// Where the multiple-choice task files are.
+    pub task_dir: PathBuf,
+}
+
+/// One task's examples, ready to score.
+enum Prepared {
+    Lm(Vec<Vec<u32>>),
+    Choice(Vec<choice::Question>),
+    Passkey(Vec<passkey::Prompt>),
+}
+
+/// The tasks of [`SuiteOptions`], ready to score on any model with this tokenizer.
+pub struct Suite<'t> {
+    tok: &'t Tokenizer,
+    tasks: Vec<(String, Prepared)>,
+}
+
+/// The task file of `task` in `dir`: the fetched `.jsonl.gz`, or a plain `.jsonl` of the
+/// same requests.
+pub fn task_file(task: &str, dir: &Path) -> Result<PathBuf> {
+    [format!("{task}.jsonl.gz"), format!("{task}.jsonl")].iter().map(|f| dir.join(f)).find(|p| p.is_file()).ok_or_else(|| {
+        task_err(
+            task,
+            format!(
+                "neither {task}.jsonl.gz nor {task}.jsonl is in {}; fetch the tasks with `python3 scripts/fetch_eval_data.py` (or give --task-dir)",
+                dir.display()
+            ),
+        )
+    })
+}
+
+/// Checks the task names and the options that do not need any file.
+pub fn check(opts: &SuiteOptions) -> Result<Vec<String>> {
+    if opts.tasks.is_empty() {
+        return Err(task_err("eval", format!("no task given (one of {})", TASKS.join(", "))));
+    }
+    if let Some(t) = opts.tasks.iter().find(|t| !TASKS.contains(&t.as_str())) {
+        return Err(task_err(t, format!("unknown task `{t}` (the tasks are {})", TASKS.join(", "))));
+    }
+    if opts.limit == Some(0) {
+        return Err(task_err("eval", "--limit 0 leaves nothing to score (give at least 1)"));
+    }
+    let tasks = expand_tasks(&opts.tasks);
+    if tasks.iter().any(|t| t == "lm") && opts.data.is_empty() {
+        return Err(task_err("lm", "the lm task scores a text set: give --data FILE|DIR (.txt, .md, .jsonl, .parquet)"));
+    }
+    Ok(tasks)
+}
+
+/// Reads the multiple-choice files of `opts` (before any model loads: a bad file fails fast).
+pub fn read_choice_tasks(opts: &SuiteOptions) -> Result<HashMap<String, Vec<choice::Question>>> {
+    let mut out = HashMap::new();
+    for t in check(opts)?.iter().filter(|t| CHOICE_TASKS.contains(&t.as_str())) {
+        let mut qs = choice::read(t, &task_file(t, &opts.task_dir)?)?;
+        if let Some(n) = opts.limit {
+            qs = choice::spread(qs, n);
+        }
+        out.insert(t.clone(), qs);
+    }
+    Ok(out)
+}
+
+impl<'t> Suite<'t> {
+    /// Prepares every task of `opts`; `choices` are the files [`read_choice_tasks`] read.
+    pub fn prepare(opts: &SuiteOptions, tok: &'t Tokenizer, mut choices: HashMap<String, Vec<choice::Question>>) -> Result<Suite<'t>> {
+        let encode = |s: &str| tok.encode(s, false).map_err(|e| task_err("tokenizer", e));
+        let mut tasks = Vec::new();
+        for t in check(opts)? {
+            let prepared = match t.as_str() {
+                "lm" => {
+                    let files = list_files(&opts.data)?;
+                    let enc = |s: &str| tok.encode(s, false).map_err(|e| e.to_string());
+                    let (stream, _) = tokenize(&files, &opts.text_field, &enc, tok.eos_id())?;
+                    Prepared::Lm(lm::windows(&stream, opts.seq_len, opts.limit)?)
+                }
+                "passkey" => {
+                    let o = passkey::Options { prompts: opts.limit.unwrap_or(12), filler_tokens: opts.filler_tokens, seed: opts.seed };
+                    Prepared::Passkey(passkey::prompts(&o, &|s| encode(s).map(|v| v.len()))?)
+                }
+                name => match choices.remove(name) {
+                    Some(qs) => Prepared::Choice(qs),
+                    None => Prepared::Choice(read_choice_tasks(&SuiteOptions { tasks: vec![name.to_string()], ..opts.clone() })?.remove(name).unwrap_or_default()),
+                },
+            };
+            tasks.push((t, prepared));
+        }
+        Ok(Suite { tok, tasks })
+    }
+
+    /// The task names, in order.
+    pub fn names(&self) -> Vec<&str> {
+        self.tasks.iter().map(|t| t.0.as_str()).collect()
+    }
+
+    /// Examples per task.
+    pub fn examples(&self) -> Vec<usize> {
+        self.tasks
+            .iter()
+            .map(|(_, p)| match p {
+                Prepared::Lm(w) => w.len(),
+                Prepared::Choice(q) => q.len(),
+                Prepared::Passkey(p) => p.len(),
+            })
+            .collect()
+    }
+
+    /// Scores every task on `gen`; `progress(task, i, n)` follows each example; returns each
+    /// score with its seconds.
+    pub fn score(&self, gen: &mut Generator, progress: &mut dyn FnMut(&str, usize, usize)) -> Result<Vec<(Score, f64)>> {
+        let encode = |s: &str| self.tok.encode(s, false).map_err(|e| EvalError::Task { task: "tokenizer".into(), msg: e.to_string() });
+        let mut out = Vec::with_capacity(self.tasks.len());
+        for ((name, prepared), n) in self.tasks.iter().zip(self.examples()) {
+            let t0 = std::time::Instant::now();
+            let mut step = |i: usize| progress(name, i + 1, n);
+            let score = match prepared {
+                Prepared::Lm(windows) => {
+                    let bytes = |ids: &[u32]| self.tok.decode(ids, false).map(|s| s.len()).unwrap_or(0);
+                    lm::score(gen, windows, &bytes, &mut step)?
+                }
+                Prepared::Choice(qs) => choice::score(name, gen, &encode, qs, &mut step)?,
+                Prepared::Passkey(prompts) => passkey::score(gen, &encode, prompts, &mut step)?,
+            };
+            out.push((score, t0.elapsed().as_secs_f64()));
+        }
+        Ok(out)
+    }
+}
