@@ -395,11 +395,11 @@ fn main() -> ExitCode {
             })
         }
         Command::Eval { model, tasks, tokenizer, json, layout, supernet } => {
-            commands::eval::run(&commands::eval::EvalArgs { model, suite: tasks.options(), tokenizer, json, layout, supernet })
+            tasks.options().and_then(|suite| commands::eval::run(&commands::eval::EvalArgs { model, suite, tokenizer, json, layout, supernet }))
         }
         Command::Search { what: SearchCommand::Heatmap { supernet, model, output, tasks, tokenizer, layers, block, resume, json } } => {
-            commands::search::heatmap(&commands::search::HeatmapArgs {
-                supernet, model, output, suite: tasks.options(), tokenizer, layers, block, resume, json,
+            tasks.options().and_then(|suite| {
+                commands::search::heatmap(&commands::search::HeatmapArgs { supernet, model, output, suite, tokenizer, layers, block, resume, json })
             })
         }
         Command::Generate { model, prompt, chat, system, max_tokens, temperature, top_p, seed, json, tokenizer } => {

@@ -84,6 +84,9 @@ fn passkey_runs_seeded_and_reports_accuracy() {
     let acc = p["metrics"]["acc"]["value"].as_f64().unwrap();
     assert!((0.0..=1.0).contains(&acc));
     assert_eq!(run()["tasks"][0]["metrics"], p["metrics"], "seeded: the same verdicts twice");
+    // Per-task caps: passkey=2 wins over the cap of every task.
+    let j = json(&jetc(&["eval", m, "--task", "passkey", "--limit", "5,passkey=2", "--filler-tokens", "20", "--json"]));
+    assert_eq!(j["tasks"][0]["examples"], 2);
     // The table form names the metrics.
     let table = stdout(&jetc(&["eval", m, "--task", "passkey", "--limit", "2", "--filler-tokens", "20"]));
     assert!(table.contains("passkey") && table.contains("acc"), "{table}");
@@ -232,4 +235,5 @@ fn bad_task_files_are_refused() {
     // A group names its members.
     fails(&jetc(&["eval", m, "--task", "commonsense", "--task-dir", d]), &["arc-e"]);
     fails(&jetc(&["eval", m, "--task", "arc-e", "--limit", "0", "--task-dir", d]), &["--limit 0"]);
+    fails(&jetc(&["eval", m, "--task", "arc-e", "--limit", "arc-x=3", "--task-dir", d]), &["unknown task `arc-x`"]);
 }

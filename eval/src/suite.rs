@@ -23,11 +23,49 @@ pub struct SuiteOptions {
     /// lm: tokens per window.
     pub seq_len: usize,
     /// At most this many examples per task (passkey: the prompt count, default 12).
-    pub limit: Option<usize>,
+    pub limit: Limits,
     pub filler_tokens: usize,
     pub seed: u64,
     /// Where the multiple-choice task files are.
     pub task_dir: PathBuf,
+}
+
+/// Example caps: one for every task, and per-task exceptions (`--limit 8,mmlu=100`).
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize)]
+pub struct Limits {
+    pub all: Option<usize>,
+    pub per_task: Vec<(String, usize)>,
+}
+
+impl Limits {
+    /// Parses `N`, `task=N` or a comma-separated mix (`8,mmlu=100,passkey=12`).
+    pub fn parse(s: &str) -> Result<Limits> {
+        let mut out = Limits::default();
+        for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            let bad = || task_err("eval", format!("--limit `{part}`: give N or TASK=N (e.g. 8,mmlu=100)"));
+            match part.split_once('=') {
+                Some((t, n)) => {
+                    let t = t.trim();
+                    if !TASKS.contains(&t) {
+                        return Err(task_err(t, format!("--limit {part}: unknown task `{t}` (the tasks are {})", TASKS.join(", "))));
+                    }
+                    out.per_task.push((t.to_string(), n.trim().parse().map_err(|_| bad())?));
+                }
+                None => out.all = Some(part.parse().map_err(|_| bad())?),
+            }
+        }
+        Ok(out)
+    }
+
+    /// The cap of `task` (a group's cap applies to its members).
+    pub fn of(&self, task: &str) -> Option<usize> {
+        let group = crate::GROUPS.iter().find(|g| g.1.contains(&task)).map(|g| g.0);
+        self.per_task.iter().rev().find(|(t, _)| t == task || Some(t.as_str()) == group).map(|p| p.1).or(self.all)
+    }
+
+    fn has_zero(&self) -> bool {
+        self.all == Some(0) || self.per_task.iter().any(|p| p.1 == 0)
+    }
 }
 
 /// One task's examples, ready to score.
@@ -65,7 +103,7 @@ pub fn check(opts: &SuiteOptions) -> Result<Vec<String>> {
     if let Some(t) = opts.tasks.iter().find(|t| !TASKS.contains(&t.as_str())) {
         return Err(task_err(t, format!("unknown task `{t}` (the tasks are {})", TASKS.join(", "))));
     }
-    if opts.limit == Some(0) {
+    if opts.limit.has_zero() {
         return Err(task_err("eval", "--limit 0 leaves nothing to score (give at least 1)"));
     }
     let tasks = expand_tasks(&opts.tasks);
@@ -80,7 +118,7 @@ pub fn read_choice_tasks(opts: &SuiteOptions) -> Result<HashMap<String, Vec<choi
     let mut out = HashMap::new();
     for t in check(opts)?.iter().filter(|t| CHOICE_TASKS.contains(&t.as_str())) {
         let mut qs = choice::read(t, &task_file(t, &opts.task_dir)?)?;
-        if let Some(n) = opts.limit {
+        if let Some(n) = opts.limit.of(t) {
             qs = choice::spread(qs, n);
         }
         out.insert(t.clone(), qs);
@@ -99,10 +137,10 @@ impl<'t> Suite<'t> {
                     let files = list_files(&opts.data)?;
                     let enc = |s: &str| tok.encode(s, false).map_err(|e| e.to_string());
                     let (stream, _) = tokenize(&files, &opts.text_field, &enc, tok.eos_id())?;
-                    Prepared::Lm(lm::windows(&stream, opts.seq_len, opts.limit)?)
+                    Prepared::Lm(lm::windows(&stream, opts.seq_len, opts.limit.of("lm"))?)
                 }
                 "passkey" => {
-                    let o = passkey::Options { prompts: opts.limit.unwrap_or(12), filler_tokens: opts.filler_tokens, seed: opts.seed };
+                    let o = passkey::Options { prompts: opts.limit.of("passkey").unwrap_or(12), filler_tokens: opts.filler_tokens, seed: opts.seed };
                     Prepared::Passkey(passkey::prompts(&o, &|s| encode(s).map(|v| v.len()))?)
                 }
                 name => match choices.remove(name) {
@@ -151,5 +189,20 @@ impl<'t> Suite<'t> {
             out.push((score, t0.elapsed().as_secs_f64()));
         }
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn limits_parse_with_per_task_and_group_caps() {
+        let l = Limits::parse("8,mmlu=100,commonsense=20").unwrap();
+        assert_eq!((l.of("lm"), l.of("mmlu"), l.of("piqa"), l.of("passkey")), (Some(8), Some(100), Some(20), Some(8)));
+        assert_eq!(Limits::parse("passkey=3").unwrap().of("lm"), None);
+        assert!(Limits::parse("mmlu-pro=3").unwrap_err().to_string().contains("unknown task `mmlu-pro`"));
+        assert!(Limits::parse("x").unwrap_err().to_string().contains("give N or TASK=N"));
+        assert!(Limits::parse("0").unwrap().has_zero());
     }
 }

@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use indicatif::{ProgressBar, ProgressStyle};
-use jetc_eval::suite::{self, Suite, SuiteOptions};
+use jetc_eval::suite::{self, Limits, Suite, SuiteOptions};
 use jetc_models::generate::Generator;
 use serde_json::json;
 
@@ -34,9 +34,10 @@ pub struct TaskFlags {
     #[arg(long, default_value_t = 512)]
     pub seq_len: usize,
     /// At most this many examples per task (lm: windows; passkey: prompts, default 12;
-    /// multiple choice: questions spread evenly over the file).
+    /// multiple choice: questions spread evenly over the file): N, or per task, e.g.
+    /// `8,mmlu=100,passkey=12`.
     #[arg(long)]
-    pub limit: Option<usize>,
+    pub limit: Option<String>,
     /// passkey: tokens of filler around the key (about).
     #[arg(long, default_value_t = 600)]
     pub filler_tokens: usize,
@@ -50,13 +51,13 @@ pub struct TaskFlags {
 }
 
 impl TaskFlags {
-    pub fn options(&self) -> SuiteOptions {
-        SuiteOptions {
+    pub fn options(&self) -> Result<SuiteOptions> {
+        Ok(SuiteOptions {
             tasks: self.tasks.clone(),
             data: self.data.clone(),
             text_field: self.text_field.clone(),
             seq_len: self.seq_len,
-            limit: self.limit,
+            limit: self.limit.as_deref().map(Limits::parse).transpose().map_err(msg)?.unwrap_or_default(),
             filler_tokens: self.filler_tokens,
             seed: self.seed,
             task_dir: self
@@ -65,7 +66,7 @@ impl TaskFlags {
                 .or_else(|| std::env::var_os("JETC_EVAL_DIR").map(PathBuf::from))
                 .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/jetc/eval")))
                 .unwrap_or_else(|| PathBuf::from("eval-data")),
-        }
+        })
     }
 }
 
