@@ -10,10 +10,56 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "jetc", version, about = "Turn a pretrained Transformer into a fast hybrid model")]
+#[command(
+    name = "jetc",
+    version,
+    about = "Turn a pretrained Transformer into a fast hybrid model"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
+}
+
+/// The flags of every `jetc search` subcommand.
+#[derive(clap::Args)]
+struct SearchFlags {
+    /// The `jetc distill --supernet` run (its newest checkpoint).
+    supernet: PathBuf,
+    /// The base model (default: the one the run's distill.json names).
+    #[arg(long)]
+    model: Option<PathBuf>,
+    /// Output directory (new or empty; with --resume, the stopped search's).
+    #[arg(short, long)]
+    output: PathBuf,
+    #[command(flatten)]
+    tasks: commands::eval::TaskFlags,
+    /// Tokenizer (a .gguf or tokenizer.json) when the model does not carry one.
+    #[arg(long)]
+    tokenizer: Option<PathBuf>,
+    /// Linear block of the non-attention layers (default: the run's block).
+    #[arg(long)]
+    block: Option<String>,
+    /// Continue a stopped search in DIR (same flags): what was scored is kept.
+    #[arg(long)]
+    resume: bool,
+    /// Print the result as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+impl SearchFlags {
+    fn into_common(self) -> Result<commands::search::SearchCommon, error::CliError> {
+        Ok(commands::search::SearchCommon {
+            suite: self.tasks.options()?,
+            supernet: self.supernet,
+            model: self.model,
+            output: self.output,
+            tokenizer: self.tokenizer,
+            block: self.block,
+            resume: self.resume,
+            json: self.json,
+        })
+    }
 }
 
 /// `jetc search` subcommands.
@@ -23,31 +69,37 @@ enum SearchCommand {
     /// scored on the tasks, beside the all-linear subnet; writes DIR/heatmap.json (rows,
     /// which layers carry each task, overlaps), heatmap.png, heatmap.svg and cells.jsonl.
     Heatmap {
-        /// The `jetc distill --supernet` run (its newest checkpoint).
-        supernet: PathBuf,
-        /// The base model (default: the one the run's distill.json names).
-        #[arg(long)]
-        model: Option<PathBuf>,
-        /// Output directory (new or empty; with --resume, the stopped map's).
-        #[arg(short, long)]
-        output: PathBuf,
         #[command(flatten)]
-        tasks: commands::eval::TaskFlags,
-        /// Tokenizer (a .gguf or tokenizer.json) when the model does not carry one.
-        #[arg(long)]
-        tokenizer: Option<PathBuf>,
+        common: SearchFlags,
         /// Layers to map, e.g. 0,5,10 (default: every layer).
         #[arg(long, value_delimiter = ',')]
         layers: Vec<usize>,
-        /// Linear block of the other layers (default: the run's block).
+    },
+    /// Placement: which --budget layers keep full attention, by beam search (exhaustive
+    /// where that costs no more subnets) under an objective, beside uniform placement;
+    /// writes DIR/placement.json (top placements, uniform, gap), layout.json (for `jetc
+    /// convert --supernet RUN --layout` and `jetc distill --layout`) and placements.jsonl.
+    Placement {
+        #[command(flatten)]
+        common: SearchFlags,
+        /// Layers on full attention.
         #[arg(long)]
-        block: Option<String>,
-        /// Continue a stopped map in DIR (same flags): the cells already scored are kept.
+        budget: usize,
+        /// Beam width.
+        #[arg(long, default_value_t = 12)]
+        beam: usize,
+        /// `task[:metric][=weight],...` (or a file holding it), higher-is-better metrics
+        /// added, lower-is-better subtracted; default: each task's own (the correct answer's
+        /// loss for multiple choice, accuracy for passkey, NLL for lm).
         #[arg(long)]
-        resume: bool,
-        /// Print the map as JSON.
+        objective: Option<String>,
+        /// Layers the search may pick (default: all).
+        #[arg(long, value_delimiter = ',')]
+        candidates: Vec<usize>,
+        /// A `jetc search heatmap` directory of the same supernet and tasks: its cells are
+        /// the one-layer subnets' scores, not scored again.
         #[arg(long)]
-        json: bool,
+        heatmap: Option<PathBuf>,
     },
 }
 
@@ -372,51 +424,238 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Inspect { model, json, cache_dtype } => commands::inspect::run(&model, json, cache_dtype.as_deref()),
+        Command::Inspect {
+            model,
+            json,
+            cache_dtype,
+        } => commands::inspect::run(&model, json, cache_dtype.as_deref()),
         Command::Dump { model, passes, raw } => commands::dump::run(&model, &passes, raw),
-        Command::Run { model, inputs, out, no_raise } => commands::run::run(&model, &inputs, &out, !no_raise),
-        Command::Export { model, output, external_data } => commands::export::run(&model, &output, external_data),
-        Command::Convert { model, output, layout, format, seed, json, cache_dtype, supernet } => {
-            commands::convert::run(&commands::convert::ConvertArgs { model, output, layout, format, seed, json, cache_dtype, supernet })
-        }
+        Command::Run {
+            model,
+            inputs,
+            out,
+            no_raise,
+        } => commands::run::run(&model, &inputs, &out, !no_raise),
+        Command::Export {
+            model,
+            output,
+            external_data,
+        } => commands::export::run(&model, &output, external_data),
+        Command::Convert {
+            model,
+            output,
+            layout,
+            format,
+            seed,
+            json,
+            cache_dtype,
+            supernet,
+        } => commands::convert::run(&commands::convert::ConvertArgs {
+            model,
+            output,
+            layout,
+            format,
+            seed,
+            json,
+            cache_dtype,
+            supernet,
+        }),
         Command::Distill {
-            model, output, data, text_field, layout, tokenizer, steps, tokens, seq_len, batch, lr, warmup, weight_decay, clip, seed, threads,
-            format, json, checkpoint_every, resume, token_cache, phase, sample, kl, init_from, eval_every, train_mlp, init, calib_tokens, supernet, train_attn, ce,
+            model,
+            output,
+            data,
+            text_field,
+            layout,
+            tokenizer,
+            steps,
+            tokens,
+            seq_len,
+            batch,
+            lr,
+            warmup,
+            weight_decay,
+            clip,
+            seed,
+            threads,
+            format,
+            json,
+            checkpoint_every,
+            resume,
+            token_cache,
+            phase,
+            sample,
+            kl,
+            init_from,
+            eval_every,
+            train_mlp,
+            init,
+            calib_tokens,
+            supernet,
+            train_attn,
+            ce,
         } => {
             if let Some(n) = threads {
-                if let Err(e) = rayon::ThreadPoolBuilder::new().num_threads(n.max(1)).build_global() {
+                if let Err(e) = rayon::ThreadPoolBuilder::new()
+                    .num_threads(n.max(1))
+                    .build_global()
+                {
                     eprintln!("note: --threads {n} not applied: {e}");
                 }
             }
             commands::distill::run(&commands::distill::DistillArgs {
-                model, output, layout, data, text_field, tokenizer, steps, tokens, seq_len, batch, lr, warmup, weight_decay, clip, seed, format,
-                json, checkpoint_every, resume, token_cache, phase, sample, kl, init_from, eval_every, train_mlp, init, calib_tokens, supernet,
-                train_attn, ce,
+                model,
+                output,
+                layout,
+                data,
+                text_field,
+                tokenizer,
+                steps,
+                tokens,
+                seq_len,
+                batch,
+                lr,
+                warmup,
+                weight_decay,
+                clip,
+                seed,
+                format,
+                json,
+                checkpoint_every,
+                resume,
+                token_cache,
+                phase,
+                sample,
+                kl,
+                init_from,
+                eval_every,
+                train_mlp,
+                init,
+                calib_tokens,
+                supernet,
+                train_attn,
+                ce,
             })
         }
-        Command::Eval { model, tasks, tokenizer, json, layout, supernet } => {
-            tasks.options().and_then(|suite| commands::eval::run(&commands::eval::EvalArgs { model, suite, tokenizer, json, layout, supernet }))
-        }
-        Command::Search { what: SearchCommand::Heatmap { supernet, model, output, tasks, tokenizer, layers, block, resume, json } } => {
-            tasks.options().and_then(|suite| {
-                commands::search::heatmap(&commands::search::HeatmapArgs { supernet, model, output, suite, tokenizer, layers, block, resume, json })
+        Command::Eval {
+            model,
+            tasks,
+            tokenizer,
+            json,
+            layout,
+            supernet,
+        } => tasks.options().and_then(|suite| {
+            commands::eval::run(&commands::eval::EvalArgs {
+                model,
+                suite,
+                tokenizer,
+                json,
+                layout,
+                supernet,
             })
-        }
-        Command::Generate { model, prompt, chat, system, max_tokens, temperature, top_p, seed, json, tokenizer } => {
-            commands::generate::run(&commands::generate::GenerateArgs {
-                model, prompt, chat, system, max_tokens, temperature, top_p, seed, json, tokenizer,
+        }),
+        Command::Search {
+            what: SearchCommand::Heatmap { common, layers },
+        } => common.into_common().and_then(|common| {
+            commands::search::heatmap(&commands::search::HeatmapArgs { common, layers })
+        }),
+        Command::Search {
+            what:
+                SearchCommand::Placement {
+                    common,
+                    budget,
+                    beam,
+                    objective,
+                    candidates,
+                    heatmap,
+                },
+        } => common.into_common().and_then(|common| {
+            commands::search::placement(&commands::search::PlacementArgs {
+                common,
+                budget,
+                beam,
+                objective,
+                candidates,
+                heatmap,
             })
-        }
-        Command::Codegen { model, arch, output, dtype, render_only, ptxas, allow_spills } => {
-            commands::codegen::run(&commands::codegen::CodegenArgs { model, arch, output, dtype, render_only, ptxas, allow_spills })
-        }
-        Command::Tune { model, kernel, shape, dtype, batch, seq, db } => {
-            commands::tune::run(&commands::tune::TuneArgs { model, kernel, shape, dtype, batch, seq, db })
-        }
-        Command::GpuBench { model, dtype, batch, prefill_batch, seq, json } => {
-            commands::tune::gpu_bench(&commands::tune::GpuBenchArgs { model, dtype, batch, prefill_batch, seq, json })
-        }
-        Command::Synth { arch, output, seed, dtype } => commands::synth::run(&arch, &output, seed, &dtype),
+        }),
+        Command::Generate {
+            model,
+            prompt,
+            chat,
+            system,
+            max_tokens,
+            temperature,
+            top_p,
+            seed,
+            json,
+            tokenizer,
+        } => commands::generate::run(&commands::generate::GenerateArgs {
+            model,
+            prompt,
+            chat,
+            system,
+            max_tokens,
+            temperature,
+            top_p,
+            seed,
+            json,
+            tokenizer,
+        }),
+        Command::Codegen {
+            model,
+            arch,
+            output,
+            dtype,
+            render_only,
+            ptxas,
+            allow_spills,
+        } => commands::codegen::run(&commands::codegen::CodegenArgs {
+            model,
+            arch,
+            output,
+            dtype,
+            render_only,
+            ptxas,
+            allow_spills,
+        }),
+        Command::Tune {
+            model,
+            kernel,
+            shape,
+            dtype,
+            batch,
+            seq,
+            db,
+        } => commands::tune::run(&commands::tune::TuneArgs {
+            model,
+            kernel,
+            shape,
+            dtype,
+            batch,
+            seq,
+            db,
+        }),
+        Command::GpuBench {
+            model,
+            dtype,
+            batch,
+            prefill_batch,
+            seq,
+            json,
+        } => commands::tune::gpu_bench(&commands::tune::GpuBenchArgs {
+            model,
+            dtype,
+            batch,
+            prefill_batch,
+            seq,
+            json,
+        }),
+        Command::Synth {
+            arch,
+            output,
+            seed,
+            dtype,
+        } => commands::synth::run(&arch, &output, seed, &dtype),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

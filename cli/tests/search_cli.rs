@@ -1,8 +1,10 @@
-//! `jetc search heatmap` as a user runs it on a supernet distilled from a fixture decoder:
-//! every layer's cell equals what `jetc eval` scores on the subnet that `jetc convert
-//! --supernet` writes (an independent path: ONNX export, then import); a stopped map resumes;
-//! bad input (an unknown task, a layer the model lacks, a supernet of another model, a
-//! non-empty output) is refused with nothing written.
+//! `jetc search heatmap` and `jetc search placement` as a user runs them on a supernet
+//! distilled from a fixture decoder: every heat-map cell equals what `jetc eval` scores on
+//! the subnet that `jetc convert --supernet` writes (an independent path: ONNX export, then
+//! import); a stopped map resumes; the placement search picks the best-scoring placement,
+//! reuses a heat map's cells, and writes a layout `jetc convert` reads; bad input (an
+//! unknown task, a layer the model lacks, a budget over the layer count, a supernet of
+//! another model, a non-empty output) is refused with nothing written.
 use std::path::{Path, PathBuf};
 
 mod common;
@@ -16,23 +18,79 @@ fn tmp(tag: &str) -> Tmp {
 /// jetblock on both layers) trained by the local then the path phase.
 fn setup(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
     let model = dir.join("model.onnx");
-    std::fs::copy(repo().join("tests/fixtures/llama-dynamo-opset20-eager-nokv/model.onnx"), &model).expect("copy fixture");
+    std::fs::copy(
+        repo().join("tests/fixtures/llama-dynamo-opset20-eager-nokv/model.onnx"),
+        &model,
+    )
+    .expect("copy fixture");
     word_tokenizer(dir, 128, Some(2), serde_json::json!({"eos_token": "w2"}));
     let data = dir.join("data.txt");
     std::fs::write(&data, word_text(1200, 4242)).expect("write data");
     let (m, d) = (model.to_str().unwrap(), data.to_str().unwrap());
     let local = dir.join("local");
-    let common = ["--data", d, "--seq-len", "16", "--batch", "2", "--json", "--format", "onnx", "--token-cache", "none", "--supernet", "attn,jetblock"];
-    let o = jetc(&[&["distill", m, "-o", local.to_str().unwrap(), "--steps", "10", "--lr", "1e-2"][..], &common[..]].concat());
+    let common = [
+        "--data",
+        d,
+        "--seq-len",
+        "16",
+        "--batch",
+        "2",
+        "--json",
+        "--format",
+        "onnx",
+        "--token-cache",
+        "none",
+        "--supernet",
+        "attn,jetblock",
+    ];
+    let o = jetc(
+        &[
+            &[
+                "distill",
+                m,
+                "-o",
+                local.to_str().unwrap(),
+                "--steps",
+                "10",
+                "--lr",
+                "1e-2",
+            ][..],
+            &common[..],
+        ]
+        .concat(),
+    );
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let run = dir.join("supernet");
-    let o = jetc(&[&["distill", m, "-o", run.to_str().unwrap(), "--steps", "8", "--phase", "path", "--sample", "budget:1", "--init-from", local.to_str().unwrap()][..], &common[..]].concat());
+    let o = jetc(
+        &[
+            &[
+                "distill",
+                m,
+                "-o",
+                run.to_str().unwrap(),
+                "--steps",
+                "8",
+                "--phase",
+                "path",
+                "--sample",
+                "budget:1",
+                "--init-from",
+                local.to_str().unwrap(),
+            ][..],
+            &common[..],
+        ]
+        .concat(),
+    );
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     (model, data, run)
 }
 
 fn json_of(out: &std::process::Output) -> serde_json::Value {
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     serde_json::from_str(&stdout(out)).expect("--json prints JSON")
 }
 
@@ -40,37 +98,103 @@ fn json_of(out: &std::process::Output) -> serde_json::Value {
 fn heatmap_cells_equal_eval_of_the_converted_subnets_and_resume() {
     let dir = tmp("map");
     let (model, data, run) = setup(&dir.0);
-    let (m, d, r) = (model.to_str().unwrap(), data.to_str().unwrap(), run.to_str().unwrap());
+    let (m, d, r) = (
+        model.to_str().unwrap(),
+        data.to_str().unwrap(),
+        run.to_str().unwrap(),
+    );
     let out = dir.0.join("map");
     let args = |o: &Path| -> Vec<String> {
-        ["search", "heatmap", r, "-o", o.to_str().unwrap(), "--task", "lm,passkey", "--data", d, "--seq-len", "16", "--limit", "3", "--filler-tokens", "20", "--json"]
-            .iter()
-            .map(|s| s.to_string())
-            .collect()
+        [
+            "search",
+            "heatmap",
+            r,
+            "-o",
+            o.to_str().unwrap(),
+            "--task",
+            "lm,passkey",
+            "--data",
+            d,
+            "--seq-len",
+            "16",
+            "--limit",
+            "3",
+            "--filler-tokens",
+            "20",
+            "--json",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
     };
     let argv = args(&out);
     let j = json_of(&jetc(&argv.iter().map(String::as_str).collect::<Vec<_>>()));
     assert_eq!(j["layers"], serde_json::json!([0, 1]));
     let rows = j["rows"].as_array().unwrap();
-    let names: Vec<String> = rows.iter().map(|r| format!("{} {}", r["task"].as_str().unwrap(), r["metric"].as_str().unwrap())).collect();
+    let names: Vec<String> = rows
+        .iter()
+        .map(|r| {
+            format!(
+                "{} {}",
+                r["task"].as_str().unwrap(),
+                r["metric"].as_str().unwrap()
+            )
+        })
+        .collect();
     assert_eq!(names, ["lm nll", "passkey acc", "passkey answer_loss"]);
-    for f in ["heatmap.json", "heatmap.png", "heatmap.svg", "cells.jsonl", "params.json"] {
+    for f in [
+        "heatmap.json",
+        "heatmap.png",
+        "heatmap.svg",
+        "cells.jsonl",
+        "params.json",
+    ] {
         assert!(out.join(f).is_file(), "{f} not written");
     }
     // Each cell against the written subnet, scored by plain `jetc eval`; the all-linear one too.
-    for (layer, value) in [(Some(0usize), &rows[0]["values"][0]), (Some(1), &rows[0]["values"][1]), (None, &rows[0]["all_linear"])] {
+    for (layer, value) in [
+        (Some(0usize), &rows[0]["values"][0]),
+        (Some(1), &rows[0]["values"][1]),
+        (None, &rows[0]["all_linear"]),
+    ] {
         let onnx = dir.0.join(format!("sub-{layer:?}.onnx"));
-        let mut conv = vec!["convert", m, "-o", onnx.to_str().unwrap(), "--format", "onnx", "--supernet", r];
+        let mut conv = vec![
+            "convert",
+            m,
+            "-o",
+            onnx.to_str().unwrap(),
+            "--format",
+            "onnx",
+            "--supernet",
+            r,
+        ];
         let l = layer.map(|l| l.to_string());
         if let Some(l) = &l {
             conv.extend(["--full-attn", l.as_str()]);
         }
         let o = jetc(&conv);
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-        let e = json_of(&jetc(&["eval", onnx.to_str().unwrap(), "--task", "lm", "--data", d, "--seq-len", "16", "--limit", "3", "--tokenizer", dir.0.join("tokenizer.json").to_str().unwrap(), "--json"]));
+        let e = json_of(&jetc(&[
+            "eval",
+            onnx.to_str().unwrap(),
+            "--task",
+            "lm",
+            "--data",
+            d,
+            "--seq-len",
+            "16",
+            "--limit",
+            "3",
+            "--tokenizer",
+            dir.0.join("tokenizer.json").to_str().unwrap(),
+            "--json",
+        ]));
         let want = e["tasks"][0]["metrics"]["nll"]["value"].as_f64().unwrap();
         let got = value.as_f64().unwrap();
-        assert!((got - want).abs() < 1e-4 * want, "layer {layer:?}: heat map {got}, eval of the converted subnet {want}");
+        assert!(
+            (got - want).abs() < 1e-4 * want,
+            "layer {layer:?}: heat map {got}, eval of the converted subnet {want}"
+        );
     }
     // The two layers' subnets differ (the map is not one number repeated).
     assert_ne!(rows[0]["values"][0], rows[0]["values"][1]);
@@ -80,19 +204,40 @@ fn heatmap_cells_equal_eval_of_the_converted_subnets_and_resume() {
     let resumed = dir.0.join("resumed");
     std::fs::create_dir_all(&resumed).unwrap();
     std::fs::copy(out.join("params.json"), resumed.join("params.json")).unwrap();
-    std::fs::write(resumed.join("cells.jsonl"), cells.lines().take(2).collect::<Vec<_>>().join("\n") + "\n").unwrap();
+    std::fs::write(
+        resumed.join("cells.jsonl"),
+        cells.lines().take(2).collect::<Vec<_>>().join("\n") + "\n",
+    )
+    .unwrap();
     let mut argv = args(&resumed);
     argv.push("--resume".into());
     let j2 = json_of(&jetc(&argv.iter().map(String::as_str).collect::<Vec<_>>()));
     assert_eq!(j2["rows"], j["rows"], "resumed map");
-    assert_eq!(std::fs::read_to_string(resumed.join("cells.jsonl")).unwrap().lines().count(), 3);
+    assert_eq!(
+        std::fs::read_to_string(resumed.join("cells.jsonl"))
+            .unwrap()
+            .lines()
+            .count(),
+        3
+    );
     // Other settings are refused on --resume.
     let mut other = args(&resumed);
     other[8] = "lm".into();
     other.push("--resume".into());
-    fails(&jetc(&other.iter().map(String::as_str).collect::<Vec<_>>()), &["--resume", "other settings"]);
+    fails(
+        &jetc(&other.iter().map(String::as_str).collect::<Vec<_>>()),
+        &["--resume", "other settings"],
+    );
     // A non-empty output without --resume is refused.
-    fails(&jetc(&argv[..argv.len() - 1].iter().map(String::as_str).collect::<Vec<_>>()), &["not empty"]);
+    fails(
+        &jetc(
+            &argv[..argv.len() - 1]
+                .iter()
+                .map(String::as_str)
+                .collect::<Vec<_>>(),
+        ),
+        &["not empty"],
+    );
 }
 
 #[test]
@@ -102,13 +247,258 @@ fn bad_input_is_refused_and_nothing_written() {
     let (d, r) = (data.to_str().unwrap(), run.to_str().unwrap());
     let out = dir.0.join("out");
     let o = out.to_str().unwrap();
-    fails(&jetc(&["search", "heatmap", r, "-o", o, "--task", "mmlu-pro-max"]), &["unknown task `mmlu-pro-max`"]);
-    fails(&jetc(&["search", "heatmap", r, "-o", o, "--task", "lm", "--data", d, "--layers", "0,7"]), &["layer 7", "2 layers"]);
-    fails(&jetc(&["search", "heatmap", dir.0.to_str().unwrap(), "-o", o, "--task", "lm", "--data", d]), &["no checkpoint"]);
-    fails(&jetc(&["search", "heatmap", r, "-o", o, "--task", "lm", "--data", d, "--block", "gated-deltanet"]), &["candidates are attn,jetblock"]);
+    fails(
+        &jetc(&["search", "heatmap", r, "-o", o, "--task", "mmlu-pro-max"]),
+        &["unknown task `mmlu-pro-max`"],
+    );
+    fails(
+        &jetc(&[
+            "search", "heatmap", r, "-o", o, "--task", "lm", "--data", d, "--layers", "0,7",
+        ]),
+        &["layer 7", "2 layers"],
+    );
+    fails(
+        &jetc(&[
+            "search",
+            "heatmap",
+            dir.0.to_str().unwrap(),
+            "-o",
+            o,
+            "--task",
+            "lm",
+            "--data",
+            d,
+        ]),
+        &["no checkpoint"],
+    );
+    fails(
+        &jetc(&[
+            "search",
+            "heatmap",
+            r,
+            "-o",
+            o,
+            "--task",
+            "lm",
+            "--data",
+            d,
+            "--block",
+            "gated-deltanet",
+        ]),
+        &["candidates are attn,jetblock"],
+    );
     // A supernet of another model: the qwen2 fixture (other shapes).
     let qwen = dir.0.join("qwen.onnx");
-    std::fs::copy(repo().join("tests/fixtures/qwen2-dynamo-opset20-eager-nokv/model.onnx"), &qwen).unwrap();
-    fails(&jetc(&["search", "heatmap", r, "--model", qwen.to_str().unwrap(), "-o", o, "--task", "lm", "--data", d, "--tokenizer", dir.0.join("tokenizer.json").to_str().unwrap()]), &["distilled from another model", "qwen.onnx", "model.onnx"]);
+    std::fs::copy(
+        repo().join("tests/fixtures/qwen2-dynamo-opset20-eager-nokv/model.onnx"),
+        &qwen,
+    )
+    .unwrap();
+    fails(
+        &jetc(&[
+            "search",
+            "heatmap",
+            r,
+            "--model",
+            qwen.to_str().unwrap(),
+            "-o",
+            o,
+            "--task",
+            "lm",
+            "--data",
+            d,
+            "--tokenizer",
+            dir.0.join("tokenizer.json").to_str().unwrap(),
+        ]),
+        &["distilled from another model", "qwen.onnx", "model.onnx"],
+    );
     assert!(!out.exists(), "nothing is written on bad input");
+}
+
+#[test]
+fn placement_picks_the_best_subnet_reuses_a_heatmap_and_writes_a_layout() {
+    let dir = tmp("placement");
+    let (model, data, run) = setup(&dir.0);
+    let (m, d, r) = (
+        model.to_str().unwrap(),
+        data.to_str().unwrap(),
+        run.to_str().unwrap(),
+    );
+    let tasks = [
+        "--task",
+        "lm",
+        "--data",
+        d,
+        "--seq-len",
+        "16",
+        "--limit",
+        "3",
+        "--json",
+    ];
+    let map = dir.0.join("map");
+    let h = json_of(&jetc(
+        &[
+            &["search", "heatmap", r, "-o", map.to_str().unwrap()][..],
+            &tasks[..],
+        ]
+        .concat(),
+    ));
+    let nll: Vec<f64> = h["rows"][0]["values"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_f64().unwrap())
+        .collect();
+    let best_layer = if nll[0] <= nll[1] { 0 } else { 1 };
+
+    let out = dir.0.join("place");
+    let p = json_of(&jetc(
+        &[
+            &[
+                "search",
+                "placement",
+                r,
+                "-o",
+                out.to_str().unwrap(),
+                "--budget",
+                "1",
+                "--heatmap",
+                map.to_str().unwrap(),
+            ][..],
+            &tasks[..],
+        ]
+        .concat(),
+    ));
+    assert_eq!(p["method"], "exhaustive");
+    assert_eq!(
+        p["best"]["full_attn"],
+        serde_json::json!([best_layer]),
+        "the lower-NLL layer: {nll:?}"
+    );
+    assert!(
+        (p["best"]["objective"].as_f64().unwrap() + nll[best_layer]).abs() < 1e-12,
+        "objective = -NLL"
+    );
+    assert_eq!(
+        p["uniform"]["full_attn"],
+        serde_json::json!([1]),
+        "uniform: the middle of the one span"
+    );
+    assert_eq!(
+        p["subnets_new"], 0,
+        "every one-layer subnet came from the heat map"
+    );
+    assert!((p["gap"].as_f64().unwrap() - (nll[1] - nll[best_layer])).abs() < 1e-12);
+
+    // The written layout is one `jetc convert --supernet` reads.
+    let layout = out.join("layout.json");
+    let onnx = dir.0.join("best.onnx");
+    let o = jetc(&[
+        "convert",
+        m,
+        "-o",
+        onnx.to_str().unwrap(),
+        "--format",
+        "onnx",
+        "--supernet",
+        r,
+        "--layout",
+        layout.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+
+    // Without the heat map, budget 2 of 2 layers scores the one placement (and the same uniform).
+    let out2 = dir.0.join("place2");
+    let p2 = json_of(&jetc(
+        &[
+            &[
+                "search",
+                "placement",
+                r,
+                "-o",
+                out2.to_str().unwrap(),
+                "--budget",
+                "2",
+            ][..],
+            &tasks[..],
+        ]
+        .concat(),
+    ));
+    assert_eq!(p2["best"]["full_attn"], serde_json::json!([0, 1]));
+    assert_eq!(p2["subnets_new"], 1);
+
+    // Bad input: nothing written.
+    let bad = dir.0.join("bad");
+    let b = bad.to_str().unwrap();
+    fails(
+        &jetc(
+            &[
+                &["search", "placement", r, "-o", b, "--budget", "3"][..],
+                &tasks[..],
+            ]
+            .concat(),
+        ),
+        &["--budget 3", "2 layers"],
+    );
+    fails(
+        &jetc(
+            &[
+                &[
+                    "search",
+                    "placement",
+                    r,
+                    "-o",
+                    b,
+                    "--budget",
+                    "1",
+                    "--objective",
+                    "passkey",
+                ][..],
+                &tasks[..],
+            ]
+            .concat(),
+        ),
+        &["--objective", "passkey", "not among"],
+    );
+    fails(
+        &jetc(
+            &[
+                &[
+                    "search",
+                    "placement",
+                    r,
+                    "-o",
+                    b,
+                    "--budget",
+                    "1",
+                    "--objective",
+                    "lm:nll=x",
+                ][..],
+                &tasks[..],
+            ]
+            .concat(),
+        ),
+        &["not a number"],
+    );
+    fails(
+        &jetc(
+            &[
+                &[
+                    "search",
+                    "placement",
+                    r,
+                    "-o",
+                    b,
+                    "--budget",
+                    "1",
+                    "--heatmap",
+                    out.to_str().unwrap(),
+                ][..],
+                &tasks[..],
+            ]
+            .concat(),
+        ),
+        &["--heatmap", "not a heat map"],
+    );
+    assert!(!bad.exists(), "nothing is written on bad input");
 }

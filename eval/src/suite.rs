@@ -42,14 +42,26 @@ impl Limits {
     pub fn parse(s: &str) -> Result<Limits> {
         let mut out = Limits::default();
         for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-            let bad = || task_err("eval", format!("--limit `{part}`: give N or TASK=N (e.g. 8,mmlu=100)"));
+            let bad = || {
+                task_err(
+                    "eval",
+                    format!("--limit `{part}`: give N or TASK=N (e.g. 8,mmlu=100)"),
+                )
+            };
             match part.split_once('=') {
                 Some((t, n)) => {
                     let t = t.trim();
                     if !TASKS.contains(&t) {
-                        return Err(task_err(t, format!("--limit {part}: unknown task `{t}` (the tasks are {})", TASKS.join(", "))));
+                        return Err(task_err(
+                            t,
+                            format!(
+                                "--limit {part}: unknown task `{t}` (the tasks are {})",
+                                TASKS.join(", ")
+                            ),
+                        ));
                     }
-                    out.per_task.push((t.to_string(), n.trim().parse().map_err(|_| bad())?));
+                    out.per_task
+                        .push((t.to_string(), n.trim().parse().map_err(|_| bad())?));
                 }
                 None => out.all = Some(part.parse().map_err(|_| bad())?),
             }
@@ -59,8 +71,16 @@ impl Limits {
 
     /// The cap of `task` (a group's cap applies to its members).
     pub fn of(&self, task: &str) -> Option<usize> {
-        let group = crate::GROUPS.iter().find(|g| g.1.contains(&task)).map(|g| g.0);
-        self.per_task.iter().rev().find(|(t, _)| t == task || Some(t.as_str()) == group).map(|p| p.1).or(self.all)
+        let group = crate::GROUPS
+            .iter()
+            .find(|g| g.1.contains(&task))
+            .map(|g| g.0);
+        self.per_task
+            .iter()
+            .rev()
+            .find(|(t, _)| t == task || Some(t.as_str()) == group)
+            .map(|p| p.1)
+            .or(self.all)
     }
 
     fn has_zero(&self) -> bool {
@@ -76,8 +96,8 @@ enum Prepared {
 }
 
 /// The tasks of [`SuiteOptions`], ready to score on any model with this tokenizer.
-pub struct Suite<'t> {
-    tok: &'t Tokenizer,
+pub struct Suite {
+    tok: Tokenizer,
     tasks: Vec<(String, Prepared)>,
 }
 
@@ -98,17 +118,29 @@ pub fn task_file(task: &str, dir: &Path) -> Result<PathBuf> {
 /// Checks the task names and the options that do not need any file.
 pub fn check(opts: &SuiteOptions) -> Result<Vec<String>> {
     if opts.tasks.is_empty() {
-        return Err(task_err("eval", format!("no task given (one of {})", TASKS.join(", "))));
+        return Err(task_err(
+            "eval",
+            format!("no task given (one of {})", TASKS.join(", ")),
+        ));
     }
     if let Some(t) = opts.tasks.iter().find(|t| !TASKS.contains(&t.as_str())) {
-        return Err(task_err(t, format!("unknown task `{t}` (the tasks are {})", TASKS.join(", "))));
+        return Err(task_err(
+            t,
+            format!("unknown task `{t}` (the tasks are {})", TASKS.join(", ")),
+        ));
     }
     if opts.limit.has_zero() {
-        return Err(task_err("eval", "--limit 0 leaves nothing to score (give at least 1)"));
+        return Err(task_err(
+            "eval",
+            "--limit 0 leaves nothing to score (give at least 1)",
+        ));
     }
     let tasks = expand_tasks(&opts.tasks);
     if tasks.iter().any(|t| t == "lm") && opts.data.is_empty() {
-        return Err(task_err("lm", "the lm task scores a text set: give --data FILE|DIR (.txt, .md, .jsonl, .parquet)"));
+        return Err(task_err(
+            "lm",
+            "the lm task scores a text set: give --data FILE|DIR (.txt, .md, .jsonl, .parquet)",
+        ));
     }
     Ok(tasks)
 }
@@ -116,7 +148,10 @@ pub fn check(opts: &SuiteOptions) -> Result<Vec<String>> {
 /// Reads the multiple-choice files of `opts` (before any model loads: a bad file fails fast).
 pub fn read_choice_tasks(opts: &SuiteOptions) -> Result<HashMap<String, Vec<choice::Question>>> {
     let mut out = HashMap::new();
-    for t in check(opts)?.iter().filter(|t| CHOICE_TASKS.contains(&t.as_str())) {
+    for t in check(opts)?
+        .iter()
+        .filter(|t| CHOICE_TASKS.contains(&t.as_str()))
+    {
         let mut qs = choice::read(t, &task_file(t, &opts.task_dir)?)?;
         if let Some(n) = opts.limit.of(t) {
             qs = choice::spread(qs, n);
@@ -126,9 +161,13 @@ pub fn read_choice_tasks(opts: &SuiteOptions) -> Result<HashMap<String, Vec<choi
     Ok(out)
 }
 
-impl<'t> Suite<'t> {
+impl Suite {
     /// Prepares every task of `opts`; `choices` are the files [`read_choice_tasks`] read.
-    pub fn prepare(opts: &SuiteOptions, tok: &'t Tokenizer, mut choices: HashMap<String, Vec<choice::Question>>) -> Result<Suite<'t>> {
+    pub fn prepare(
+        opts: &SuiteOptions,
+        tok: Tokenizer,
+        mut choices: HashMap<String, Vec<choice::Question>>,
+    ) -> Result<Suite> {
         let encode = |s: &str| tok.encode(s, false).map_err(|e| task_err("tokenizer", e));
         let mut tasks = Vec::new();
         for t in check(opts)? {
@@ -140,12 +179,23 @@ impl<'t> Suite<'t> {
                     Prepared::Lm(lm::windows(&stream, opts.seq_len, opts.limit.of("lm"))?)
                 }
                 "passkey" => {
-                    let o = passkey::Options { prompts: opts.limit.of("passkey").unwrap_or(12), filler_tokens: opts.filler_tokens, seed: opts.seed };
+                    let o = passkey::Options {
+                        prompts: opts.limit.of("passkey").unwrap_or(12),
+                        filler_tokens: opts.filler_tokens,
+                        seed: opts.seed,
+                    };
                     Prepared::Passkey(passkey::prompts(&o, &|s| encode(s).map(|v| v.len()))?)
                 }
                 name => match choices.remove(name) {
                     Some(qs) => Prepared::Choice(qs),
-                    None => Prepared::Choice(read_choice_tasks(&SuiteOptions { tasks: vec![name.to_string()], ..opts.clone() })?.remove(name).unwrap_or_default()),
+                    None => Prepared::Choice(
+                        read_choice_tasks(&SuiteOptions {
+                            tasks: vec![name.to_string()],
+                            ..opts.clone()
+                        })?
+                        .remove(name)
+                        .unwrap_or_default(),
+                    ),
                 },
             };
             tasks.push((t, prepared));
@@ -172,15 +222,25 @@ impl<'t> Suite<'t> {
 
     /// Scores every task on `gen`; `progress(task, i, n)` follows each example; returns each
     /// score with its seconds.
-    pub fn score(&self, gen: &mut Generator, progress: &mut dyn FnMut(&str, usize, usize)) -> Result<Vec<(Score, f64)>> {
-        let encode = |s: &str| self.tok.encode(s, false).map_err(|e| EvalError::Task { task: "tokenizer".into(), msg: e.to_string() });
+    pub fn score(
+        &self,
+        gen: &mut Generator,
+        progress: &mut dyn FnMut(&str, usize, usize),
+    ) -> Result<Vec<(Score, f64)>> {
+        let encode = |s: &str| {
+            self.tok.encode(s, false).map_err(|e| EvalError::Task {
+                task: "tokenizer".into(),
+                msg: e.to_string(),
+            })
+        };
         let mut out = Vec::with_capacity(self.tasks.len());
         for ((name, prepared), n) in self.tasks.iter().zip(self.examples()) {
             let t0 = std::time::Instant::now();
             let mut step = |i: usize| progress(name, i + 1, n);
             let score = match prepared {
                 Prepared::Lm(windows) => {
-                    let bytes = |ids: &[u32]| self.tok.decode(ids, false).map(|s| s.len()).unwrap_or(0);
+                    let bytes =
+                        |ids: &[u32]| self.tok.decode(ids, false).map(|s| s.len()).unwrap_or(0);
                     lm::score(gen, windows, &bytes, &mut step)?
                 }
                 Prepared::Choice(qs) => choice::score(name, gen, &encode, qs, &mut step)?,
@@ -199,10 +259,19 @@ mod tests {
     #[test]
     fn limits_parse_with_per_task_and_group_caps() {
         let l = Limits::parse("8,mmlu=100,commonsense=20").unwrap();
-        assert_eq!((l.of("lm"), l.of("mmlu"), l.of("piqa"), l.of("passkey")), (Some(8), Some(100), Some(20), Some(8)));
+        assert_eq!(
+            (l.of("lm"), l.of("mmlu"), l.of("piqa"), l.of("passkey")),
+            (Some(8), Some(100), Some(20), Some(8))
+        );
         assert_eq!(Limits::parse("passkey=3").unwrap().of("lm"), None);
-        assert!(Limits::parse("mmlu-pro=3").unwrap_err().to_string().contains("unknown task `mmlu-pro`"));
-        assert!(Limits::parse("x").unwrap_err().to_string().contains("give N or TASK=N"));
+        assert!(Limits::parse("mmlu-pro=3")
+            .unwrap_err()
+            .to_string()
+            .contains("unknown task `mmlu-pro`"));
+        assert!(Limits::parse("x")
+            .unwrap_err()
+            .to_string()
+            .contains("give N or TASK=N"));
         assert!(Limits::parse("0").unwrap().has_zero());
     }
 }

@@ -38,24 +38,39 @@ impl Cell {
             serde_json::Value::Null => None,
             x => Some(x.as_u64().ok_or_else(bad)? as usize),
         };
-        let mut scores = Vec::new();
-        for s in v["scores"].as_array().ok_or_else(bad)? {
-            let metrics = s["metrics"]
-                .as_array()
-                .ok_or_else(bad)?
-                .iter()
-                .map(|m| {
-                    Ok(jetc_eval::Metric {
-                        name: m["name"].as_str().ok_or_else(bad)?.to_string(),
-                        value: m["value"].as_f64().ok_or_else(bad)?,
-                        stderr: m["stderr"].as_f64(),
-                    })
-                })
-                .collect::<Result<Vec<_>>>()?;
-            scores.push(Score { task: s["task"].as_str().ok_or_else(bad)?.to_string(), examples: s["examples"].as_u64().ok_or_else(bad)? as usize, metrics });
-        }
-        Ok(Cell { layer, scores, seconds: v["seconds"].as_f64().unwrap_or(0.0) })
+        let scores = scores_from_json(&v["scores"])?;
+        Ok(Cell {
+            layer,
+            scores,
+            seconds: v["seconds"].as_f64().unwrap_or(0.0),
+        })
     }
+}
+
+/// Reads scores as `serde_json::to_value(Vec<Score>)` wrote them.
+pub fn scores_from_json(v: &serde_json::Value) -> Result<Vec<Score>> {
+    let bad = || err(format!("not a list of task scores: {v}"));
+    let mut scores = Vec::new();
+    for s in v.as_array().ok_or_else(bad)? {
+        let metrics = s["metrics"]
+            .as_array()
+            .ok_or_else(bad)?
+            .iter()
+            .map(|m| {
+                Ok(jetc_eval::Metric {
+                    name: m["name"].as_str().ok_or_else(bad)?.to_string(),
+                    value: m["value"].as_f64().ok_or_else(bad)?,
+                    stderr: m["stderr"].as_f64(),
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        scores.push(Score {
+            task: s["task"].as_str().ok_or_else(bad)?.to_string(),
+            examples: s["examples"].as_u64().ok_or_else(bad)? as usize,
+            metrics,
+        });
+    }
+    Ok(scores)
 }
 
 /// The metrics a task's rows show, and whether higher is better.
@@ -84,7 +99,13 @@ impl Row {
     /// (over the row's worst cell when there is no baseline).
     pub fn gains(&self) -> Vec<f64> {
         let sign = if self.higher_is_better { 1.0 } else { -1.0 };
-        let base = self.baseline.unwrap_or_else(|| self.values.iter().map(|v| sign * v).fold(f64::INFINITY, f64::min) * sign);
+        let base = self.baseline.unwrap_or_else(|| {
+            self.values
+                .iter()
+                .map(|v| sign * v)
+                .fold(f64::INFINITY, f64::min)
+                * sign
+        });
         self.values.iter().map(|v| sign * (v - base)).collect()
     }
 
@@ -132,7 +153,10 @@ impl HeatMap {
 
     /// The tasks, in the order the cells hold them.
     pub fn tasks(&self) -> Vec<String> {
-        self.cells.first().map(|c| c.scores.iter().map(|s| s.task.clone()).collect()).unwrap_or_default()
+        self.cells
+            .first()
+            .map(|c| c.scores.iter().map(|s| s.task.clone()).collect())
+            .unwrap_or_default()
     }
 
     /// Every (task, metric) row; an error when a layer's cell is missing.
@@ -140,17 +164,36 @@ impl HeatMap {
         let mut rows = Vec::new();
         for task in self.tasks() {
             for &(metric, higher) in row_metrics(&task) {
-                let get = |c: &Cell| c.scores.iter().find(|s| s.task == task).and_then(|s| s.metrics.iter().find(|m| m.name == metric)).cloned();
+                let get = |c: &Cell| {
+                    c.scores
+                        .iter()
+                        .find(|s| s.task == task)
+                        .and_then(|s| s.metrics.iter().find(|m| m.name == metric))
+                        .cloned()
+                };
                 let mut values = Vec::new();
                 let mut stderr = Vec::new();
                 for &l in &self.layers {
-                    let cell = self.cell(Some(l)).ok_or_else(|| err(format!("heat map: no scores for layer {l}")))?;
-                    let m = get(cell).ok_or_else(|| err(format!("heat map: layer {l} has no `{metric}` of task {task}")))?;
+                    let cell = self
+                        .cell(Some(l))
+                        .ok_or_else(|| err(format!("heat map: no scores for layer {l}")))?;
+                    let m = get(cell).ok_or_else(|| {
+                        err(format!(
+                            "heat map: layer {l} has no `{metric}` of task {task}"
+                        ))
+                    })?;
                     values.push(m.value);
                     stderr.push(m.stderr);
                 }
                 let baseline = self.cell(None).and_then(|c| get(c)).map(|m| m.value);
-                rows.push(Row { task: task.clone(), metric: metric.to_string(), higher_is_better: higher, values, stderr, baseline });
+                rows.push(Row {
+                    task: task.clone(),
+                    metric: metric.to_string(),
+                    higher_is_better: higher,
+                    values,
+                    stderr,
+                    baseline,
+                });
             }
         }
         Ok(rows)
@@ -177,8 +220,18 @@ impl HeatMap {
         for i in 0..rows.len() {
             for j in i + 1..rows.len() {
                 let (a, b) = (&rows[i], &rows[j]);
-                let ta: Vec<usize> = a.ranked(&self.layers).iter().take(top).map(|x| x.0).collect();
-                let tb: Vec<usize> = b.ranked(&self.layers).iter().take(top).map(|x| x.0).collect();
+                let ta: Vec<usize> = a
+                    .ranked(&self.layers)
+                    .iter()
+                    .take(top)
+                    .map(|x| x.0)
+                    .collect();
+                let tb: Vec<usize> = b
+                    .ranked(&self.layers)
+                    .iter()
+                    .take(top)
+                    .map(|x| x.0)
+                    .collect();
                 let shared: Vec<usize> = ta.iter().copied().filter(|l| tb.contains(l)).collect();
                 overlaps.push(json!({
                     "rows": [format!("{} {}", a.task, a.metric), format!("{} {}", b.task, b.metric)],
@@ -208,13 +261,18 @@ impl HeatMap {
     pub fn plot(&self, png: &Path, svg: &Path, title: &str) -> Result<bool> {
         let rows = self.rows()?;
         let text = jetc_train::plot::register_font();
-        let (w, h) = ((160 + 34 * self.layers.len() as u32 + 40).max(640), 90 + 44 * rows.len() as u32);
+        let (w, h) = (
+            (160 + 34 * self.layers.len() as u32 + 40).max(640),
+            90 + 44 * rows.len() as u32,
+        );
         {
             let root = SVGBackend::new(svg, (w, h)).into_drawing_area();
-            draw(&root, self, &rows, title, text).map_err(|e| err(format!("{}: {e}", svg.display())))?;
+            draw(&root, self, &rows, title, text)
+                .map_err(|e| err(format!("{}: {e}", svg.display())))?;
         }
         let root = BitMapBackend::new(png, (w, h)).into_drawing_area();
-        draw(&root, self, &rows, title, text).map_err(|e| err(format!("{}: {e}", png.display())))?;
+        draw(&root, self, &rows, title, text)
+            .map_err(|e| err(format!("{}: {e}", png.display())))?;
         Ok(text)
     }
 }
@@ -234,46 +292,96 @@ fn pearson(a: &[f64], b: &[f64]) -> Option<f64> {
 
 /// A colour from light yellow (t = 0, worst of the row) to dark purple (t = 1, best).
 fn shade(t: f64) -> RGBColor {
-    const STOPS: [(f64, (f64, f64, f64)); 4] = [(0.0, (255.0, 247.0, 188.0)), (0.35, (254.0, 153.0, 41.0)), (0.7, (204.0, 76.0, 2.0)), (1.0, (84.0, 39.0, 136.0))];
+    const STOPS: [(f64, (f64, f64, f64)); 4] = [
+        (0.0, (255.0, 247.0, 188.0)),
+        (0.35, (254.0, 153.0, 41.0)),
+        (0.7, (204.0, 76.0, 2.0)),
+        (1.0, (84.0, 39.0, 136.0)),
+    ];
     let t = t.clamp(0.0, 1.0);
-    let k = STOPS.iter().position(|s| s.0 >= t).unwrap_or(STOPS.len() - 1).max(1);
+    let k = STOPS
+        .iter()
+        .position(|s| s.0 >= t)
+        .unwrap_or(STOPS.len() - 1)
+        .max(1);
     let ((t0, c0), (t1, c1)) = (STOPS[k - 1], STOPS[k]);
     let f = if t1 > t0 { (t - t0) / (t1 - t0) } else { 0.0 };
     let mix = |a: f64, b: f64| (a + (b - a) * f).round() as u8;
     RGBColor(mix(c0.0, c1.0), mix(c0.1, c1.1), mix(c0.2, c1.2))
 }
 
-fn draw<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, map: &HeatMap, rows: &[Row], title: &str, text: bool) -> std::result::Result<(), String> {
+fn draw<DB: DrawingBackend>(
+    root: &DrawingArea<DB, Shift>,
+    map: &HeatMap,
+    rows: &[Row],
+    title: &str,
+    text: bool,
+) -> std::result::Result<(), String> {
     let e = |x: plotters::drawing::DrawingAreaErrorKind<DB::ErrorType>| x.to_string();
     root.fill(&WHITE).map_err(e)?;
     let (left, top, cw, ch) = (160i32, 50i32, 34i32, 44i32);
     if text {
-        root.draw(&Text::new(title.to_string(), (10, 14), ("sans-serif", 18))).map_err(e)?;
+        root.draw(&Text::new(title.to_string(), (10, 14), ("sans-serif", 18)))
+            .map_err(e)?;
     }
     for (r, row) in rows.iter().enumerate() {
         let gains = row.gains();
-        let (lo, hi) = gains.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(l, h), &g| (l.min(g), h.max(g)));
+        let (lo, hi) = gains
+            .iter()
+            .fold((f64::INFINITY, f64::NEG_INFINITY), |(l, h), &g| {
+                (l.min(g), h.max(g))
+            });
         let y = top + r as i32 * ch;
         if text {
-            root.draw(&Text::new(format!("{} {}", row.task, row.metric.replace('_', " ")), (8, y + ch / 2 - 7), ("sans-serif", 13))).map_err(e)?;
+            root.draw(&Text::new(
+                format!("{} {}", row.task, row.metric.replace('_', " ")),
+                (8, y + ch / 2 - 7),
+                ("sans-serif", 13),
+            ))
+            .map_err(e)?;
         }
         for (c, (&v, g)) in row.values.iter().zip(&gains).enumerate() {
             let t = if hi > lo { (g - lo) / (hi - lo) } else { 0.5 };
             let x = left + c as i32 * cw;
-            root.draw(&Rectangle::new([(x, y), (x + cw - 1, y + ch - 1)], shade(t).filled())).map_err(e)?;
+            root.draw(&Rectangle::new(
+                [(x, y), (x + cw - 1, y + ch - 1)],
+                shade(t).filled(),
+            ))
+            .map_err(e)?;
             if text {
-                let label = if v.abs() >= 10.0 { format!("{v:.1}") } else { format!("{v:.2}") };
+                let label = if v.abs() >= 10.0 {
+                    format!("{v:.1}")
+                } else {
+                    format!("{v:.2}")
+                };
                 let color = if t > 0.6 { WHITE } else { BLACK };
-                root.draw(&Text::new(label, (x + 3, y + ch / 2 - 5), ("sans-serif", 10).into_font().color(&color))).map_err(e)?;
+                root.draw(&Text::new(
+                    label,
+                    (x + 3, y + ch / 2 - 5),
+                    ("sans-serif", 10).into_font().color(&color),
+                ))
+                .map_err(e)?;
             }
         }
     }
     if text {
         let y = top + rows.len() as i32 * ch + 6;
         for (c, l) in map.layers.iter().enumerate() {
-            root.draw(&Text::new(l.to_string(), (left + c as i32 * cw + cw / 2 - 6, y), ("sans-serif", 12))).map_err(e)?;
+            root.draw(&Text::new(
+                l.to_string(),
+                (left + c as i32 * cw + cw / 2 - 6, y),
+                ("sans-serif", 12),
+            ))
+            .map_err(e)?;
         }
-        root.draw(&Text::new("layer on full attention (the others: ".to_string() + &map.block + "); darker = better, each row on its own scale", (left, y + 18), ("sans-serif", 12))).map_err(e)?;
+        root.draw(&Text::new(
+            "layer on full attention (the others: ".to_string()
+                + &map.block
+                + "); darker = better, each row on its own scale",
+            (left, y + 18),
+            ("sans-serif", 12),
+        ))
+        .map_err(e)?;
     }
     root.present().map_err(e)
 }
@@ -284,21 +392,40 @@ mod tests {
     use jetc_eval::Metric;
 
     fn score(task: &str, metrics: &[(&str, f64)]) -> Score {
-        Score { task: task.into(), examples: 4, metrics: metrics.iter().map(|&(n, v)| Metric { name: n.into(), value: v, stderr: Some(0.1) }).collect() }
+        Score {
+            task: task.into(),
+            examples: 4,
+            metrics: metrics
+                .iter()
+                .map(|&(n, v)| Metric {
+                    name: n.into(),
+                    value: v,
+                    stderr: Some(0.1),
+                })
+                .collect(),
+        }
     }
 
     /// Three layers: layer 2 carries retrieval, layer 0 the lm loss.
     fn map() -> HeatMap {
         let cell = |layer: Option<usize>, nll: f64, acc: f64, loss: f64| Cell {
             layer,
-            scores: vec![score("lm", &[("nll", nll)]), score("passkey", &[("acc", acc), ("answer_loss", loss)])],
+            scores: vec![
+                score("lm", &[("nll", nll)]),
+                score("passkey", &[("acc", acc), ("answer_loss", loss)]),
+            ],
             seconds: 1.0,
         };
         HeatMap {
             n_layers: 3,
             layers: vec![0, 1, 2],
             block: "jetblock".into(),
-            cells: vec![cell(None, 5.0, 0.0, 9.0), cell(Some(0), 4.0, 0.0, 8.5), cell(Some(1), 4.9, 0.1, 8.0), cell(Some(2), 4.8, 0.9, 2.0)],
+            cells: vec![
+                cell(None, 5.0, 0.0, 9.0),
+                cell(Some(0), 4.0, 0.0, 8.5),
+                cell(Some(1), 4.9, 0.1, 8.0),
+                cell(Some(2), 4.8, 0.9, 2.0),
+            ],
         }
     }
 
@@ -307,16 +434,38 @@ mod tests {
         let m = map();
         let rows = m.rows().unwrap();
         assert_eq!(rows.len(), 3);
-        assert_eq!((rows[0].task.as_str(), rows[0].metric.as_str(), rows[0].higher_is_better), ("lm", "nll", false));
+        assert_eq!(
+            (
+                rows[0].task.as_str(),
+                rows[0].metric.as_str(),
+                rows[0].higher_is_better
+            ),
+            ("lm", "nll", false)
+        );
         let g = rows[0].gains();
-        assert!((g[0] - 1.0).abs() < 1e-12 && (g[1] - 0.1).abs() < 1e-9 && (g[2] - 0.2).abs() < 1e-9, "{g:?}");
+        assert!(
+            (g[0] - 1.0).abs() < 1e-12 && (g[1] - 0.1).abs() < 1e-9 && (g[2] - 0.2).abs() < 1e-9,
+            "{g:?}"
+        );
         assert_eq!(rows[0].carriers(&m.layers), vec![0]);
         assert_eq!(rows[1].carriers(&m.layers), vec![2], "passkey acc");
-        assert_eq!(rows[2].ranked(&m.layers)[0].0, 2, "passkey loss: layer 2 best");
+        assert_eq!(
+            rows[2].ranked(&m.layers)[0].0,
+            2,
+            "passkey loss: layer 2 best"
+        );
         let f = m.findings(1).unwrap();
         assert_eq!(f["rows"][0]["best_layer"], 0);
-        assert_eq!(f["overlaps"][2]["shared_top_layers"], json!([2]), "passkey acc and loss share layer 2");
-        assert_eq!(f["overlaps"][0]["shared_top_layers"], json!([]), "lm and passkey do not");
+        assert_eq!(
+            f["overlaps"][2]["shared_top_layers"],
+            json!([2]),
+            "passkey acc and loss share layer 2"
+        );
+        assert_eq!(
+            f["overlaps"][0]["shared_top_layers"],
+            json!([]),
+            "lm and passkey do not"
+        );
     }
 
     #[test]
@@ -334,7 +483,9 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let (png, svg) = (dir.join("h.png"), dir.join("h.svg"));
         map().plot(&png, &svg, "test").unwrap();
-        assert!(std::fs::read(&png).unwrap().starts_with(&[0x89, b'P', b'N', b'G']));
+        assert!(std::fs::read(&png)
+            .unwrap()
+            .starts_with(&[0x89, b'P', b'N', b'G']));
         assert!(std::fs::read_to_string(&svg).unwrap().contains("<svg"));
         std::fs::remove_dir_all(&dir).ok();
     }

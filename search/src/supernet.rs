@@ -40,20 +40,38 @@ impl Supernet {
     /// Opens run `run`: its newest valid checkpoint and its distill.json (when the run has
     /// finished; a run in progress has only checkpoints, and seed 0 is assumed).
     pub fn open(run: &Path) -> Result<Supernet> {
-        let ck = jetc_train::checkpoint::latest(run)?
-            .ok_or_else(|| err(format!("supernet {}: no checkpoint in it (not a jetc distill run?)", run.display())))?;
-        let record: Option<serde_json::Value> =
-            std::fs::read(run.join("distill.json")).ok().and_then(|b| serde_json::from_slice(&b).ok());
+        let ck = jetc_train::checkpoint::latest(run)?.ok_or_else(|| {
+            err(format!(
+                "supernet {}: no checkpoint in it (not a jetc distill run?)",
+                run.display()
+            ))
+        })?;
+        let record: Option<serde_json::Value> = std::fs::read(run.join("distill.json"))
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok());
         let field = |k: &str| record.as_ref().and_then(|v| v.get(k)).cloned();
         let candidates = match field("supernet") {
-            Some(serde_json::Value::String(s)) => s.split(',').map(|c| c.trim().to_string()).filter(|c| !c.is_empty()).collect(),
-            Some(serde_json::Value::Array(a)) => a.iter().filter_map(|c| c.as_str().map(str::to_string)).collect(),
+            Some(serde_json::Value::String(s)) => s
+                .split(',')
+                .map(|c| c.trim().to_string())
+                .filter(|c| !c.is_empty())
+                .collect(),
+            Some(serde_json::Value::Array(a)) => a
+                .iter()
+                .filter_map(|c| c.as_str().map(str::to_string))
+                .collect(),
             _ => Vec::new(),
         };
         let mixer = field("mixer").unwrap_or_default();
         let num = |k: &str| mixer.get(k).and_then(|v| v.as_u64()).map(|n| n as usize);
         let d = MixerConfig::default();
-        let config = MixerConfig { heads: num("heads"), dk: num("dk"), dv: num("dv"), conv: num("conv").unwrap_or(d.conv), reduction: num("reduction").unwrap_or(d.reduction) };
+        let config = MixerConfig {
+            heads: num("heads"),
+            dk: num("dk"),
+            dv: num("dv"),
+            conv: num("conv").unwrap_or(d.conv),
+            reduction: num("reduction").unwrap_or(d.reduction),
+        };
         Ok(Supernet {
             fingerprint: field("model_fingerprint").and_then(|v| v.as_str().map(str::to_string)),
             config,
@@ -90,7 +108,11 @@ impl Supernet {
 
     /// The highest layer index among the run's block weights (`layers.{l}.…`).
     pub fn max_layer(&self) -> Option<usize> {
-        self.weights.keys().filter(|n| is_block_weight(n)).filter_map(|n| n.strip_prefix("layers.")?.split('.').next()?.parse().ok()).max()
+        self.weights
+            .keys()
+            .filter(|n| is_block_weight(n))
+            .filter_map(|n| n.strip_prefix("layers.")?.split('.').next()?.parse().ok())
+            .max()
     }
 
     /// Checks that the run was trained on a model of `n_layers` layers.
@@ -111,7 +133,8 @@ impl Supernet {
     /// --train-attn, MLPs with --train-mlp) bind where their names occur.
     pub fn subnet(&self, base: &Graph, layout: &Layout) -> Result<Graph> {
         let mut g = base.clone();
-        convert(&mut g, layout, self.seed).map_err(|m| err(format!("layout of supernet {}: {m}", self.run.display())))?;
+        convert(&mut g, layout, self.seed)
+            .map_err(|m| err(format!("layout of supernet {}: {m}", self.run.display())))?;
         self.bind(&mut g)?;
         Ok(g)
     }
@@ -122,7 +145,11 @@ impl Supernet {
         let missing: Vec<String> = g
             .node_ids()
             .filter_map(|id| g.node(id).ok())
-            .filter(|n| matches!(n.op, Op::Const(_)) && is_block_weight(&n.name) && !self.weights.contains_key(n.name.as_str()))
+            .filter(|n| {
+                matches!(n.op, Op::Const(_))
+                    && is_block_weight(&n.name)
+                    && !self.weights.contains_key(n.name.as_str())
+            })
             .map(|n| n.name.clone())
             .collect();
         if let Some(first) = missing.first() {
@@ -132,8 +159,10 @@ impl Supernet {
                 missing.len()
             )));
         }
-        let by_name: HashMap<&str, &ArrayD<f32>> = self.weights.iter().map(|(n, w)| (n.as_str(), w)).collect();
-        bind_weights(g, &by_name).map_err(|e| err(format!("supernet {}: {e}", self.checkpoint.display())))
+        let by_name: HashMap<&str, &ArrayD<f32>> =
+            self.weights.iter().map(|(n, w)| (n.as_str(), w)).collect();
+        bind_weights(g, &by_name)
+            .map_err(|e| err(format!("supernet {}: {e}", self.checkpoint.display())))
     }
 }
 

@@ -22,7 +22,12 @@ use crate::load;
 pub struct TaskFlags {
     /// Tasks, comma-separated: lm, passkey, arc-e, arc-c, hellaswag, piqa, winogrande, mmlu,
     /// mmlu-dev, or the group commonsense.
-    #[arg(long = "task", visible_alias = "tasks", value_delimiter = ',', required = true)]
+    #[arg(
+        long = "task",
+        visible_alias = "tasks",
+        value_delimiter = ',',
+        required = true
+    )]
     pub tasks: Vec<String>,
     /// Text for the lm task: files or directories of .txt/.md/.rst, JSONL or Parquet.
     #[arg(long, value_delimiter = ',')]
@@ -57,14 +62,22 @@ impl TaskFlags {
             data: self.data.clone(),
             text_field: self.text_field.clone(),
             seq_len: self.seq_len,
-            limit: self.limit.as_deref().map(Limits::parse).transpose().map_err(msg)?.unwrap_or_default(),
+            limit: self
+                .limit
+                .as_deref()
+                .map(Limits::parse)
+                .transpose()
+                .map_err(msg)?
+                .unwrap_or_default(),
             filler_tokens: self.filler_tokens,
             seed: self.seed,
             task_dir: self
                 .task_dir
                 .clone()
                 .or_else(|| std::env::var_os("JETC_EVAL_DIR").map(PathBuf::from))
-                .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/jetc/eval")))
+                .or_else(|| {
+                    std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/jetc/eval"))
+                })
                 .unwrap_or_else(|| PathBuf::from("eval-data")),
         })
     }
@@ -82,7 +95,14 @@ pub struct EvalArgs {
 
 /// Whether any layout flag was given (then MODEL is converted before scoring).
 fn has_layout(l: &super::convert::LayoutFlags) -> bool {
-    !l.full_attn.is_empty() || !l.swa.is_empty() || l.layout.is_some() || l.window.is_some() || l.heads.is_some() || l.dk.is_some() || l.dv.is_some() || l.block != "jetblock"
+    !l.full_attn.is_empty()
+        || !l.swa.is_empty()
+        || l.layout.is_some()
+        || l.window.is_some()
+        || l.heads.is_some()
+        || l.dk.is_some()
+        || l.dv.is_some()
+        || l.block != "jetblock"
 }
 
 /// The graph scored: the model, or its layout's hybrid (with a supernet's weights).
@@ -93,7 +113,8 @@ fn scored_graph(a: &EvalArgs) -> Result<jetc_ir::Graph> {
     }
     let layout = super::convert::layout_of(&a.layout)?;
     let Some(run) = &a.supernet else {
-        jetc::convert::convert(&mut graph, &layout, 0).map_err(|m| msg(format!("{}: {m}", a.model.display())))?;
+        jetc::convert::convert(&mut graph, &layout, 0)
+            .map_err(|m| msg(format!("{}: {m}", a.model.display())))?;
         return Ok(graph);
     };
     // The run's seed gives the same non-learned constants as the run's own model.
@@ -115,7 +136,9 @@ fn bar(n: usize, what: &str, quiet: bool) -> ProgressBar {
         return ProgressBar::hidden();
     }
     let pb = ProgressBar::new(n as u64);
-    if let Ok(style) = ProgressStyle::with_template("{msg:>10} [{bar:30}] {pos}/{len} {per_sec} eta {eta}") {
+    if let Ok(style) =
+        ProgressStyle::with_template("{msg:>10} [{bar:30}] {pos}/{len} {per_sec} eta {eta}")
+    {
         pb.set_style(style.progress_chars("=> "));
     }
     pb.set_message(what.to_string());
@@ -131,10 +154,15 @@ pub fn run(a: &EvalArgs) -> Result<()> {
         Some(p) => super::generate::text_from(p)?,
         None => super::generate::text_of(&a.model)?,
     };
-    let suite = Suite::prepare(opts, &tok, choices).map_err(msg)?;
+    let suite = Suite::prepare(opts, tok, choices).map_err(msg)?;
     let graph = scored_graph(a)?;
     let mut gen = Generator::new(&graph).map_err(msg)?;
-    let bars: Vec<ProgressBar> = suite.names().iter().zip(suite.examples()).map(|(t, n)| bar(n, t, a.json)).collect();
+    let bars: Vec<ProgressBar> = suite
+        .names()
+        .iter()
+        .zip(suite.examples())
+        .map(|(t, n)| bar(n, t, a.json))
+        .collect();
     let names: Vec<String> = suite.names().iter().map(|s| s.to_string()).collect();
     let scores = suite
         .score(&mut gen, &mut |task, i, n| {
@@ -150,8 +178,16 @@ pub fn run(a: &EvalArgs) -> Result<()> {
         let tasks: Vec<serde_json::Value> = scores
             .iter()
             .map(|(s, secs)| {
-                let metrics: serde_json::Map<String, serde_json::Value> =
-                    s.metrics.iter().map(|m| (m.name.clone(), json!({"value": m.value, "stderr": m.stderr}))).collect();
+                let metrics: serde_json::Map<String, serde_json::Value> = s
+                    .metrics
+                    .iter()
+                    .map(|m| {
+                        (
+                            m.name.clone(),
+                            json!({"value": m.value, "stderr": m.stderr}),
+                        )
+                    })
+                    .collect();
                 json!({"task": s.task, "examples": s.examples, "metrics": metrics, "seconds": secs})
             })
             .collect();
@@ -160,11 +196,17 @@ pub fn run(a: &EvalArgs) -> Result<()> {
         return Ok(());
     }
     println!("{}", a.model.display());
-    println!("{:<10} {:<16} {:>14} {:>10} {:>9}", "task", "metric", "value", "stderr", "examples");
+    println!(
+        "{:<10} {:<16} {:>14} {:>10} {:>9}",
+        "task", "metric", "value", "stderr", "examples"
+    );
     for (s, _) in &scores {
         for m in &s.metrics {
             let err = m.stderr.map_or("-".to_string(), |e| format!("{e:.4}"));
-            println!("{:<10} {:<16} {:>14.4} {:>10} {:>9}", s.task, m.name, m.value, err, s.examples);
+            println!(
+                "{:<10} {:<16} {:>14.4} {:>10} {:>9}",
+                s.task, m.name, m.value, err, s.examples
+            );
         }
     }
     Ok(())

@@ -6,6 +6,7 @@
 //! scored cell is appended to DIR/cells.jsonl as it finishes, so `--resume` continues a map
 //! that was stopped; at the end DIR holds heatmap.json (rows, findings, cells), heatmap.png
 //! and heatmap.svg.
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -13,144 +14,564 @@ use std::time::Instant;
 use indicatif::{ProgressBar, ProgressStyle};
 use jetc::convert::Layout;
 use jetc_eval::suite::{self, Suite, SuiteOptions};
+use jetc_eval::Score;
 use jetc_models::generate::Generator;
 use jetc_passes::linearize::{attention_layers, Block};
-use jetc_search::heatmap::{Cell, HeatMap};
+use jetc_search::heatmap::{scores_from_json, Cell, HeatMap};
+use jetc_search::placement::{beam_cost, binomial, search, Objective, Scored};
 use jetc_search::supernet::Supernet;
 use serde_json::json;
 
 use crate::error::{CliError, Result};
 use crate::load;
 
-pub struct HeatmapArgs {
+/// The flags every search command takes.
+pub struct SearchCommon {
     pub supernet: PathBuf,
     /// The base model (default: the run's own, from its distill.json).
     pub model: Option<PathBuf>,
     pub output: PathBuf,
     pub suite: SuiteOptions,
     pub tokenizer: Option<PathBuf>,
-    /// Layers to map (default: all).
-    pub layers: Vec<usize>,
-    /// The linear block of the other layers (default: the run's).
+    /// The linear block of the non-attention layers (default: the run's).
     pub block: Option<String>,
     pub resume: bool,
     pub json: bool,
+}
+
+pub struct HeatmapArgs {
+    pub common: SearchCommon,
+    /// Layers to map (default: all).
+    pub layers: Vec<usize>,
+}
+
+pub struct PlacementArgs {
+    pub common: SearchCommon,
+    pub budget: usize,
+    pub beam: usize,
+    /// `task[:metric][=weight],...` or a file holding it (default: each task's own metric).
+    pub objective: Option<String>,
+    /// Layers the search may pick (default: all).
+    pub candidates: Vec<usize>,
+    /// A heat map of the same supernet and tasks, whose cells score the one-layer subnets.
+    pub heatmap: Option<PathBuf>,
 }
 
 fn msg(e: impl std::fmt::Display) -> CliError {
     CliError::Msg(e.to_string())
 }
 
-/// The cells already in `path` (a resumed map), by layer.
+/// A supernet, its base model and the task suite, checked and loaded.
+struct Setup {
+    net: Supernet,
+    base: jetc_ir::Graph,
+    n_layers: usize,
+    block: Block,
+    suite: Suite,
+    /// What the output was computed with (params.json; --resume must match it).
+    params: serde_json::Value,
+}
+
+impl Setup {
+    fn layout(&self, full_attn: &[usize]) -> Layout {
+        Layout {
+            full_attn: full_attn.to_vec(),
+            swa: vec![],
+            window: self.net.window,
+            block: self.block,
+            blocks: vec![],
+            config: self.net.config.clone(),
+        }
+    }
+
+    /// Scores the subnet with `full_attn` on full attention; `progress` sees task, i, n.
+    fn score(
+        &self,
+        full_attn: &[usize],
+        graph: Option<jetc_ir::Graph>,
+        progress: &mut dyn FnMut(&str, usize, usize),
+    ) -> Result<Vec<Score>> {
+        let graph = match graph {
+            Some(g) => g,
+            None => self.net.subnet(&self.base, &self.layout(full_attn))?,
+        };
+        let mut gen = Generator::new(&graph).map_err(msg)?;
+        Ok(self
+            .suite
+            .score(&mut gen, progress)
+            .map_err(msg)?
+            .into_iter()
+            .map(|s| s.0)
+            .collect())
+    }
+}
+
+/// Checks everything that can be checked, loads the model and prepares the tasks, then
+/// creates the output directory (or checks it, with --resume). Returns the setup and the
+/// subnet of `first` (built before anything is written: a supernet of another model fails
+/// here).
+fn setup(
+    c: &SearchCommon,
+    kind: &str,
+    extra: serde_json::Value,
+    first: &[usize],
+    check: &dyn Fn(usize, &serde_json::Value) -> Result<()>,
+) -> Result<(Setup, jetc_ir::Graph)> {
+    let choices = suite::read_choice_tasks(&c.suite).map_err(msg)?;
+    let net = Supernet::open(&c.supernet)?;
+    let model = c
+        .model
+        .clone()
+        .or_else(|| net.model.clone())
+        .ok_or_else(|| {
+            msg(format!(
+                "--supernet {}: its distill.json names no model (give --model)",
+                c.supernet.display()
+            ))
+        })?;
+    let block_name = c
+        .block
+        .clone()
+        .or_else(|| net.block.clone())
+        .unwrap_or_else(|| "jetblock".into());
+    let block = Block::parse(&block_name).map_err(msg)?;
+    if !net.candidates.is_empty()
+        && !net
+            .candidates
+            .iter()
+            .any(|x| x == block.name() || x == &block_name)
+    {
+        return Err(msg(format!(
+            "--block {block_name}: the supernet's candidates are {}",
+            net.candidates.join(",")
+        )));
+    }
+    let mut params = json!({
+        "search": kind, "supernet": c.supernet.display().to_string(), "model": model.display().to_string(), "block": block.name(),
+        "tasks": c.suite.tasks, "limit": c.suite.limit, "seq_len": c.suite.seq_len, "seed": c.suite.seed,
+        "filler_tokens": c.suite.filler_tokens, "data": c.suite.data,
+    });
+    if let (Some(p), Some(e)) = (params.as_object_mut(), extra.as_object()) {
+        p.extend(e.clone());
+    }
+    let params_path = c.output.join("params.json");
+    if c.resume {
+        let old: serde_json::Value = std::fs::read(&params_path)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .ok_or_else(|| {
+                msg(format!(
+                    "--resume: {} is not a {kind} directory (no params.json)",
+                    c.output.display()
+                ))
+            })?;
+        if old != params {
+            return Err(msg(format!(
+                "--resume: {} was computed with other settings ({old}); give the same flags",
+                params_path.display()
+            )));
+        }
+    } else if c.output.exists()
+        && std::fs::read_dir(&c.output)
+            .map(|mut d| d.next().is_some())
+            .unwrap_or(true)
+    {
+        return Err(msg(format!(
+            "-o {}: not empty (give a new directory, or --resume)",
+            c.output.display()
+        )));
+    }
+    let base = load::load_raised(&model)?;
+    let n_layers = attention_layers(&base)?.len();
+    net.check_model(&base, &model)?;
+    check(n_layers, &params)?;
+    let (tok, _) = match &c.tokenizer {
+        Some(p) => super::generate::text_from(p)?,
+        None => super::generate::text_of(&model)?,
+    };
+    let suite = Suite::prepare(&c.suite, tok, choices).map_err(msg)?;
+    let s = Setup {
+        net,
+        base,
+        n_layers,
+        block,
+        suite,
+        params,
+    };
+    let g = s.net.subnet(&s.base, &s.layout(first))?;
+    std::fs::create_dir_all(&c.output).map_err(|e| msg(format!("{}: {e}", c.output.display())))?;
+    std::fs::write(
+        &params_path,
+        serde_json::to_string_pretty(&s.params).map_err(msg)?,
+    )
+    .map_err(|e| msg(format!("{}: {e}", params_path.display())))?;
+    Ok((s, g))
+}
+
+/// The cells already in `path` (a resumed map).
 fn read_cells(path: &Path) -> Result<Vec<Cell>> {
-    let Ok(text) = std::fs::read_to_string(path) else { return Ok(Vec::new()) };
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return Ok(Vec::new());
+    };
     text.lines()
         .filter(|l| !l.trim().is_empty())
         .enumerate()
         .map(|(i, l)| {
-            let v: serde_json::Value = serde_json::from_str(l).map_err(|e| msg(format!("{}:{}: {e}", path.display(), i + 1)))?;
+            let v: serde_json::Value = serde_json::from_str(l)
+                .map_err(|e| msg(format!("{}:{}: {e}", path.display(), i + 1)))?;
             Cell::from_json(&v).map_err(|e| msg(format!("{}:{}: {e}", path.display(), i + 1)))
         })
         .collect()
 }
 
-pub fn heatmap(a: &HeatmapArgs) -> Result<()> {
-    // Everything that can be checked is checked before DIR is touched.
-    let choices = suite::read_choice_tasks(&a.suite).map_err(msg)?;
-    let net = Supernet::open(&a.supernet)?;
-    let model = a.model.clone().or_else(|| net.model.clone()).ok_or_else(|| {
-        msg(format!("--supernet {}: its distill.json names no model (give --model)", a.supernet.display()))
-    })?;
-    let block_name = a.block.clone().or_else(|| net.block.clone()).unwrap_or_else(|| "jetblock".into());
-    let block = Block::parse(&block_name).map_err(msg)?;
-    if !net.candidates.is_empty() && !net.candidates.iter().any(|c| c == block.name() || c == &block_name) {
-        return Err(msg(format!("--block {block_name}: the supernet's candidates are {}", net.candidates.join(","))));
-    }
-    let params_json = json!({
-        "supernet": a.supernet.display().to_string(), "model": model.display().to_string(), "block": block.name(),
-        "tasks": a.suite.tasks, "limit": a.suite.limit, "seq_len": a.suite.seq_len, "seed": a.suite.seed,
-        "filler_tokens": a.suite.filler_tokens, "data": a.suite.data,
-    });
-    let cells_path = a.output.join("cells.jsonl");
-    let params_path = a.output.join("params.json");
-    if a.resume {
-        let old: serde_json::Value = std::fs::read(&params_path)
-            .ok()
-            .and_then(|b| serde_json::from_slice(&b).ok())
-            .ok_or_else(|| msg(format!("--resume: {} is not a heat-map directory (no params.json)", a.output.display())))?;
-        if old != params_json {
-            return Err(msg(format!("--resume: {} was mapped with other settings ({old}); give the same flags", params_path.display())));
-        }
-    } else if a.output.exists() && std::fs::read_dir(&a.output).map(|mut d| d.next().is_some()).unwrap_or(true) {
-        return Err(msg(format!("-o {}: not empty (give a new directory, or --resume)", a.output.display())));
-    }
-    let base = load::load_raised(&model)?;
-    let n_layers = attention_layers(&base)?.len();
-    net.check_model(&base, &model)?;
-    if let Some(&l) = a.layers.iter().find(|&&l| l >= n_layers) {
-        return Err(msg(format!("--layers: layer {l} of a model with {n_layers} layers")));
-    }
-    let layers: Vec<usize> = if a.layers.is_empty() { (0..n_layers).collect() } else { a.layers.clone() };
-    let (tok, _) = match &a.tokenizer {
-        Some(p) => super::generate::text_from(p)?,
-        None => super::generate::text_of(&model)?,
-    };
-    let suite = Suite::prepare(&a.suite, &tok, choices).map_err(msg)?;
-    // The first subnet is built before anything is written: a supernet of another model fails here.
-    let layout_of = |layer: Option<usize>| Layout {
-        full_attn: layer.into_iter().collect(),
-        swa: vec![],
-        window: net.window,
-        block,
-        blocks: vec![],
-        config: net.config.clone(),
-    };
-    let mut first = Some(net.subnet(&base, &layout_of(None))?);
+fn append_line(path: &Path, v: &serde_json::Value) -> Result<()> {
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .map_err(|e| msg(format!("{}: {e}", path.display())))?;
+    writeln!(f, "{v}").map_err(|e| msg(format!("{}: {e}", path.display())))
+}
 
-    std::fs::create_dir_all(&a.output).map_err(|e| msg(format!("{}: {e}", a.output.display())))?;
-    std::fs::write(&params_path, serde_json::to_string_pretty(&params_json).map_err(msg)?).map_err(|e| msg(format!("{}: {e}", params_path.display())))?;
-    let mut cells = if a.resume { read_cells(&cells_path)? } else { Vec::new() };
-    let todo: Vec<Option<usize>> = std::iter::once(None).chain(layers.iter().map(|&l| Some(l))).filter(|l| !cells.iter().any(|c| c.layer == *l)).collect();
-    let started = Instant::now();
-    let pb = if a.json { ProgressBar::hidden() } else { ProgressBar::new((layers.len() + 1) as u64) };
-    if let Ok(style) = ProgressStyle::with_template("heat map [{bar:30}] {pos}/{len} subnets, {elapsed} elapsed, eta {eta} {msg}") {
+fn progress_bar(len: usize, what: &str, quiet: bool) -> ProgressBar {
+    let pb = if quiet {
+        ProgressBar::hidden()
+    } else {
+        ProgressBar::new(len as u64)
+    };
+    if let Ok(style) = ProgressStyle::with_template(&format!(
+        "{what} [{{bar:30}}] {{pos}}/{{len}} subnets, {{elapsed}} elapsed, eta {{eta}} {{msg}}"
+    )) {
         pb.set_style(style.progress_chars("=> "));
     }
+    pb
+}
+
+pub fn heatmap(a: &HeatmapArgs) -> Result<()> {
+    let c = &a.common;
+    let layers_ok = |n: usize, _: &serde_json::Value| match a.layers.iter().find(|&&l| l >= n) {
+        Some(l) => Err(msg(format!(
+            "--layers: layer {l} of a model with {n} layers"
+        ))),
+        None => Ok(()),
+    };
+    let (s, first) = setup(c, "heatmap", json!({"layers": a.layers}), &[], &layers_ok)?;
+    let mut first = Some(first);
+    let layers: Vec<usize> = if a.layers.is_empty() {
+        (0..s.n_layers).collect()
+    } else {
+        a.layers.clone()
+    };
+    let cells_path = c.output.join("cells.jsonl");
+    let mut cells = if c.resume {
+        read_cells(&cells_path)?
+    } else {
+        Vec::new()
+    };
+    let todo: Vec<Option<usize>> = std::iter::once(None)
+        .chain(layers.iter().map(|&l| Some(l)))
+        .filter(|l| !cells.iter().any(|c| c.layer == *l))
+        .collect();
+    let started = Instant::now();
+    let pb = progress_bar(layers.len() + 1, "heat map", c.json);
     pb.set_position((layers.len() + 1 - todo.len()) as u64);
     for layer in todo {
         let t0 = Instant::now();
-        let graph = match (layer, first.take()) {
-            (None, Some(g)) => g,
-            _ => net.subnet(&base, &layout_of(layer))?,
-        };
-        let mut gen = Generator::new(&graph).map_err(msg)?;
         let what = layer.map_or("all linear".to_string(), |l| format!("layer {l}"));
-        let scores = suite.score(&mut gen, &mut |task, i, n| pb.set_message(format!("{what}: {task} {i}/{n}"))).map_err(msg)?;
-        let cell = Cell { layer, scores: scores.into_iter().map(|s| s.0).collect(), seconds: t0.elapsed().as_secs_f64() };
-        let mut f = std::fs::OpenOptions::new().create(true).append(true).open(&cells_path).map_err(|e| msg(format!("{}: {e}", cells_path.display())))?;
-        writeln!(f, "{}", cell.to_json()).map_err(|e| msg(format!("{}: {e}", cells_path.display())))?;
+        let graph = if layer.is_none() { first.take() } else { None };
+        let scores = s.score(
+            &layer.into_iter().collect::<Vec<_>>(),
+            graph,
+            &mut |task, i, n| pb.set_message(format!("{what}: {task} {i}/{n}")),
+        )?;
+        let cell = Cell {
+            layer,
+            scores,
+            seconds: t0.elapsed().as_secs_f64(),
+        };
+        append_line(&cells_path, &cell.to_json())?;
         cells.push(cell);
         pb.inc(1);
     }
     pb.finish_and_clear();
-    let map = HeatMap { n_layers, layers: layers.clone(), block: block.name().to_string(), cells };
+    let map = HeatMap {
+        n_layers: s.n_layers,
+        layers: layers.clone(),
+        block: s.block.name().to_string(),
+        cells,
+    };
     let mut out = map.to_json()?;
-    out["params"] = params_json;
+    out["params"] = s.params.clone();
     out["seconds_this_run"] = json!(started.elapsed().as_secs_f64());
-    let json_path = a.output.join("heatmap.json");
-    std::fs::write(&json_path, serde_json::to_string_pretty(&out).map_err(msg)?).map_err(|e| msg(format!("{}: {e}", json_path.display())))?;
-    let run_name = a.supernet.file_name().map_or_else(|| a.supernet.display().to_string(), |n| n.to_string_lossy().into_owned());
-    let title = format!("jetc search heatmap: supernet {run_name}, {} subnets", layers.len() + 1);
-    if !map.plot(&a.output.join("heatmap.png"), &a.output.join("heatmap.svg"), &title)? {
+    let json_path = c.output.join("heatmap.json");
+    std::fs::write(&json_path, serde_json::to_string_pretty(&out).map_err(msg)?)
+        .map_err(|e| msg(format!("{}: {e}", json_path.display())))?;
+    let run_name = c.supernet.file_name().map_or_else(
+        || c.supernet.display().to_string(),
+        |n| n.to_string_lossy().into_owned(),
+    );
+    let title = format!(
+        "jetc search heatmap: supernet {run_name}, {} subnets",
+        layers.len() + 1
+    );
+    if !map.plot(
+        &c.output.join("heatmap.png"),
+        &c.output.join("heatmap.svg"),
+        &title,
+    )? {
         eprintln!("note: no font found for the heat-map labels (set JETC_FONT to a .ttf); drawn without text");
     }
-    if a.json {
+    if c.json {
         println!("{}", serde_json::to_string_pretty(&out).map_err(msg)?);
         return Ok(());
     }
     print_table(&map)?;
-    println!("wrote {} (and heatmap.png, heatmap.svg, cells.jsonl)", json_path.display());
+    println!(
+        "wrote {} (and heatmap.png, heatmap.svg, cells.jsonl)",
+        json_path.display()
+    );
     Ok(())
+}
+
+/// The objective of `a`: the spec (or the file holding it), checked against the tasks scored.
+fn objective_of(a: &PlacementArgs) -> Result<Objective> {
+    let tasks = jetc_eval::expand_tasks(&a.common.suite.tasks);
+    let Some(spec) = &a.objective else {
+        return Ok(Objective::defaults(&tasks));
+    };
+    let text = if Path::new(spec).is_file() {
+        std::fs::read_to_string(spec).map_err(|e| msg(format!("--objective {spec}: {e}")))?
+    } else {
+        spec.clone()
+    };
+    let o = Objective::parse(text.trim()).map_err(|e| msg(format!("--objective: {e}")))?;
+    if let Some(t) = o.tasks().iter().find(|t| !tasks.contains(t)) {
+        return Err(msg(format!(
+            "--objective: task {t} is not among the --task tasks ({})",
+            tasks.join(",")
+        )));
+    }
+    Ok(o)
+}
+
+pub fn placement(a: &PlacementArgs) -> Result<()> {
+    let c = &a.common;
+    let objective = objective_of(a)?;
+    let budget = a.budget;
+    let check = |n: usize, params: &serde_json::Value| {
+        if let Some(l) = a.candidates.iter().find(|&&l| l >= n) {
+            return Err(msg(format!(
+                "--candidates: layer {l} of a model with {n} layers"
+            )));
+        }
+        let m = if a.candidates.is_empty() {
+            n
+        } else {
+            a.candidates.len()
+        };
+        if budget == 0 || budget > m {
+            return Err(msg(format!("--budget {budget}: between 1 and the {m} candidate layers of a model with {n} layers")));
+        }
+        if let Some(dir) = &a.heatmap {
+            check_heatmap(dir, params)?;
+        }
+        Ok(())
+    };
+    if a.beam == 0 {
+        return Err(msg("--beam must be at least 1"));
+    }
+    let extra = json!({"budget": a.budget, "beam": a.beam, "objective": objective.describe(), "candidates": a.candidates});
+    // The uniform placement's subnet is built first (checks the supernet before writing).
+    let (s, _) = setup(c, "placement", extra, &[], &check)?;
+    let cands: Vec<usize> = if a.candidates.is_empty() {
+        (0..s.n_layers).collect()
+    } else {
+        a.candidates.clone()
+    };
+    let cache_path = c.output.join("placements.jsonl");
+    let mut cache: BTreeMap<Vec<usize>, Vec<Score>> = BTreeMap::new();
+    if c.resume {
+        cache = read_placements(&cache_path)?;
+    }
+    if let Some(dir) = &a.heatmap {
+        for cell in read_cells(&dir.join("cells.jsonl"))? {
+            cache
+                .entry(cell.layer.into_iter().collect())
+                .or_insert(cell.scores);
+        }
+    }
+    let reused = cache.len();
+    let started = Instant::now();
+    let expected = if binomial(cands.len(), budget) <= beam_cost(cands.len(), budget, a.beam) {
+        binomial(cands.len(), budget) + 1
+    } else {
+        beam_cost(cands.len(), budget, a.beam) + 1
+    };
+    let pb = progress_bar(expected, "placement", c.json);
+    let mut fresh = 0usize;
+    let outcome = search(
+        &cands,
+        s.n_layers,
+        budget,
+        a.beam,
+        &objective,
+        &mut |layers: &[usize]| {
+            if let Some(sc) = cache.get(layers) {
+                pb.inc(1);
+                return Ok(sc.clone());
+            }
+            let t0 = Instant::now();
+            let what = format!("{layers:?}");
+            let scores = s
+                .score(layers, None, &mut |task, i, n| {
+                    pb.set_message(format!("{what}: {task} {i}/{n}"))
+                })
+                .map_err(|e| jetc_search::SearchError::Msg(e.to_string()))?;
+            let line = json!({"full_attn": layers, "scores": scores, "seconds": t0.elapsed().as_secs_f64()});
+            append_line(&cache_path, &line)
+                .map_err(|e| jetc_search::SearchError::Msg(e.to_string()))?;
+            cache.insert(layers.to_vec(), scores.clone());
+            fresh += 1;
+            pb.inc(1);
+            Ok(scores)
+        },
+    )?;
+    pb.finish_and_clear();
+    let best = outcome
+        .top
+        .first()
+        .ok_or_else(|| msg("placement: the search scored nothing"))?;
+    let layout_path = c.output.join("layout.json");
+    let cfg = &s.net.config;
+    let layout = json!({"full_attn": best.layers, "block": s.block.name(), "heads": cfg.heads, "dk": cfg.dk, "dv": cfg.dv, "conv": cfg.conv, "reduction": cfg.reduction});
+    std::fs::write(
+        &layout_path,
+        serde_json::to_string_pretty(&layout).map_err(msg)?,
+    )
+    .map_err(|e| msg(format!("{}: {e}", layout_path.display())))?;
+    let out = json!({
+        "method": outcome.method, "budget": budget, "beam": a.beam, "objective": objective.describe(),
+        "best": best.to_json(), "uniform": outcome.uniform.to_json(),
+        "gap": best.objective - outcome.uniform.objective,
+        "top": outcome.top.iter().take(12).map(Scored::to_json).collect::<Vec<_>>(),
+        "subnets_scored": outcome.evaluated, "subnets_reused": reused.min(outcome.evaluated), "subnets_new": fresh,
+        "seconds": started.elapsed().as_secs_f64(), "params": s.params, "layout": layout_path.display().to_string(),
+    });
+    let json_path = c.output.join("placement.json");
+    std::fs::write(&json_path, serde_json::to_string_pretty(&out).map_err(msg)?)
+        .map_err(|e| msg(format!("{}: {e}", json_path.display())))?;
+    if c.json {
+        println!("{}", serde_json::to_string_pretty(&out).map_err(msg)?);
+        return Ok(());
+    }
+    println!(
+        "{} search, budget {budget}, objective {} ({} subnets scored, {fresh} new)",
+        outcome.method,
+        objective.describe(),
+        outcome.evaluated
+    );
+    let line = |name: &str, p: &Scored| {
+        let terms: Vec<String> = objective
+            .terms
+            .iter()
+            .map(|t| {
+                let m = p
+                    .scores
+                    .iter()
+                    .find(|x| x.task == t.task)
+                    .and_then(|x| x.metrics.iter().find(|m| m.name == t.metric));
+                m.map_or("-".into(), |m| {
+                    format!(
+                        "{} {} {:.4}{}",
+                        t.task,
+                        t.metric,
+                        m.value,
+                        m.stderr.map_or(String::new(), |e| format!(" ± {e:.4}"))
+                    )
+                })
+            })
+            .collect();
+        println!(
+            "{name:<10} {:<16} objective {:>9.4}  {}",
+            format!("{:?}", p.layers),
+            p.objective,
+            terms.join(", ")
+        );
+    };
+    for (i, p) in outcome.top.iter().take(5).enumerate() {
+        line(&format!("#{}", i + 1), p);
+    }
+    line("uniform", &outcome.uniform);
+    println!(
+        "learned - uniform: {:+.4}; layout written to {}",
+        best.objective - outcome.uniform.objective,
+        layout_path.display()
+    );
+    Ok(())
+}
+
+/// Checks that `dir` is a heat map of the same supernet, model and tasks as `params`.
+fn check_heatmap(dir: &Path, params: &serde_json::Value) -> Result<()> {
+    let hp: serde_json::Value = std::fs::read(dir.join("params.json"))
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .ok_or_else(|| {
+            msg(format!(
+                "--heatmap {}: no params.json (not a jetc search heatmap directory)",
+                dir.display()
+            ))
+        })?;
+    if hp["search"] != "heatmap" {
+        return Err(msg(format!(
+            "--heatmap {}: a `{}` directory, not a heat map",
+            dir.display(),
+            hp["search"].as_str().unwrap_or("?")
+        )));
+    }
+    for k in [
+        "supernet",
+        "model",
+        "block",
+        "tasks",
+        "limit",
+        "seq_len",
+        "seed",
+        "filler_tokens",
+        "data",
+    ] {
+        if hp[k] != params[k] {
+            return Err(msg(format!(
+                "--heatmap {}: it was scored with {k} = {}, this search with {}",
+                dir.display(),
+                hp[k],
+                params[k]
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// The placements already scored in `path` (a resumed search), by full-attention layers.
+fn read_placements(path: &Path) -> Result<BTreeMap<Vec<usize>, Vec<Score>>> {
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return Ok(BTreeMap::new());
+    };
+    let mut out = BTreeMap::new();
+    for (i, l) in text.lines().filter(|l| !l.trim().is_empty()).enumerate() {
+        let at = |e: String| msg(format!("{}:{}: {e}", path.display(), i + 1));
+        let v: serde_json::Value = serde_json::from_str(l).map_err(|e| at(e.to_string()))?;
+        let layers: Vec<usize> = v["full_attn"]
+            .as_array()
+            .ok_or_else(|| at("no `full_attn`".into()))?
+            .iter()
+            .filter_map(|x| x.as_u64().map(|n| n as usize))
+            .collect();
+        out.insert(
+            layers,
+            scores_from_json(&v["scores"]).map_err(|e| at(e.to_string()))?,
+        );
+    }
+    Ok(out)
 }
 
 /// The map as text: one line per row, the all-linear value, then a value per layer; then
@@ -163,7 +584,11 @@ fn print_table(map: &HeatMap) -> Result<()> {
     }
     println!();
     for r in &rows {
-        print!("{:<24} {:>9}", format!("{} {}", r.task, r.metric), r.baseline.map_or("-".into(), |b| format!("{b:.3}")));
+        print!(
+            "{:<24} {:>9}",
+            format!("{} {}", r.task, r.metric),
+            r.baseline.map_or("-".into(), |b| format!("{b:.3}"))
+        );
         for v in &r.values {
             print!(" {v:>6.3}");
         }
@@ -171,8 +596,18 @@ fn print_table(map: &HeatMap) -> Result<()> {
     }
     for r in &rows {
         let ranked = r.ranked(&map.layers);
-        let top: Vec<String> = ranked.iter().take(5).map(|(l, g)| format!("{l} ({g:+.3})")).collect();
-        println!("{} {}: best layers {}; half the gain from {:?}", r.task, r.metric, top.join(", "), r.carriers(&map.layers));
+        let top: Vec<String> = ranked
+            .iter()
+            .take(5)
+            .map(|(l, g)| format!("{l} ({g:+.3})"))
+            .collect();
+        println!(
+            "{} {}: best layers {}; half the gain from {:?}",
+            r.task,
+            r.metric,
+            top.join(", "),
+            r.carriers(&map.layers)
+        );
     }
     Ok(())
 }
