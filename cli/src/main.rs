@@ -284,7 +284,8 @@ enum Command {
         calib_tokens: usize,
     },
     /// Score a model on offline tasks: `lm` (NLL, perplexity, bits per byte on --data),
-    /// `passkey` (a 5-digit key hidden in filler, teacher-forced exact match) and the
+    /// `passkey` (a 5-digit key hidden in filler, teacher-forced exact match), `niah`
+    /// (RULER-style needles), `kv-recall` (a phonebook) and the
     /// multiple-choice tasks arc-e, arc-c, hellaswag, piqa, winogrande, mmlu, mmlu-dev
     /// (group: commonsense; acc, acc_norm, answer loss). MODEL is a .gguf, or an .onnx with
     /// tokenizer.json beside it.

@@ -84,6 +84,15 @@ fn passkey_runs_seeded_and_reports_accuracy() {
     let acc = p["metrics"]["acc"]["value"].as_f64().unwrap();
     assert!((0.0..=1.0).contains(&acc));
     assert_eq!(run()["tasks"][0]["metrics"], p["metrics"], "seeded: the same verdicts twice");
+    // The retrieval group: passkey, RULER-style needles and a phonebook, seeded.
+    let r = json(&jetc(&["eval", m, "--task", "retrieval", "--limit", "3", "--filler-tokens", "40", "--json"]));
+    let names: Vec<&str> = r["tasks"].as_array().unwrap().iter().map(|t| t["task"].as_str().unwrap()).collect();
+    assert_eq!(names, ["passkey", "niah", "kv-recall"]);
+    for t in r["tasks"].as_array().unwrap() {
+        assert_eq!(t["examples"], 3);
+        assert!(t["metrics"]["answer_loss"]["value"].as_f64().unwrap() > 0.0, "{t}");
+    }
+    assert_eq!(json(&jetc(&["eval", m, "--task", "retrieval", "--limit", "3", "--filler-tokens", "40", "--json"]))["tasks"][1]["metrics"], r["tasks"][1]["metrics"]);
     // Per-task caps: passkey=2 wins over the cap of every task.
     let j = json(&jetc(&["eval", m, "--task", "passkey", "--limit", "5,passkey=2", "--filler-tokens", "20", "--json"]));
     assert_eq!(j["tasks"][0]["examples"], 2);

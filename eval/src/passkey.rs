@@ -105,19 +105,30 @@ pub fn score(
     prompts: &[Prompt],
     progress: &mut dyn FnMut(usize),
 ) -> Result<Score> {
+    score_task("passkey", gen, encode, prompts, progress)
+}
+
+/// [`score`] for any task of prompts with one answer each (the needle tasks too).
+pub fn score_task(
+    task: &str,
+    gen: &mut Generator,
+    encode: &dyn Fn(&str) -> Result<Vec<u32>>,
+    prompts: &[Prompt],
+    progress: &mut dyn FnMut(usize),
+) -> Result<Score> {
     let mut hits = Vec::with_capacity(prompts.len());
     let mut lengths = Vec::with_capacity(prompts.len());
     let mut losses = Vec::with_capacity(prompts.len());
     for (i, p) in prompts.iter().enumerate() {
         let (ids, start) = answer_span(encode, p)?;
-        let (hit, loss) = verdict(gen, &ids, start)?;
+        let (hit, loss) = verdict(gen, &ids, start).map_err(|e| task_err(task, e))?;
         hits.push(if hit { 1.0 } else { 0.0 });
         losses.push(loss);
         lengths.push(ids.len() as f64);
         progress(i);
     }
     Ok(Score {
-        task: "passkey".into(),
+        task: task.into(),
         examples: prompts.len(),
         metrics: vec![
             Metric { name: "acc".into(), value: mean(&hits), stderr: stderr(&hits) },

@@ -10,7 +10,7 @@ use jetc_text::Tokenizer;
 use jetc_train::data::{list_files, tokenize};
 
 use crate::error::{task_err, EvalError, Result};
-use crate::{choice, expand_tasks, lm, passkey, Score, CHOICE_TASKS, TASKS};
+use crate::{choice, expand_tasks, lm, needle, passkey, Score, CHOICE_TASKS, TASKS};
 
 /// What to score and on which examples.
 #[derive(Clone, Debug)]
@@ -92,7 +92,8 @@ impl Limits {
 enum Prepared {
     Lm(Vec<Vec<u32>>),
     Choice(Vec<choice::Question>),
-    Passkey(Vec<passkey::Prompt>),
+    /// Prompts with one answer each: passkey, niah, kv-recall.
+    Prompts(Vec<passkey::Prompt>),
 }
 
 /// The tasks of [`SuiteOptions`], ready to score on any model with this tokenizer.
@@ -178,13 +179,18 @@ impl Suite {
                     let (stream, _) = tokenize(&files, &opts.text_field, &enc, tok.eos_id())?;
                     Prepared::Lm(lm::windows(&stream, opts.seq_len, opts.limit.of("lm"))?)
                 }
+                "niah" | "kv-recall" => {
+                    let o = needle::Options { prompts: opts.limit.of(&t).unwrap_or(12), context_tokens: opts.filler_tokens, seed: opts.seed };
+                    let count = |s: &str| encode(s).map(|v| v.len());
+                    Prepared::Prompts(if t == "niah" { needle::niah(&o, &count)? } else { needle::kv_recall(&o, &count)? })
+                }
                 "passkey" => {
                     let o = passkey::Options {
                         prompts: opts.limit.of("passkey").unwrap_or(12),
                         filler_tokens: opts.filler_tokens,
                         seed: opts.seed,
                     };
-                    Prepared::Passkey(passkey::prompts(&o, &|s| encode(s).map(|v| v.len()))?)
+                    Prepared::Prompts(passkey::prompts(&o, &|s| encode(s).map(|v| v.len()))?)
                 }
                 name => match choices.remove(name) {
                     Some(qs) => Prepared::Choice(qs),
@@ -215,7 +221,7 @@ impl Suite {
             .map(|(_, p)| match p {
                 Prepared::Lm(w) => w.len(),
                 Prepared::Choice(q) => q.len(),
-                Prepared::Passkey(p) => p.len(),
+                Prepared::Prompts(p) => p.len(),
             })
             .collect()
     }
@@ -244,7 +250,7 @@ impl Suite {
                     lm::score(gen, windows, &bytes, &mut step)?
                 }
                 Prepared::Choice(qs) => choice::score(name, gen, &encode, qs, &mut step)?,
-                Prepared::Passkey(prompts) => passkey::score(gen, &encode, prompts, &mut step)?,
+                Prepared::Prompts(prompts) => passkey::score_task(name, gen, &encode, prompts, &mut step)?,
             };
             out.push((score, t0.elapsed().as_secs_f64()));
         }

@@ -34,7 +34,7 @@ pub fn higher_is_better(metric: &str) -> bool {
 pub fn default_metric(task: &str) -> &'static str {
     match task {
         "lm" => "nll",
-        "passkey" => "acc",
+        "passkey" | "niah" | "kv-recall" => "acc",
         _ => "answer_loss",
     }
 }

@@ -1,6 +1,7 @@
 //! `jetc eval`: scores a model on offline tasks (`jetc_eval`): `lm` (NLL, perplexity and
-//! bits per byte on `--data`) and `passkey` (synthetic retrieval). Prints a table, or one
-//! JSON object with `--json`.
+//! bits per byte on `--data`), synthetic retrieval (`passkey`, `niah`, `kv-recall`) and
+//! multiple choice (MMLU, ARC, HellaSwag, PIQA, WinoGrande). Prints a table, or one JSON
+//! object with `--json`.
 //!
 //! With layout flags (`--full-attn`, `--swa`, `--layout`...) MODEL is the base model and the
 //! layout's hybrid is scored in memory; with `--supernet RUN` too, its blocks (and any other
@@ -20,8 +21,9 @@ use crate::load;
 /// The task flags shared by `jetc eval` and `jetc search`.
 #[derive(clap::Args, Clone, Debug)]
 pub struct TaskFlags {
-    /// Tasks, comma-separated: lm, passkey, arc-e, arc-c, hellaswag, piqa, winogrande, mmlu,
-    /// mmlu-dev, or the group commonsense.
+    /// Tasks, comma-separated: lm, passkey, niah, kv-recall, arc-e, arc-c, hellaswag, piqa,
+    /// winogrande, mmlu, mmlu-dev, or the groups retrieval (passkey, niah, kv-recall) and
+    /// commonsense (arc-e, arc-c, hellaswag, piqa, winogrande).
     #[arg(
         long = "task",
         visible_alias = "tasks",
@@ -43,10 +45,10 @@ pub struct TaskFlags {
     /// `8,mmlu=100,passkey=12`.
     #[arg(long)]
     pub limit: Option<String>,
-    /// passkey: tokens of filler around the key (about).
+    /// passkey, niah, kv-recall: tokens of context around the answer (about).
     #[arg(long, default_value_t = 600)]
     pub filler_tokens: usize,
-    /// passkey: seed of the keys and their depths.
+    /// passkey, niah, kv-recall: seed of the keys and their depths.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
     /// Directory of the multiple-choice task files (`scripts/fetch_eval_data.py` writes
