@@ -75,6 +75,61 @@ enum SearchCommand {
         #[arg(long, value_delimiter = ',')]
         layers: Vec<usize>,
     },
+    /// Block selection: at one placement (the layout flags), each --candidates block
+    /// distilled with the same recipe and tokens (under DIR/<block>, skipped when done),
+    /// then scored on the tasks; writes DIR/block.json, block.png and block.svg.
+    Block {
+        /// The base model.
+        model: PathBuf,
+        /// Output directory (new, or a stopped selection with the same settings).
+        #[arg(short, long)]
+        output: PathBuf,
+        #[command(flatten)]
+        layout: commands::convert::LayoutFlags,
+        /// The linear blocks compared, e.g. jetblock,gated-deltanet,deltanet,gla,retnet,mamba2.
+        #[arg(long, value_delimiter = ',', required = true)]
+        candidates: Vec<String>,
+        #[command(flatten)]
+        tasks: commands::eval::TaskFlags,
+        /// Tokenizer (a .gguf or tokenizer.json) when the model does not carry one.
+        #[arg(long)]
+        tokenizer: Option<PathBuf>,
+        /// Training text for every candidate (as `jetc distill --data`).
+        #[arg(long, value_delimiter = ',')]
+        train_data: Vec<PathBuf>,
+        /// Optimizer steps per candidate.
+        #[arg(long)]
+        steps: Option<u64>,
+        /// Training tokens per candidate instead of --steps.
+        #[arg(long)]
+        tokens: Option<u64>,
+        /// Training window in tokens.
+        #[arg(long, default_value_t = 256)]
+        train_seq_len: usize,
+        #[arg(long, default_value_t = 2)]
+        batch: usize,
+        #[arg(long, default_value_t = 6e-5)]
+        lr: f32,
+        #[arg(long)]
+        warmup: Option<u64>,
+        /// `local`, `path` or `kd` (as `jetc distill --phase`).
+        #[arg(long, default_value = "path")]
+        phase: String,
+        /// Weight of the cross-entropy against the teacher's logits (path phase).
+        #[arg(long, default_value_t = 1.0)]
+        kl: f32,
+        /// `attention` or `calibrated`.
+        #[arg(long, default_value = "calibrated")]
+        init: String,
+        #[arg(long, default_value_t = 16384)]
+        calib_tokens: usize,
+        /// Seed of every candidate's initial weights and data order.
+        #[arg(long, default_value_t = 0)]
+        train_seed: u64,
+        /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Placement: which --budget layers keep full attention, by beam search (exhaustive
     /// where that costs no more subnets) under an objective, beside uniform placement;
     /// writes DIR/placement.json (top placements, uniform, gap), layout.json (for `jetc
@@ -558,6 +613,17 @@ fn main() -> ExitCode {
             what: SearchCommand::Heatmap { common, layers },
         } => common.into_common().and_then(|common| {
             commands::search::heatmap(&commands::search::HeatmapArgs { common, layers })
+        }),
+        Command::Search {
+            what:
+                SearchCommand::Block {
+                    model, output, layout, candidates, tasks, tokenizer, train_data, steps, tokens, train_seq_len, batch, lr, warmup, phase, kl, init, calib_tokens, train_seed, json,
+                },
+        } => tasks.options().and_then(|suite| {
+            commands::search::block(&commands::search::BlockArgs {
+                model, output, layout, candidates, suite, tokenizer, train_data, steps, tokens, seq_len: train_seq_len, batch, lr, warmup, phase, kl, init, calib_tokens,
+                seed: train_seed, json,
+            })
         }),
         Command::Search {
             what:

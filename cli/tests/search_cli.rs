@@ -2,7 +2,8 @@
 //! distilled from a fixture decoder: every heat-map cell equals what `jetc eval` scores on
 //! the subnet that `jetc convert --supernet` writes (an independent path: ONNX export, then
 //! import); a stopped map resumes; the placement search picks the best-scoring placement,
-//! reuses a heat map's cells, and writes a layout `jetc convert` reads; bad input (an
+//! reuses a heat map's cells, and writes a layout `jetc convert` reads; block selection
+//! distills each candidate the same way and scores what distill itself wrote; bad input (an
 //! unknown task, a layer the model lacks, a budget over the layer count, a supernet of
 //! another model, a non-empty output) is refused with nothing written.
 use std::path::{Path, PathBuf};
@@ -500,5 +501,53 @@ fn placement_picks_the_best_subnet_reuses_a_heatmap_and_writes_a_layout() {
         ),
         &["--heatmap", "not a heat map"],
     );
+    assert!(!bad.exists(), "nothing is written on bad input");
+}
+
+#[test]
+fn block_selection_scores_each_candidate_as_its_own_distilled_model() {
+    let dir = tmp("block");
+    let model = dir.0.join("model.onnx");
+    std::fs::copy(repo().join("tests/fixtures/llama-dynamo-opset20-eager-nokv/model.onnx"), &model).expect("copy fixture");
+    word_tokenizer(&dir.0, 128, Some(2), serde_json::json!({"eos_token": "w2"}));
+    let data = dir.0.join("data.txt");
+    std::fs::write(&data, word_text(1200, 77)).unwrap();
+    let (m, d) = (model.to_str().unwrap(), data.to_str().unwrap());
+    let out = dir.0.join("sel");
+    let argv = [
+        "search", "block", m, "-o", out.to_str().unwrap(), "--full-attn", "0", "--candidates", "jetblock,gated-deltanet", "--train-data", d,
+        "--steps", "4", "--train-seq-len", "16", "--batch", "2", "--lr", "1e-3", "--init", "attention", "--task", "lm", "--data", d, "--seq-len", "16",
+        "--limit", "3", "--json",
+    ];
+    let j = json_of(&jetc(&argv));
+    let cands = j["candidates"].as_array().unwrap();
+    assert_eq!(cands.iter().map(|c| c["block"].as_str().unwrap()).collect::<Vec<_>>(), ["jetblock", "gated-deltanet"]);
+    for c in cands {
+        let b = c["block"].as_str().unwrap();
+        assert_eq!(c["tokens"], 4 * 2 * 16, "{b}: equal tokens");
+        assert!(c["tokens_per_s"].as_f64().unwrap() > 0.0 && c["block_params"].as_u64().unwrap() > 0);
+        // The score is that of the model distill wrote for this candidate.
+        let written = out.join(b).join("model/model.onnx");
+        let e = json_of(&jetc(&["eval", written.to_str().unwrap(), "--task", "lm", "--data", d, "--seq-len", "16", "--limit", "3", "--json"]));
+        let (got, want) = (c["scores"][0]["metrics"][0]["value"].as_f64().unwrap(), e["tasks"][0]["metrics"]["nll"]["value"].as_f64().unwrap());
+        assert_eq!(c["scores"][0]["metrics"][0]["name"], "nll");
+        assert!((got - want).abs() < 1e-4 * want, "{b}: block search {got}, eval of its distilled model {want}");
+    }
+    assert_ne!(cands[0]["block_params"], cands[1]["block_params"]);
+    for f in ["block.json", "block.png", "block.svg", "params.json"] {
+        assert!(out.join(f).is_file(), "{f}");
+    }
+    // Run again: the candidates are done, nothing is retrained, the table is the same.
+    let t0 = std::fs::metadata(out.join("jetblock/distill.json")).unwrap().modified().unwrap();
+    let j2 = json_of(&jetc(&argv));
+    assert_eq!(j2["candidates"], j["candidates"]);
+    assert_eq!(std::fs::metadata(out.join("jetblock/distill.json")).unwrap().modified().unwrap(), t0);
+
+    let bad = dir.0.join("bad");
+    let b = bad.to_str().unwrap();
+    let base = ["search", "block", m, "-o", b, "--full-attn", "0", "--train-data", d, "--steps", "2", "--task", "lm", "--data", d];
+    fails(&jetc(&[&base[..], &["--candidates", "jetblock"]].concat()), &["at least two"]);
+    fails(&jetc(&[&base[..], &["--candidates", "jetblock,transformer-xl"]].concat()), &["transformer-xl"]);
+    fails(&jetc(&["search", "block", m, "-o", b, "--full-attn", "5", "--train-data", d, "--candidates", "jetblock,gla", "--task", "lm", "--data", d]), &["layer 5", "2 layers"]);
     assert!(!bad.exists(), "nothing is written on bad input");
 }

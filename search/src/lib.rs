@@ -3,10 +3,13 @@
 //! - [`heatmap`]: the score of every one-attention-layer subnet on each task, as a table,
 //!   JSON and a heat map (PNG, SVG), the figure Jet-Nemotron's placement starts from;
 //! - [`placement`]: beam (or exhaustive) search for the K layers that keep full attention,
-//!   under a per-task objective, beside uniform placement.
+//!   under a per-task objective, beside uniform placement;
+//! - [`block`]: the block-selection table and chart (each linear candidate distilled the
+//!   same way at one placement).
 //!
 //! The crate sits above `jetc-train` and `jetc-eval`: it scores subnets with the evaluation
 //! suite and reads the training checkpoints, and nothing below imports it.
+pub mod block;
 pub mod error;
 pub mod heatmap;
 pub mod placement;

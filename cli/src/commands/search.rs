@@ -13,6 +13,8 @@ use std::time::Instant;
 
 use indicatif::{ProgressBar, ProgressStyle};
 use jetc::convert::Layout;
+
+use super::convert::LayoutFlags;
 use jetc_eval::suite::{self, Suite, SuiteOptions};
 use jetc_eval::Score;
 use jetc_models::generate::Generator;
@@ -609,5 +611,172 @@ fn print_table(map: &HeatMap) -> Result<()> {
             r.carriers(&map.layers)
         );
     }
+    Ok(())
+}
+
+/// `jetc search block`: the recipe every candidate is distilled with.
+pub struct BlockArgs {
+    pub model: PathBuf,
+    pub output: PathBuf,
+    pub layout: LayoutFlags,
+    pub candidates: Vec<String>,
+    pub suite: SuiteOptions,
+    pub tokenizer: Option<PathBuf>,
+    pub train_data: Vec<PathBuf>,
+    pub steps: Option<u64>,
+    pub tokens: Option<u64>,
+    pub seq_len: usize,
+    pub batch: usize,
+    pub lr: f32,
+    pub warmup: Option<u64>,
+    pub phase: String,
+    pub kl: f32,
+    pub init: String,
+    pub calib_tokens: usize,
+    pub seed: u64,
+    pub json: bool,
+}
+
+/// The distill arguments of candidate `block` under the shared recipe.
+fn distill_args(a: &BlockArgs, block: &str, run: &Path) -> super::distill::DistillArgs {
+    let resume = run.join("checkpoints").is_dir();
+    super::distill::DistillArgs {
+        model: a.model.clone(),
+        output: run.to_path_buf(),
+        layout: LayoutFlags { block: block.to_string(), ..a.layout.clone() },
+        data: a.train_data.clone(),
+        text_field: "text".into(),
+        tokenizer: a.tokenizer.clone(),
+        steps: a.steps,
+        tokens: a.tokens,
+        seq_len: a.seq_len,
+        batch: a.batch,
+        lr: a.lr,
+        warmup: a.warmup,
+        weight_decay: 0.01,
+        clip: 1.0,
+        seed: a.seed,
+        format: "onnx".into(),
+        json: false,
+        checkpoint_every: 20,
+        resume,
+        token_cache: None,
+        phase: a.phase.clone(),
+        sample: "fixed".into(),
+        kl: a.kl,
+        init_from: None,
+        eval_every: 0,
+        train_mlp: false,
+        init: a.init.clone(),
+        calib_tokens: a.calib_tokens,
+        supernet: None,
+        train_attn: false,
+        ce: 0.0,
+    }
+}
+
+pub fn block(a: &BlockArgs) -> Result<()> {
+    // Checked before anything runs: the candidates, the layout, the tasks, the output.
+    if a.candidates.len() < 2 {
+        return Err(msg("--candidates: give at least two linear blocks to compare, e.g. jetblock,gated-deltanet"));
+    }
+    let blocks: Vec<Block> = a.candidates.iter().map(|c| Block::parse(c).map_err(msg)).collect::<Result<_>>()?;
+    let layout = super::convert::layout_of(&a.layout)?;
+    let choices = suite::read_choice_tasks(&a.suite).map_err(msg)?;
+    if a.train_data.is_empty() {
+        return Err(msg("--train-data: the text every candidate is distilled on"));
+    }
+    let params_path = a.output.join("params.json");
+    let params = json!({
+        "search": "block", "model": a.model.display().to_string(), "full_attn": layout.full_attn, "swa": layout.swa,
+        "candidates": a.candidates, "tasks": a.suite.tasks, "limit": a.suite.limit, "train_data": a.train_data,
+        "steps": a.steps, "tokens": a.tokens, "seq_len": a.seq_len, "batch": a.batch, "lr": a.lr, "phase": a.phase, "kl": a.kl,
+        "init": a.init, "calib_tokens": a.calib_tokens, "seed": a.seed,
+    });
+    if a.output.exists() {
+        let old: Option<serde_json::Value> = std::fs::read(&params_path).ok().and_then(|b| serde_json::from_slice(&b).ok());
+        match old {
+            Some(o) if o == params => {} // a stopped selection: the finished candidates are kept
+            Some(o) => return Err(msg(format!("-o {}: a block selection with other settings ({o}); give a new directory", a.output.display()))),
+            None if std::fs::read_dir(&a.output).map(|mut d| d.next().is_some()).unwrap_or(true) => {
+                return Err(msg(format!("-o {}: not empty (give a new directory)", a.output.display())))
+            }
+            None => {}
+        }
+    }
+    let base = load::load_raised(&a.model)?;
+    let n_layers = attention_layers(&base)?.len();
+    if let Some(l) = layout.full_attn.iter().chain(&layout.swa).find(|&&l| l >= n_layers) {
+        return Err(msg(format!("layout: layer {l} of a model with {n_layers} layers")));
+    }
+    let (tok, _) = match &a.tokenizer {
+        Some(p) => super::generate::text_from(p)?,
+        None => super::generate::text_of(&a.model)?,
+    };
+    let suite = Suite::prepare(&a.suite, tok, choices).map_err(msg)?;
+    std::fs::create_dir_all(&a.output).map_err(|e| msg(format!("{}: {e}", a.output.display())))?;
+    std::fs::write(&params_path, serde_json::to_string_pretty(&params).map_err(msg)?).map_err(|e| msg(format!("{}: {e}", params_path.display())))?;
+
+    let mut results = Vec::new();
+    for (name, block) in a.candidates.iter().zip(&blocks) {
+        let run = a.output.join(block.name());
+        if !run.join("distill.json").is_file() {
+            if !a.json {
+                eprintln!("== {}: distilling", block.name());
+            }
+            super::distill::run(&distill_args(a, name, &run))?;
+        }
+        let record: serde_json::Value = std::fs::read(run.join("distill.json"))
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .ok_or_else(|| msg(format!("{}: no readable distill.json", run.display())))?;
+        let net = Supernet::open(&run)?;
+        let graph = net.subnet(&base, &Layout { block: *block, ..layout.clone() })?;
+        let mut gen = Generator::new(&graph).map_err(msg)?;
+        if !a.json {
+            eprintln!("== {}: scoring", block.name());
+        }
+        let scores = suite.score(&mut gen, &mut |_, _, _| {}).map_err(msg)?.into_iter().map(|s| s.0).collect();
+        results.push(jetc_search::block::Candidate {
+            block: block.name().to_string(),
+            tokens: record["tokens"].as_u64().unwrap_or(0),
+            train_seconds: record["seconds"].as_f64().unwrap_or(0.0),
+            tokens_per_s: record["tokens_per_s"].as_f64().unwrap_or(0.0),
+            block_params: net.weights.values().map(|w| w.len()).sum(),
+            heldout_nll: record["heldout_nll_after"].as_f64(),
+            scores,
+        });
+    }
+    let first_task = suite.names().first().map(|s| s.to_string()).unwrap_or_default();
+    let metric = jetc_search::placement::default_metric(&first_task);
+    let title = format!("jetc search block: {} at full attention {:?}", a.model.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(), layout.full_attn);
+    if !jetc_search::block::plot(&results, &first_task, metric, &a.output.join("block.png"), &a.output.join("block.svg"), &title)? {
+        eprintln!("note: no font found for the chart labels (set JETC_FONT to a .ttf); drawn without text");
+    }
+    let out = json!({"params": params, "candidates": results.iter().map(|c| c.to_json()).collect::<Vec<_>>(), "chart": {"task": first_task, "metric": metric}});
+    let json_path = a.output.join("block.json");
+    std::fs::write(&json_path, serde_json::to_string_pretty(&out).map_err(msg)?).map_err(|e| msg(format!("{}: {e}", json_path.display())))?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&out).map_err(msg)?);
+        return Ok(());
+    }
+    print!("{:<16} {:>9} {:>9} {:>12} {:>12}", "block", "tokens", "tok/s", "params", "held-out");
+    for s in &results[0].scores {
+        for &(m, _) in jetc_search::heatmap::row_metrics(&s.task) {
+            print!(" {:>18}", format!("{} {m}", s.task));
+        }
+    }
+    println!();
+    for c in &results {
+        print!("{:<16} {:>9} {:>9.1} {:>12} {:>12}", c.block, c.tokens, c.tokens_per_s, c.block_params, c.heldout_nll.map_or("-".into(), |v| format!("{v:.4}")));
+        for s in &c.scores {
+            for &(m, _) in jetc_search::heatmap::row_metrics(&s.task) {
+                let (v, e) = c.metric(&s.task, m).unwrap_or((f64::NAN, None));
+                print!(" {:>18}", format!("{v:.4}{}", e.map_or(String::new(), |e| format!("±{e:.3}"))));
+            }
+        }
+        println!();
+    }
+    println!("wrote {} (and block.png, block.svg; each candidate's run under {})", json_path.display(), a.output.display());
     Ok(())
 }
