@@ -94,38 +94,46 @@ enum SearchCommand {
         /// Tokenizer (a .gguf or tokenizer.json) when the model does not carry one.
         #[arg(long)]
         tokenizer: Option<PathBuf>,
-        /// Training text for every candidate (as `jetc distill --data`).
+        #[command(flatten)]
+        recipe: commands::search::RecipeFlags,
+        /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Hardware-aware search: at the layout (flags), the (heads, d_k, d_v) that keep its
+    /// recurrent state, each distilled with the same recipe and tokens, with parameters,
+    /// cache bytes, decode throughput on the CPU executor and the objective; writes
+    /// DIR/hw.json (Pareto front, pick), hw.png, hw.svg and layout.json of the pick.
+    Hw {
+        /// The base model.
+        model: PathBuf,
+        /// Output directory (new, or a stopped search with the same settings).
+        #[arg(short, long)]
+        output: PathBuf,
+        #[command(flatten)]
+        layout: commands::convert::LayoutFlags,
+        /// Points `H:dk:dv,...` (default: a grid of head counts at the layout's state).
         #[arg(long, value_delimiter = ',')]
-        train_data: Vec<PathBuf>,
-        /// Optimizer steps per candidate.
+        points: Vec<String>,
+        /// Points of the default grid.
+        #[arg(long, default_value_t = 6)]
+        max_points: usize,
+        #[command(flatten)]
+        tasks: commands::eval::TaskFlags,
+        /// Tokenizer (a .gguf or tokenizer.json) when the model does not carry one.
         #[arg(long)]
-        steps: Option<u64>,
-        /// Training tokens per candidate instead of --steps.
+        tokenizer: Option<PathBuf>,
+        #[command(flatten)]
+        recipe: commands::search::RecipeFlags,
+        /// `task[:metric][=weight],...` (default: each task's own metric).
         #[arg(long)]
-        tokens: Option<u64>,
-        /// Training window in tokens.
-        #[arg(long, default_value_t = 256)]
-        train_seq_len: usize,
-        #[arg(long, default_value_t = 2)]
-        batch: usize,
-        #[arg(long, default_value_t = 6e-5)]
-        lr: f32,
-        #[arg(long)]
-        warmup: Option<u64>,
-        /// `local`, `path` or `kd` (as `jetc distill --phase`).
-        #[arg(long, default_value = "path")]
-        phase: String,
-        /// Weight of the cross-entropy against the teacher's logits (path phase).
-        #[arg(long, default_value_t = 1.0)]
-        kl: f32,
-        /// `attention` or `calibrated`.
-        #[arg(long, default_value = "calibrated")]
-        init: String,
-        #[arg(long, default_value_t = 16384)]
-        calib_tokens: usize,
-        /// Seed of every candidate's initial weights and data order.
-        #[arg(long, default_value_t = 0)]
-        train_seed: u64,
+        objective: Option<String>,
+        /// Decode throughput: tokens of context before the timed steps.
+        #[arg(long, default_value_t = 512)]
+        decode_context: usize,
+        /// Decode throughput: timed single-token steps (batch 1).
+        #[arg(long, default_value_t = 32)]
+        decode_tokens: usize,
         /// Print the result as JSON.
         #[arg(long)]
         json: bool,
@@ -616,13 +624,15 @@ fn main() -> ExitCode {
         }),
         Command::Search {
             what:
-                SearchCommand::Block {
-                    model, output, layout, candidates, tasks, tokenizer, train_data, steps, tokens, train_seq_len, batch, lr, warmup, phase, kl, init, calib_tokens, train_seed, json,
-                },
+                SearchCommand::Block { model, output, layout, candidates, tasks, tokenizer, recipe, json },
         } => tasks.options().and_then(|suite| {
-            commands::search::block(&commands::search::BlockArgs {
-                model, output, layout, candidates, suite, tokenizer, train_data, steps, tokens, seq_len: train_seq_len, batch, lr, warmup, phase, kl, init, calib_tokens,
-                seed: train_seed, json,
+            commands::search::block(&commands::search::BlockArgs { model, output, layout, candidates, suite, tokenizer, recipe, json })
+        }),
+        Command::Search {
+            what: SearchCommand::Hw { model, output, layout, points, max_points, tasks, tokenizer, recipe, objective, decode_context, decode_tokens, json },
+        } => tasks.options().and_then(|suite| {
+            commands::search::hw(&commands::search::HwArgs {
+                model, output, layout, points, max_points, suite, tokenizer, recipe, objective, decode_context, decode_tokens, json,
             })
         }),
         Command::Search {

@@ -3,7 +3,8 @@
 //! the subnet that `jetc convert --supernet` writes (an independent path: ONNX export, then
 //! import); a stopped map resumes; the placement search picks the best-scoring placement,
 //! reuses a heat map's cells, and writes a layout `jetc convert` reads; block selection
-//! distills each candidate the same way and scores what distill itself wrote; bad input (an
+//! distills each candidate the same way and scores what distill itself wrote; the
+//! hardware-aware search compares shapes at equal recurrent state; bad input (an
 //! unknown task, a layer the model lacks, a budget over the layer count, a supernet of
 //! another model, a non-empty output) is refused with nothing written.
 use std::path::{Path, PathBuf};
@@ -550,4 +551,53 @@ fn block_selection_scores_each_candidate_as_its_own_distilled_model() {
     fails(&jetc(&[&base[..], &["--candidates", "jetblock,transformer-xl"]].concat()), &["transformer-xl"]);
     fails(&jetc(&["search", "block", m, "-o", b, "--full-attn", "5", "--train-data", d, "--candidates", "jetblock,gla", "--task", "lm", "--data", d]), &["layer 5", "2 layers"]);
     assert!(!bad.exists(), "nothing is written on bad input");
+}
+
+#[test]
+fn hw_search_compares_shapes_at_equal_state() {
+    let dir = tmp("hw");
+    let model = dir.0.join("model.onnx");
+    std::fs::copy(repo().join("tests/fixtures/llama-dynamo-opset20-eager-nokv/model.onnx"), &model).expect("copy fixture");
+    word_tokenizer(&dir.0, 128, Some(2), serde_json::json!({"eos_token": "w2"}));
+    let data = dir.0.join("data.txt");
+    std::fs::write(&data, word_text(1200, 91)).unwrap();
+    let (m, d) = (model.to_str().unwrap(), data.to_str().unwrap());
+    let out = dir.0.join("hw");
+    // The fixture: 4 heads of 16, so the default JetBlock is 4 x 12 x 32 = 1536 per layer.
+    let j = json_of(&jetc(&[
+        "search", "hw", m, "-o", out.to_str().unwrap(), "--full-attn", "0", "--points", "4:12:32,2:24:32,3:16:32", "--train-data", d, "--steps", "3",
+        "--train-seq-len", "16", "--lr", "1e-3", "--init", "attention", "--task", "lm", "--data", d, "--seq-len", "16", "--limit", "3",
+        "--decode-context", "8", "--decode-tokens", "4", "--json",
+    ]));
+    let pts = j["points"].as_array().unwrap();
+    assert_eq!(pts.len(), 3);
+    let state: Vec<u64> = pts.iter().map(|p| p["state_per_layer"].as_u64().unwrap()).collect();
+    assert_eq!(state, [1536, 1536, 1536]);
+    for p in pts {
+        assert!(p["decode_tokens_per_s"].as_f64().unwrap() > 0.0);
+        // Each point trained its own shape: the run records it.
+        let run = out.join(format!("h{}-dk{}-dv{}", p["heads"], p["dk"], p["dv"]));
+        let rec: serde_json::Value = serde_json::from_slice(&std::fs::read(run.join("distill.json")).unwrap()).unwrap();
+        assert_eq!((&rec["mixer"]["heads"], &rec["mixer"]["dk"], &rec["mixer"]["dv"]), (&p["heads"], &p["dk"], &p["dv"]));
+        assert_eq!(p["train_tokens"], 3 * 2 * 16);
+    }
+    let params: Vec<u64> = pts.iter().map(|p| p["params"].as_u64().unwrap()).collect();
+    assert!(params[0] != params[1], "shapes differ in parameters: {params:?}");
+    assert!(pts.iter().any(|p| p["pareto"] == true));
+    let pick = j["pick"].as_str().unwrap();
+    let best = pts.iter().map(|p| p["objective"].as_f64().unwrap()).fold(f64::NEG_INFINITY, f64::max);
+    let picked = pts.iter().find(|p| format!("{}:{}:{}", p["heads"], p["dk"], p["dv"]) == pick).unwrap();
+    assert_eq!(picked["objective"].as_f64().unwrap(), best);
+    let layout: serde_json::Value = serde_json::from_slice(&std::fs::read(out.join("layout.json")).unwrap()).unwrap();
+    assert_eq!(format!("{}:{}:{}", layout["heads"], layout["dk"], layout["dv"]), pick);
+    for f in ["hw.json", "hw.png", "hw.svg"] {
+        assert!(out.join(f).is_file(), "{f}");
+    }
+    // A point of another state is refused before anything is written.
+    let bad = dir.0.join("bad");
+    fails(
+        &jetc(&["search", "hw", m, "-o", bad.to_str().unwrap(), "--full-attn", "0", "--points", "4:16:32", "--train-data", d, "--steps", "2", "--task", "lm", "--data", d]),
+        &["4:16:32", "2048", "1536", "equal cache"],
+    );
+    assert!(!bad.exists());
 }

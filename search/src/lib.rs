@@ -5,13 +5,16 @@
 //! - [`placement`]: beam (or exhaustive) search for the K layers that keep full attention,
 //!   under a per-task objective, beside uniform placement;
 //! - [`block`]: the block-selection table and chart (each linear candidate distilled the
-//!   same way at one placement).
+//!   same way at one placement);
+//! - [`hw`]: the hardware-aware search's grid of (heads, d_k, d_v) at equal recurrent state,
+//!   its Pareto front (decode throughput, objective) and pick.
 //!
 //! The crate sits above `jetc-train` and `jetc-eval`: it scores subnets with the evaluation
 //! suite and reads the training checkpoints, and nothing below imports it.
 pub mod block;
 pub mod error;
 pub mod heatmap;
+pub mod hw;
 pub mod placement;
 pub mod supernet;
 

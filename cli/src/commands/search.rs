@@ -614,7 +614,108 @@ fn print_table(map: &HeatMap) -> Result<()> {
     Ok(())
 }
 
-/// `jetc search block`: the recipe every candidate is distilled with.
+/// The distillation recipe `search block` and `search hw` give every candidate alike.
+#[derive(clap::Args, Clone, Debug)]
+pub struct RecipeFlags {
+    /// Training text for every candidate (as `jetc distill --data`).
+    #[arg(long, value_delimiter = ',', required = true)]
+    pub train_data: Vec<PathBuf>,
+    /// Optimizer steps per candidate.
+    #[arg(long)]
+    pub steps: Option<u64>,
+    /// Training tokens per candidate instead of --steps.
+    #[arg(long)]
+    pub tokens: Option<u64>,
+    /// Training window in tokens.
+    #[arg(long, default_value_t = 256)]
+    pub train_seq_len: usize,
+    #[arg(long, default_value_t = 2)]
+    pub batch: usize,
+    #[arg(long, default_value_t = 6e-5)]
+    pub lr: f32,
+    #[arg(long)]
+    pub warmup: Option<u64>,
+    /// `local`, `path` or `kd` (as `jetc distill --phase`).
+    #[arg(long, default_value = "path")]
+    pub phase: String,
+    /// Weight of the cross-entropy against the teacher's logits (path phase).
+    #[arg(long, default_value_t = 1.0)]
+    pub kl: f32,
+    /// `attention` or `calibrated`.
+    #[arg(long, default_value = "calibrated")]
+    pub init: String,
+    #[arg(long, default_value_t = 16384)]
+    pub calib_tokens: usize,
+    /// Seed of every candidate's initial weights and data order.
+    #[arg(long, default_value_t = 0)]
+    pub train_seed: u64,
+}
+
+impl RecipeFlags {
+    fn to_json(&self) -> serde_json::Value {
+        json!({
+            "train_data": self.train_data, "steps": self.steps, "tokens": self.tokens, "seq_len": self.train_seq_len, "batch": self.batch,
+            "lr": self.lr, "warmup": self.warmup, "phase": self.phase, "kl": self.kl, "init": self.init, "calib_tokens": self.calib_tokens,
+            "seed": self.train_seed,
+        })
+    }
+
+    /// The distill arguments of one candidate (`layout`) into `run`; a stopped run resumes.
+    fn distill_args(&self, model: &Path, tokenizer: &Option<PathBuf>, layout: LayoutFlags, run: &Path) -> super::distill::DistillArgs {
+        super::distill::DistillArgs {
+            model: model.to_path_buf(),
+            output: run.to_path_buf(),
+            layout,
+            data: self.train_data.clone(),
+            text_field: "text".into(),
+            tokenizer: tokenizer.clone(),
+            steps: self.steps,
+            tokens: self.tokens,
+            seq_len: self.train_seq_len,
+            batch: self.batch,
+            lr: self.lr,
+            warmup: self.warmup,
+            weight_decay: 0.01,
+            clip: 1.0,
+            seed: self.train_seed,
+            format: "onnx".into(),
+            json: false,
+            checkpoint_every: 20,
+            resume: run.join("checkpoints").is_dir(),
+            token_cache: None,
+            phase: self.phase.clone(),
+            sample: "fixed".into(),
+            kl: self.kl,
+            init_from: None,
+            eval_every: 0,
+            train_mlp: false,
+            init: self.init.clone(),
+            calib_tokens: self.calib_tokens,
+            supernet: None,
+            train_attn: false,
+            ce: 0.0,
+        }
+    }
+}
+
+/// Output directories of runs that keep finished candidates: new, empty, or holding a
+/// params.json equal to `params` (a stopped run, continued).
+fn check_rerun(output: &Path, params: &serde_json::Value) -> Result<()> {
+    if !output.exists() {
+        return Ok(());
+    }
+    let old: Option<serde_json::Value> = std::fs::read(output.join("params.json")).ok().and_then(|b| serde_json::from_slice(&b).ok());
+    match old {
+        Some(o) if &o == params => Ok(()),
+        Some(o) => Err(msg(format!("-o {}: a run with other settings ({o}); give a new directory", output.display()))),
+        None if std::fs::read_dir(output).map(|mut d| d.next().is_some()).unwrap_or(true) => {
+            Err(msg(format!("-o {}: not empty (give a new directory)", output.display())))
+        }
+        None => Ok(()),
+    }
+}
+
+/// `jetc search block`.
 pub struct BlockArgs {
     pub model: PathBuf,
     pub output: PathBuf,
@@ -622,57 +723,8 @@ pub struct BlockArgs {
     pub candidates: Vec<String>,
     pub suite: SuiteOptions,
     pub tokenizer: Option<PathBuf>,
-    pub train_data: Vec<PathBuf>,
-    pub steps: Option<u64>,
-    pub tokens: Option<u64>,
-    pub seq_len: usize,
-    pub batch: usize,
-    pub lr: f32,
-    pub warmup: Option<u64>,
-    pub phase: String,
-    pub kl: f32,
-    pub init: String,
-    pub calib_tokens: usize,
-    pub seed: u64,
+    pub recipe: RecipeFlags,
     pub json: bool,
-}
-
-/// The distill arguments of candidate `block` under the shared recipe.
-fn distill_args(a: &BlockArgs, block: &str, run: &Path) -> super::distill::DistillArgs {
-    let resume = run.join("checkpoints").is_dir();
-    super::distill::DistillArgs {
-        model: a.model.clone(),
-        output: run.to_path_buf(),
-        layout: LayoutFlags { block: block.to_string(), ..a.layout.clone() },
-        data: a.train_data.clone(),
-        text_field: "text".into(),
-        tokenizer: a.tokenizer.clone(),
-        steps: a.steps,
-        tokens: a.tokens,
-        seq_len: a.seq_len,
-        batch: a.batch,
-        lr: a.lr,
-        warmup: a.warmup,
-        weight_decay: 0.01,
-        clip: 1.0,
-        seed: a.seed,
-        format: "onnx".into(),
-        json: false,
-        checkpoint_every: 20,
-        resume,
-        token_cache: None,
-        phase: a.phase.clone(),
-        sample: "fixed".into(),
-        kl: a.kl,
-        init_from: None,
-        eval_every: 0,
-        train_mlp: false,
-        init: a.init.clone(),
-        calib_tokens: a.calib_tokens,
-        supernet: None,
-        train_attn: false,
-        ce: 0.0,
-    }
 }
 
 pub fn block(a: &BlockArgs) -> Result<()> {
@@ -683,27 +735,12 @@ pub fn block(a: &BlockArgs) -> Result<()> {
     let blocks: Vec<Block> = a.candidates.iter().map(|c| Block::parse(c).map_err(msg)).collect::<Result<_>>()?;
     let layout = super::convert::layout_of(&a.layout)?;
     let choices = suite::read_choice_tasks(&a.suite).map_err(msg)?;
-    if a.train_data.is_empty() {
-        return Err(msg("--train-data: the text every candidate is distilled on"));
-    }
     let params_path = a.output.join("params.json");
     let params = json!({
         "search": "block", "model": a.model.display().to_string(), "full_attn": layout.full_attn, "swa": layout.swa,
-        "candidates": a.candidates, "tasks": a.suite.tasks, "limit": a.suite.limit, "train_data": a.train_data,
-        "steps": a.steps, "tokens": a.tokens, "seq_len": a.seq_len, "batch": a.batch, "lr": a.lr, "phase": a.phase, "kl": a.kl,
-        "init": a.init, "calib_tokens": a.calib_tokens, "seed": a.seed,
+        "candidates": a.candidates, "tasks": a.suite.tasks, "limit": a.suite.limit, "recipe": a.recipe.to_json(),
     });
-    if a.output.exists() {
-        let old: Option<serde_json::Value> = std::fs::read(&params_path).ok().and_then(|b| serde_json::from_slice(&b).ok());
-        match old {
-            Some(o) if o == params => {} // a stopped selection: the finished candidates are kept
-            Some(o) => return Err(msg(format!("-o {}: a block selection with other settings ({o}); give a new directory", a.output.display()))),
-            None if std::fs::read_dir(&a.output).map(|mut d| d.next().is_some()).unwrap_or(true) => {
-                return Err(msg(format!("-o {}: not empty (give a new directory)", a.output.display())))
-            }
-            None => {}
-        }
-    }
+    check_rerun(&a.output, &params)?;
     let base = load::load_raised(&a.model)?;
     let n_layers = attention_layers(&base)?.len();
     if let Some(l) = layout.full_attn.iter().chain(&layout.swa).find(|&&l| l >= n_layers) {
@@ -724,7 +761,7 @@ pub fn block(a: &BlockArgs) -> Result<()> {
             if !a.json {
                 eprintln!("== {}: distilling", block.name());
             }
-            super::distill::run(&distill_args(a, name, &run))?;
+            super::distill::run(&a.recipe.distill_args(&a.model, &a.tokenizer, LayoutFlags { block: name.clone(), ..a.layout.clone() }, &run))?;
         }
         let record: serde_json::Value = std::fs::read(run.join("distill.json"))
             .ok()
@@ -778,5 +815,156 @@ pub fn block(a: &BlockArgs) -> Result<()> {
         println!();
     }
     println!("wrote {} (and block.png, block.svg; each candidate's run under {})", json_path.display(), a.output.display());
+    Ok(())
+}
+
+/// `jetc search hw`.
+pub struct HwArgs {
+    pub model: PathBuf,
+    pub output: PathBuf,
+    pub layout: LayoutFlags,
+    /// Explicit `H:dk:dv` points (default: a grid at the layout's recurrent state).
+    pub points: Vec<String>,
+    pub max_points: usize,
+    pub suite: SuiteOptions,
+    pub tokenizer: Option<PathBuf>,
+    pub recipe: RecipeFlags,
+    pub objective: Option<String>,
+    /// Decode throughput: tokens of context before the timed steps, and timed steps.
+    pub decode_context: usize,
+    pub decode_tokens: usize,
+    pub json: bool,
+}
+
+/// Decode tokens/s of `graph` after `context` tokens (batch 1): `tokens` single-token steps.
+fn decode_throughput(graph: &jetc_ir::Graph, vocab: usize, context: usize, tokens: usize) -> Result<f64> {
+    let mut gen = Generator::new(graph).map_err(msg)?;
+    gen.warm_up().map_err(msg)?;
+    let ids: Vec<u32> = (0..context.max(1)).map(|i| ((i * 7919 + 11) % vocab.max(1)) as u32).collect();
+    gen.forward(&ids).map_err(msg)?;
+    let t0 = Instant::now();
+    for i in 0..tokens {
+        gen.forward(&[((i * 104729 + 3) % vocab.max(1)) as u32]).map_err(msg)?;
+    }
+    Ok(tokens as f64 / t0.elapsed().as_secs_f64().max(1e-9))
+}
+
+pub fn hw(a: &HwArgs) -> Result<()> {
+    use jetc_search::hw::{equal_state_points, pareto, pick, Measured, Point};
+    let layout = super::convert::layout_of(&a.layout)?;
+    let choices = suite::read_choice_tasks(&a.suite).map_err(msg)?;
+    let tasks = jetc_eval::expand_tasks(&a.suite.tasks);
+    let objective = match &a.objective {
+        Some(o) => Objective::parse(o).map_err(|e| msg(format!("--objective: {e}")))?,
+        None => Objective::defaults(&tasks),
+    };
+    if let Some(t) = objective.tasks().iter().find(|t| !tasks.contains(t)) {
+        return Err(msg(format!("--objective: task {t} is not among the --task tasks ({})", tasks.join(","))));
+    }
+    if a.decode_tokens == 0 {
+        return Err(msg("--decode-tokens must be at least 1"));
+    }
+    let explicit: Vec<Point> = a.points.iter().map(|p| Point::parse(p).map_err(|e| msg(format!("--points: {e}")))).collect::<Result<_>>()?;
+    let base_graph = load::load_raised(&a.model)?;
+    let attn = attention_layers(&base_graph)?;
+    let n_layers = attn.len();
+    if let Some(l) = layout.full_attn.iter().chain(&layout.swa).find(|&&l| l >= n_layers) {
+        return Err(msg(format!("layout: layer {l} of a model with {n_layers} layers")));
+    }
+    let Some(&first) = attn.first() else { return Err(msg(format!("{}: no attention layer to convert", a.model.display()))) };
+    let jetc_ir::Op::Attention(spec) = &base_graph.node(first)?.op else { return Err(msg("internal: not an attention node")) };
+    let base = Point {
+        heads: layout.config.heads.unwrap_or(spec.heads),
+        dk: layout.config.dk.unwrap_or((spec.head_dim * 3 / 4).max(1)),
+        dv: layout.config.dv.unwrap_or(spec.head_dim * 2),
+    };
+    let points = if explicit.is_empty() { equal_state_points(base, a.max_points.max(2)) } else { explicit };
+    if let Some(p) = points.iter().find(|p| p.state() != base.state()) {
+        return Err(msg(format!(
+            "--points {}: a recurrent state of {} per layer, the layout's is {} ({}); the search compares shapes at equal cache",
+            p.name(),
+            p.state(),
+            base.state(),
+            base.name()
+        )));
+    }
+    let params = json!({
+        "search": "hw", "model": a.model.display().to_string(), "full_attn": layout.full_attn, "swa": layout.swa, "block": layout.block.name(),
+        "points": points.iter().map(|p| p.name()).collect::<Vec<_>>(), "tasks": a.suite.tasks, "limit": a.suite.limit,
+        "objective": objective.describe(), "recipe": a.recipe.to_json(), "decode_context": a.decode_context, "decode_tokens": a.decode_tokens,
+    });
+    check_rerun(&a.output, &params)?;
+    let (tok, _) = match &a.tokenizer {
+        Some(p) => super::generate::text_from(p)?,
+        None => super::generate::text_of(&a.model)?,
+    };
+    let suite = Suite::prepare(&a.suite, tok, choices).map_err(msg)?;
+    std::fs::create_dir_all(&a.output).map_err(|e| msg(format!("{}: {e}", a.output.display())))?;
+    let params_path = a.output.join("params.json");
+    std::fs::write(&params_path, serde_json::to_string_pretty(&params).map_err(msg)?).map_err(|e| msg(format!("{}: {e}", params_path.display())))?;
+
+    let mut measured = Vec::new();
+    for p in &points {
+        let run = a.output.join(format!("h{}-dk{}-dv{}", p.heads, p.dk, p.dv));
+        let flags = LayoutFlags { heads: Some(p.heads), dk: Some(p.dk), dv: Some(p.dv), ..a.layout.clone() };
+        if !run.join("distill.json").is_file() {
+            if !a.json {
+                eprintln!("== {}: distilling", p.name());
+            }
+            super::distill::run(&a.recipe.distill_args(&a.model, &a.tokenizer, flags.clone(), &run))?;
+        }
+        let record: serde_json::Value = std::fs::read(run.join("distill.json"))
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .ok_or_else(|| msg(format!("{}: no readable distill.json", run.display())))?;
+        let net = Supernet::open(&run)?;
+        let sub_layout = super::convert::layout_of(&flags)?;
+        let graph = net.subnet(&base_graph, &sub_layout)?;
+        let summary = jetc_passes::summary::summarize(&graph).map_err(msg)?;
+        let cache_bytes: usize = summary.mixers.iter().map(|m| m.cache_bytes(a.decode_context)).sum();
+        if !a.json {
+            eprintln!("== {}: decode throughput, then scoring", p.name());
+        }
+        let tps = decode_throughput(&graph, summary.vocab, a.decode_context, a.decode_tokens)?;
+        let mut gen = Generator::new(&graph).map_err(msg)?;
+        let scores: Vec<Score> = suite.score(&mut gen, &mut |_, _, _| {}).map_err(msg)?.into_iter().map(|s| s.0).collect();
+        let (obj, _) = objective.value(&scores)?;
+        measured.push(Measured {
+            point: *p,
+            params: summary.params,
+            cache_bytes,
+            decode_tokens_per_s: tps,
+            train_tokens: record["tokens"].as_u64().unwrap_or(0),
+            train_tokens_per_s: record["tokens_per_s"].as_f64().unwrap_or(0.0),
+            scores,
+            objective: obj,
+        });
+    }
+    let front = pareto(&measured);
+    let chosen = pick(&measured).ok_or_else(|| msg("hw: no point measured"))?;
+    let best = &measured[chosen];
+    let layout_path = a.output.join("layout.json");
+    let layout_json = json!({"full_attn": layout.full_attn, "swa": layout.swa, "window": layout.window, "block": layout.block.name(), "heads": best.point.heads, "dk": best.point.dk, "dv": best.point.dv});
+    std::fs::write(&layout_path, serde_json::to_string_pretty(&layout_json).map_err(msg)?).map_err(|e| msg(format!("{}: {e}", layout_path.display())))?;
+    let title = format!("jetc search hw: equal recurrent state {} per layer", base.state());
+    if !jetc_search::hw::plot(&measured, &format!("objective {}", objective.describe()), &a.output.join("hw.png"), &a.output.join("hw.svg"), &title)? {
+        eprintln!("note: no font found for the chart labels (set JETC_FONT to a .ttf); drawn without text");
+    }
+    let out = json!({
+        "params": params, "base": base.name(), "pick": best.point.name(), "layout": layout_path.display().to_string(),
+        "decode": {"batch": 1, "context": a.decode_context, "tokens": a.decode_tokens, "engine": "jetc CPU executor"},
+        "points": measured.iter().zip(&front).map(|(m, &f)| m.to_json(f)).collect::<Vec<_>>(),
+    });
+    let json_path = a.output.join("hw.json");
+    std::fs::write(&json_path, serde_json::to_string_pretty(&out).map_err(msg)?).map_err(|e| msg(format!("{}: {e}", json_path.display())))?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&out).map_err(msg)?);
+        return Ok(());
+    }
+    println!("{:<14} {:>12} {:>12} {:>12} {:>12} {:>7}", "heads:dk:dv", "params", "cache B", "decode t/s", "objective", "pareto");
+    for (m, f) in measured.iter().zip(&front) {
+        println!("{:<14} {:>12} {:>12} {:>12.1} {:>12.4} {:>7}", m.point.name(), m.params, m.cache_bytes, m.decode_tokens_per_s, m.objective, if *f { "yes" } else { "" });
+    }
+    println!("pick: {} (objective {}); layout written to {}", best.point.name(), objective.describe(), layout_path.display());
     Ok(())
 }
