@@ -58,6 +58,7 @@ impl SearchFlags {
             block: self.block,
             resume: self.resume,
             json: self.json,
+            quiet: false,
         })
     }
 }
@@ -369,6 +370,57 @@ enum Command {
         #[arg(long)]
         supernet: Option<PathBuf>,
     },
+    /// The whole PostNAS pipeline: supernet distillation, heat map, placement, block
+    /// selection, hardware-aware search, final distillation (local + KD) of the chosen
+    /// design, export (ONNX + jet-hf + tokenizer + CUDA kernels); each stage under DIR,
+    /// skipped when done and continued when stopped; ends with DIR/report.md.
+    Postnas {
+        model: PathBuf,
+        #[arg(short, long)]
+        output: PathBuf,
+        /// Layers that keep full attention.
+        #[arg(long)]
+        budget: usize,
+        /// The supernet's linear block.
+        #[arg(long, default_value = "jetblock")]
+        block: String,
+        /// Block-selection candidates (the supernet's block is always among them).
+        #[arg(long, value_delimiter = ',', default_value = "jetblock,gated-deltanet")]
+        candidates: Vec<String>,
+        #[command(flatten)]
+        tasks: commands::eval::TaskFlags,
+        /// Tokenizer (a .gguf or tokenizer.json) when the model does not carry one.
+        #[arg(long)]
+        tokenizer: Option<PathBuf>,
+        /// The recipe of the path phases, block selection and the hardware-aware search.
+        #[command(flatten)]
+        recipe: commands::search::RecipeFlags,
+        /// Learning rate of the local phases.
+        #[arg(long, default_value_t = 1e-4)]
+        local_lr: f32,
+        /// Supernet: local-phase steps (0: none), then path-phase steps.
+        #[arg(long, default_value_t = 32)]
+        supernet_local_steps: u64,
+        #[arg(long, default_value_t = 160)]
+        supernet_steps: u64,
+        /// Final design: local-phase steps (0: none), then KD steps.
+        #[arg(long, default_value_t = 32)]
+        final_local_steps: u64,
+        #[arg(long, default_value_t = 100)]
+        final_kd_steps: u64,
+        /// Placement beam width.
+        #[arg(long, default_value_t = 12)]
+        beam: usize,
+        /// `task[:metric][=weight],...` (default: each task's own metric).
+        #[arg(long)]
+        objective: Option<String>,
+        /// Points of the hardware-aware grid.
+        #[arg(long, default_value_t = 6)]
+        max_points: usize,
+        /// Print the run's summary as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// The PostNAS search over a trained supernet (a `jetc distill --supernet` run).
     Search {
         #[command(subcommand)]
@@ -626,13 +678,21 @@ fn main() -> ExitCode {
             what:
                 SearchCommand::Block { model, output, layout, candidates, tasks, tokenizer, recipe, json },
         } => tasks.options().and_then(|suite| {
-            commands::search::block(&commands::search::BlockArgs { model, output, layout, candidates, suite, tokenizer, recipe, json })
+            commands::search::block(&commands::search::BlockArgs { model, output, layout, candidates, suite, tokenizer, recipe, json, quiet: false })
+        }),
+        Command::Postnas {
+            model, output, budget, block, candidates, tasks, tokenizer, recipe, local_lr, supernet_local_steps, supernet_steps, final_local_steps, final_kd_steps, beam, objective, max_points, json,
+        } => tasks.options().and_then(|suite| {
+            commands::postnas::run(&commands::postnas::PostnasArgs {
+                model, output, budget, block, candidates, suite, tokenizer, recipe, local_lr, supernet_local_steps, supernet_steps, final_local_steps, final_kd_steps, beam,
+                objective, max_points, json,
+            })
         }),
         Command::Search {
             what: SearchCommand::Hw { model, output, layout, points, max_points, tasks, tokenizer, recipe, objective, decode_context, decode_tokens, json },
         } => tasks.options().and_then(|suite| {
             commands::search::hw(&commands::search::HwArgs {
-                model, output, layout, points, max_points, suite, tokenizer, recipe, objective, decode_context, decode_tokens, json,
+                model, output, layout, points, max_points, suite, tokenizer, recipe, objective, decode_context, decode_tokens, json, quiet: false,
             })
         }),
         Command::Search {
@@ -694,6 +754,7 @@ fn main() -> ExitCode {
             render_only,
             ptxas,
             allow_spills,
+            quiet: false,
         }),
         Command::Tune {
             model,

@@ -83,6 +83,12 @@ impl Limits {
             .or(self.all)
     }
 
+    /// `8,mmlu=100` form (`none` without caps).
+    pub fn describe(&self) -> String {
+        let parts: Vec<String> = self.all.iter().map(|n| n.to_string()).chain(self.per_task.iter().map(|(t, n)| format!("{t}={n}"))).collect();
+        if parts.is_empty() { "none".into() } else { parts.join(",") }
+    }
+
     fn has_zero(&self) -> bool {
         self.all == Some(0) || self.per_task.iter().any(|p| p.1 == 0)
     }

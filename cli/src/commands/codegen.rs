@@ -24,6 +24,8 @@ pub struct CodegenArgs {
     pub render_only: bool,
     pub ptxas: bool,
     pub allow_spills: bool,
+    /// Print nothing on stdout (a stage of `jetc postnas`).
+    pub quiet: bool,
 }
 
 fn msg(e: impl std::fmt::Display) -> CliError {
@@ -79,6 +81,11 @@ pub fn run(a: &CodegenArgs) -> Result<()> {
     };
     let how = Emit { limits: DeviceLimits::for_arch(arch), compiler: compiler.as_ref(), ptxas, on_instance: None };
     let m = emit(&instances, &a.output, &how).map_err(msg)?;
+    let spilling = m.spilling();
+    let spill_check = || if !spilling.is_empty() && !a.allow_spills { Err(CliError::Msg(format!("register spills in: {}", spilling.join(", ")))) } else { Ok(()) };
+    if a.quiet {
+        return spill_check();
+    }
     println!("{:<72} {:>5} {:>8} {:>8} {:>6}", "kernel", "regs", "smem", "dyn smem", "spills");
     for k in &m.kernels {
         let info = k.ptxas.as_ref().or(k.nvrtc_ptxas.as_ref());
@@ -94,9 +101,5 @@ pub fn run(a: &CodegenArgs) -> Result<()> {
         a.output.display(),
         if compiler.is_some() { "rendered + compiled" } else { "rendered only" }
     );
-    let spilling = m.spilling();
-    if !spilling.is_empty() && !a.allow_spills {
-        return Err(CliError::Msg(format!("register spills in: {}", spilling.join(", "))));
-    }
-    Ok(())
+    spill_check()
 }

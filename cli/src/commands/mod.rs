@@ -7,6 +7,7 @@ pub mod eval;
 pub mod export;
 pub mod generate;
 pub mod inspect;
+pub mod postnas;
 pub mod run;
 pub mod search;
 pub mod synth;

@@ -39,6 +39,8 @@ pub struct SearchCommon {
     pub block: Option<String>,
     pub resume: bool,
     pub json: bool,
+    /// Print nothing on stdout (a stage of `jetc postnas`).
+    pub quiet: bool,
 }
 
 pub struct HeatmapArgs {
@@ -323,6 +325,9 @@ pub fn heatmap(a: &HeatmapArgs) -> Result<()> {
     )? {
         eprintln!("note: no font found for the heat-map labels (set JETC_FONT to a .ttf); drawn without text");
     }
+    if c.quiet {
+        return Ok(());
+    }
     if c.json {
         println!("{}", serde_json::to_string_pretty(&out).map_err(msg)?);
         return Ok(());
@@ -462,6 +467,9 @@ pub fn placement(a: &PlacementArgs) -> Result<()> {
     let json_path = c.output.join("placement.json");
     std::fs::write(&json_path, serde_json::to_string_pretty(&out).map_err(msg)?)
         .map_err(|e| msg(format!("{}: {e}", json_path.display())))?;
+    if c.quiet {
+        return Ok(());
+    }
     if c.json {
         println!("{}", serde_json::to_string_pretty(&out).map_err(msg)?);
         return Ok(());
@@ -652,7 +660,7 @@ pub struct RecipeFlags {
 }
 
 impl RecipeFlags {
-    fn to_json(&self) -> serde_json::Value {
+    pub(crate) fn to_json(&self) -> serde_json::Value {
         json!({
             "train_data": self.train_data, "steps": self.steps, "tokens": self.tokens, "seq_len": self.train_seq_len, "batch": self.batch,
             "lr": self.lr, "warmup": self.warmup, "phase": self.phase, "kl": self.kl, "init": self.init, "calib_tokens": self.calib_tokens,
@@ -661,7 +669,7 @@ impl RecipeFlags {
     }
 
     /// The distill arguments of one candidate (`layout`) into `run`; a stopped run resumes.
-    fn distill_args(&self, model: &Path, tokenizer: &Option<PathBuf>, layout: LayoutFlags, run: &Path) -> super::distill::DistillArgs {
+    pub(crate) fn distill_args(&self, model: &Path, tokenizer: &Option<PathBuf>, layout: LayoutFlags, run: &Path) -> super::distill::DistillArgs {
         super::distill::DistillArgs {
             model: model.to_path_buf(),
             output: run.to_path_buf(),
@@ -700,7 +708,7 @@ impl RecipeFlags {
 
 /// Output directories of runs that keep finished candidates: new, empty, or holding a
 /// params.json equal to `params` (a stopped run, continued).
-fn check_rerun(output: &Path, params: &serde_json::Value) -> Result<()> {
+pub(crate) fn check_rerun(output: &Path, params: &serde_json::Value) -> Result<()> {
     if !output.exists() {
         return Ok(());
     }
@@ -725,6 +733,7 @@ pub struct BlockArgs {
     pub tokenizer: Option<PathBuf>,
     pub recipe: RecipeFlags,
     pub json: bool,
+    pub quiet: bool,
 }
 
 pub fn block(a: &BlockArgs) -> Result<()> {
@@ -793,6 +802,9 @@ pub fn block(a: &BlockArgs) -> Result<()> {
     let out = json!({"params": params, "candidates": results.iter().map(|c| c.to_json()).collect::<Vec<_>>(), "chart": {"task": first_task, "metric": metric}});
     let json_path = a.output.join("block.json");
     std::fs::write(&json_path, serde_json::to_string_pretty(&out).map_err(msg)?).map_err(|e| msg(format!("{}: {e}", json_path.display())))?;
+    if a.quiet {
+        return Ok(());
+    }
     if a.json {
         println!("{}", serde_json::to_string_pretty(&out).map_err(msg)?);
         return Ok(());
@@ -834,6 +846,7 @@ pub struct HwArgs {
     pub decode_context: usize,
     pub decode_tokens: usize,
     pub json: bool,
+    pub quiet: bool,
 }
 
 /// Decode tokens/s of `graph` after `context` tokens (batch 1): `tokens` single-token steps.
@@ -957,6 +970,9 @@ pub fn hw(a: &HwArgs) -> Result<()> {
     });
     let json_path = a.output.join("hw.json");
     std::fs::write(&json_path, serde_json::to_string_pretty(&out).map_err(msg)?).map_err(|e| msg(format!("{}: {e}", json_path.display())))?;
+    if a.quiet {
+        return Ok(());
+    }
     if a.json {
         println!("{}", serde_json::to_string_pretty(&out).map_err(msg)?);
         return Ok(());

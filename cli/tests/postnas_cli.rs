@@ -1,0 +1,83 @@
+//! `jetc postnas` end to end on a fixture decoder, as CI runs it (seconds): every stage
+//! writes its output, the report names each stage's result, the exported model runs in
+//! onnxruntime and agrees with jetc, and a second run keeps every stage (nothing redone).
+use std::path::Path;
+use std::process::Command;
+
+use jetc_runtime::npz::{read_npz, write_npz};
+use jetc_runtime::Session;
+
+mod common;
+use common::{fails, jetc, python_with_ort, repo, stdout, word_text, word_tokenizer, Tmp};
+
+/// onnxruntime == jetc on the exported model.
+fn onnxruntime_agrees(dir: &Path, onnx: &Path) {
+    let g = jetc_models::pipeline::load_raised(onnx).expect("load exported");
+    let ids: Vec<i64> = (0..2 * 7).map(|i| (i * 13 % 120) as i64).collect();
+    let feed = jetc_train::feed::prefill_inputs(&g, &ids, 2, 7).expect("feed");
+    let ours = Session::new(&g).expect("session").run(feed.clone()).expect("run");
+    let Some(py) = python_with_ort() else { return };
+    let inputs: Vec<(String, jetc_runtime::Value)> = feed.into_iter().collect();
+    write_npz(&dir.join("in.npz"), &inputs).expect("npz");
+    let r = Command::new(&py).arg(repo().join("scripts/ort_run.py")).args([onnx, &dir.join("in.npz"), &dir.join("out.npz")]).output().expect("python");
+    assert!(r.status.success(), "onnxruntime: {}", String::from_utf8_lossy(&r.stderr));
+    let theirs = read_npz(&dir.join("out.npz")).expect("ort outputs");
+    let (name, mine) = &ours[0];
+    let other = theirs.iter().find(|(n, _)| n == name).map(|(_, v)| v).expect("same output");
+    let (a, b) = (mine.as_f32().unwrap(), other.as_f32().unwrap());
+    let scale = b.iter().fold(1e-6f32, |m, v| m.max(v.abs()));
+    let err = a.iter().zip(b.iter()).fold(0f32, |m, (x, y)| m.max((x - y).abs())) / scale;
+    assert!(err < 1e-4, "{name}: jetc vs onnxruntime {err:.2e}");
+}
+
+#[test]
+fn postnas_runs_every_stage_and_its_model_runs_in_onnxruntime() {
+    let dir: Tmp = common::tmp("postnas-cli", "e2e");
+    let model = dir.0.join("model.onnx");
+    std::fs::copy(repo().join("tests/fixtures/llama-dynamo-opset20-eager-nokv/model.onnx"), &model).expect("copy fixture");
+    word_tokenizer(&dir.0, 128, Some(2), serde_json::json!({"eos_token": "w2"}));
+    let data = dir.0.join("data.txt");
+    std::fs::write(&data, word_text(1500, 5)).unwrap();
+    let (m, d) = (model.to_str().unwrap(), data.to_str().unwrap());
+    let out = dir.0.join("pn");
+    let argv = [
+        "postnas", m, "-o", out.to_str().unwrap(), "--budget", "1", "--candidates", "jetblock,gated-deltanet", "--task", "lm", "--data", d,
+        "--seq-len", "16", "--limit", "3", "--train-data", d, "--train-seq-len", "16", "--batch", "2", "--lr", "1e-3", "--local-lr", "1e-2",
+        "--init", "attention", "--supernet-local-steps", "4", "--supernet-steps", "4", "--final-local-steps", "3", "--final-kd-steps", "3",
+        "--steps", "3", "--max-points", "2", "--json",
+    ];
+    let o = jetc(&argv);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let j: serde_json::Value = serde_json::from_str(&stdout(&o)).expect("--json summary");
+    for f in [
+        "supernet/path/distill.json", "heatmap/heatmap.png", "placement/placement.json", "block/block.json", "hw/hw.json", "hw/layout.json",
+        "final/kd/distill.json", "model/model.onnx", "model/tokenizer.json", "codegen/manifest.json", "report.md", "postnas.json",
+    ] {
+        assert!(out.join(f).is_file(), "{f} not written");
+    }
+    assert_eq!(j["full_attn"].as_array().unwrap().len(), 1);
+    let report = std::fs::read_to_string(out.join("report.md")).unwrap();
+    for section in ["## 1. Supernet", "## 2. Heat map", "## 3. Placement", "uniform", "## 4. Block selection", "gated-deltanet", "## 5. Hardware-aware", "## 6. Final", "## 7. Export"] {
+        assert!(report.contains(section), "report.md lacks {section}:\n{report}");
+    }
+    // The exported model holds the chosen design: its full-attention layer and the hw pick.
+    let layout: serde_json::Value = serde_json::from_slice(&std::fs::read(out.join("hw/layout.json")).unwrap()).unwrap();
+    assert_eq!(layout["full_attn"], j["full_attn"]);
+    assert_eq!(layout["block"], j["block"]);
+    onnxruntime_agrees(&dir.0, &out.join("model/model.onnx"));
+
+    // A second run keeps every stage: the KD run is not redone.
+    let t0 = std::fs::metadata(out.join("final/kd/distill.json")).unwrap().modified().unwrap();
+    let o2 = jetc(&argv);
+    assert!(o2.status.success(), "{}", String::from_utf8_lossy(&o2.stderr));
+    assert!(String::from_utf8_lossy(&o2.stderr).matches("(done, kept)").count() >= 6, "{}", String::from_utf8_lossy(&o2.stderr));
+    assert_eq!(std::fs::metadata(out.join("final/kd/distill.json")).unwrap().modified().unwrap(), t0);
+
+    // Bad input: nothing written.
+    let bad = dir.0.join("bad");
+    let b = bad.to_str().unwrap();
+    fails(&jetc(&["postnas", m, "-o", b, "--budget", "3", "--task", "lm", "--data", d, "--train-data", d]), &["--budget 3", "2 layers"]);
+    fails(&jetc(&["postnas", m, "-o", b, "--budget", "1", "--task", "lm", "--data", d, "--train-data", d, "--candidates", "jetblock,lstm"]), &["lstm"]);
+    fails(&jetc(&["postnas", m, "-o", b, "--budget", "1", "--task", "mmlu-x", "--data", d, "--train-data", d]), &["unknown task"]);
+    assert!(!bad.exists());
+}
