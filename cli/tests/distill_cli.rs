@@ -4,11 +4,9 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use jetc_runtime::npz::{read_npz, write_npz};
-use jetc_runtime::Session;
 
 mod common;
-use common::{fails, jetc, python_with_ort, repo, word_text, word_tokenizer, Tmp};
+use common::{fails, jetc, onnxruntime_agrees, repo, word_text, word_tokenizer, Tmp};
 
 fn tmp(tag: &str) -> Tmp {
     common::tmp("distill-cli", tag)
@@ -62,26 +60,6 @@ fn distills_a_fixture_and_the_result_runs_in_onnxruntime() {
     onnxruntime_agrees(&dir.0, &onnx);
 }
 
-/// The distilled model: onnxruntime == jetc on the written file.
-fn onnxruntime_agrees(dir: &Path, onnx: &Path) {
-    let g = jetc_models::pipeline::load_raised(onnx).expect("load distilled");
-    let ids: Vec<i64> = (0..2 * 7).map(|i| (i * 11 % 120) as i64).collect();
-    let feed = jetc_train::feed::prefill_inputs(&g, &ids, 2, 7).expect("feed");
-    let session = Session::new(&g).expect("session");
-    let ours = session.run(feed.clone()).expect("run");
-    let Some(py) = python_with_ort() else { return };
-    let inputs: Vec<(String, jetc_runtime::Value)> = feed.into_iter().collect();
-    write_npz(&dir.join("in.npz"), &inputs).expect("npz");
-    let r = Command::new(&py).arg(repo().join("scripts/ort_run.py")).args([onnx, &dir.join("in.npz"), &dir.join("out.npz")]).output().expect("python");
-    assert!(r.status.success(), "onnxruntime: {}", String::from_utf8_lossy(&r.stderr));
-    let theirs = read_npz(&dir.join("out.npz")).expect("ort outputs");
-    let (name, mine) = &ours[0];
-    let other = theirs.iter().find(|(n, _)| n == name).map(|(_, v)| v).expect("same output");
-    let (a, b) = (mine.as_f32().unwrap(), other.as_f32().unwrap());
-    let scale = b.iter().fold(1e-6f32, |m, v| m.max(v.abs()));
-    let err = a.iter().zip(b.iter()).fold(0f32, |m, (x, y)| m.max((x - y).abs())) / scale;
-    assert!(err < 1e-4, "{name}: jetc vs onnxruntime {err:.2e}");
-}
 
 fn summary(out: &std::process::Output) -> serde_json::Value {
     assert!(out.status.success(), "distill failed:\n{}", String::from_utf8_lossy(&out.stderr));

@@ -341,10 +341,7 @@ pub fn run(a: &DistillArgs) -> Result<()> {
     } else {
         None
     };
-    let (tok, _) = match &a.tokenizer {
-        Some(p) => super::generate::text_from(p)?,
-        None => super::generate::text_of(&a.model)?,
-    };
+    let (tok, _) = super::generate::text_for(&a.tokenizer, &a.model)?;
     let files = list_files(&a.data).map_err(msg)?;
     let encode = |s: &str| tok.encode(s, false).map_err(|e| e.to_string());
     let cache = match &a.token_cache {

@@ -152,10 +152,7 @@ pub fn run(a: &EvalArgs) -> Result<()> {
     // Every task file is read before the model loads: a missing or bad file fails fast.
     let choices = suite::read_choice_tasks(opts).map_err(msg)?;
     let started = Instant::now();
-    let (tok, _) = match &a.tokenizer {
-        Some(p) => super::generate::text_from(p)?,
-        None => super::generate::text_of(&a.model)?,
-    };
+    let (tok, _) = super::generate::text_for(&a.tokenizer, &a.model)?;
     let suite = Suite::prepare(opts, tok, choices).map_err(msg)?;
     let graph = scored_graph(a)?;
     let mut gen = Generator::new(&graph).map_err(msg)?;

@@ -54,6 +54,14 @@ pub(crate) fn text_from(path: &Path) -> Result<(Tokenizer, Option<ChatTemplate>)
 }
 
 /// The tokenizer and (if any) chat template of `model`.
+/// The tokenizer (and chat template) of `tokenizer` when given, else the model's own.
+pub(crate) fn text_for(tokenizer: &Option<std::path::PathBuf>, model: &Path) -> Result<(Tokenizer, Option<ChatTemplate>)> {
+    match tokenizer {
+        Some(p) => text_from(p),
+        None => text_of(model),
+    }
+}
+
 pub(crate) fn text_of(model: &Path) -> Result<(Tokenizer, Option<ChatTemplate>)> {
     if is_gguf(model) {
         let file = jetc_gguf::GgufFile::open(model).map_err(msg)?;

@@ -12,7 +12,7 @@
 //!    kernels' sources, compiled when NVRTC is there, and the manifest);
 //!
 //! then `report.md` with the tables and plots of every stage, and postnas.json.
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Instant;
 
 use jetc_eval::suite::SuiteOptions;
@@ -20,7 +20,7 @@ use jetc_search::placement::Objective;
 use serde_json::{json, Value};
 
 use super::convert::LayoutFlags;
-use super::search::{RecipeFlags, SearchCommon};
+use super::search::{read_json, RecipeFlags, SearchCommon};
 use crate::error::{CliError, Result};
 use crate::load;
 
@@ -51,10 +51,6 @@ fn msg(e: impl std::fmt::Display) -> CliError {
     CliError::Msg(e.to_string())
 }
 
-fn read_json(path: &Path) -> Result<Value> {
-    let bytes = std::fs::read(path).map_err(|e| msg(format!("{}: {e}", path.display())))?;
-    serde_json::from_slice(&bytes).map_err(|e| msg(format!("{}: not JSON: {e}", path.display())))
-}
 
 /// Prints the stage banner (on stderr: stdout is for the summary).
 fn stage(i: usize, name: &str, what: &str, done: bool) {

@@ -189,10 +189,7 @@ fn setup(
     let n_layers = attention_layers(&base)?.len();
     net.check_model(&base, &model)?;
     check(n_layers, &params)?;
-    let (tok, _) = match &c.tokenizer {
-        Some(p) => super::generate::text_from(p)?,
-        None => super::generate::text_of(&model)?,
-    };
+    let (tok, _) = super::generate::text_for(&c.tokenizer, &model)?;
     let suite = Suite::prepare(&c.suite, tok, choices).map_err(msg)?;
     let s = Setup {
         net,
@@ -706,6 +703,26 @@ impl RecipeFlags {
     }
 }
 
+impl RecipeFlags {
+    /// Distills one candidate into `run` unless it is done there (a distill.json), and
+    /// returns its record; `say` announces the run on stderr.
+    pub(crate) fn distill_once(&self, model: &Path, tokenizer: &Option<PathBuf>, layout: LayoutFlags, run: &Path, say: bool) -> Result<serde_json::Value> {
+        if !run.join("distill.json").is_file() {
+            if say {
+                eprintln!("== {}: distilling", run.display());
+            }
+            super::distill::run(&self.distill_args(model, tokenizer, layout, run))?;
+        }
+        read_json(&run.join("distill.json"))
+    }
+}
+
+/// A JSON file, with an error naming it.
+pub(crate) fn read_json(path: &Path) -> Result<serde_json::Value> {
+    let bytes = std::fs::read(path).map_err(|e| msg(format!("{}: {e}", path.display())))?;
+    serde_json::from_slice(&bytes).map_err(|e| msg(format!("{}: not JSON: {e}", path.display())))
+}
+
 /// Output directories of runs that keep finished candidates: new, empty, or holding a
 /// params.json equal to `params` (a stopped run, continued).
 pub(crate) fn check_rerun(output: &Path, params: &serde_json::Value) -> Result<()> {
@@ -755,10 +772,7 @@ pub fn block(a: &BlockArgs) -> Result<()> {
     if let Some(l) = layout.full_attn.iter().chain(&layout.swa).find(|&&l| l >= n_layers) {
         return Err(msg(format!("layout: layer {l} of a model with {n_layers} layers")));
     }
-    let (tok, _) = match &a.tokenizer {
-        Some(p) => super::generate::text_from(p)?,
-        None => super::generate::text_of(&a.model)?,
-    };
+    let (tok, _) = super::generate::text_for(&a.tokenizer, &a.model)?;
     let suite = Suite::prepare(&a.suite, tok, choices).map_err(msg)?;
     std::fs::create_dir_all(&a.output).map_err(|e| msg(format!("{}: {e}", a.output.display())))?;
     std::fs::write(&params_path, serde_json::to_string_pretty(&params).map_err(msg)?).map_err(|e| msg(format!("{}: {e}", params_path.display())))?;
@@ -766,16 +780,7 @@ pub fn block(a: &BlockArgs) -> Result<()> {
     let mut results = Vec::new();
     for (name, block) in a.candidates.iter().zip(&blocks) {
         let run = a.output.join(block.name());
-        if !run.join("distill.json").is_file() {
-            if !a.json {
-                eprintln!("== {}: distilling", block.name());
-            }
-            super::distill::run(&a.recipe.distill_args(&a.model, &a.tokenizer, LayoutFlags { block: name.clone(), ..a.layout.clone() }, &run))?;
-        }
-        let record: serde_json::Value = std::fs::read(run.join("distill.json"))
-            .ok()
-            .and_then(|b| serde_json::from_slice(&b).ok())
-            .ok_or_else(|| msg(format!("{}: no readable distill.json", run.display())))?;
+        let record = a.recipe.distill_once(&a.model, &a.tokenizer, LayoutFlags { block: name.clone(), ..a.layout.clone() }, &run, !a.json)?;
         let net = Supernet::open(&run)?;
         let graph = net.subnet(&base, &Layout { block: *block, ..layout.clone() })?;
         let mut gen = Generator::new(&graph).map_err(msg)?;
@@ -907,10 +912,7 @@ pub fn hw(a: &HwArgs) -> Result<()> {
         "objective": objective.describe(), "recipe": a.recipe.to_json(), "decode_context": a.decode_context, "decode_tokens": a.decode_tokens,
     });
     check_rerun(&a.output, &params)?;
-    let (tok, _) = match &a.tokenizer {
-        Some(p) => super::generate::text_from(p)?,
-        None => super::generate::text_of(&a.model)?,
-    };
+    let (tok, _) = super::generate::text_for(&a.tokenizer, &a.model)?;
     let suite = Suite::prepare(&a.suite, tok, choices).map_err(msg)?;
     std::fs::create_dir_all(&a.output).map_err(|e| msg(format!("{}: {e}", a.output.display())))?;
     let params_path = a.output.join("params.json");
@@ -920,16 +922,7 @@ pub fn hw(a: &HwArgs) -> Result<()> {
     for p in &points {
         let run = a.output.join(format!("h{}-dk{}-dv{}", p.heads, p.dk, p.dv));
         let flags = LayoutFlags { heads: Some(p.heads), dk: Some(p.dk), dv: Some(p.dv), ..a.layout.clone() };
-        if !run.join("distill.json").is_file() {
-            if !a.json {
-                eprintln!("== {}: distilling", p.name());
-            }
-            super::distill::run(&a.recipe.distill_args(&a.model, &a.tokenizer, flags.clone(), &run))?;
-        }
-        let record: serde_json::Value = std::fs::read(run.join("distill.json"))
-            .ok()
-            .and_then(|b| serde_json::from_slice(&b).ok())
-            .ok_or_else(|| msg(format!("{}: no readable distill.json", run.display())))?;
+        let record = a.recipe.distill_once(&a.model, &a.tokenizer, flags.clone(), &run, !a.json)?;
         let net = Supernet::open(&run)?;
         let sub_layout = super::convert::layout_of(&flags)?;
         let graph = net.subnet(&base_graph, &sub_layout)?;

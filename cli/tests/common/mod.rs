@@ -93,3 +93,25 @@ pub fn python_with_ort() -> Option<PathBuf> {
     eprintln!("skipping the onnxruntime check: no Python with onnxruntime (set JETC_PYTHON)");
     None
 }
+
+/// An exported model: onnxruntime and jetc give the same first output on a 2 x 7 prefill
+/// (the onnxruntime half skips without a Python with onnxruntime, except under CI).
+pub fn onnxruntime_agrees(dir: &Path, onnx: &Path) {
+    use jetc_runtime::npz::{read_npz, write_npz};
+    let g = jetc_models::pipeline::load_raised(onnx).expect("load the exported model");
+    let ids: Vec<i64> = (0..2 * 7).map(|i| (i * 11 % 120) as i64).collect();
+    let feed = jetc_train::feed::prefill_inputs(&g, &ids, 2, 7).expect("feed");
+    let ours = jetc_runtime::Session::new(&g).expect("session").run(feed.clone()).expect("run");
+    let Some(py) = python_with_ort() else { return };
+    let inputs: Vec<(String, jetc_runtime::Value)> = feed.into_iter().collect();
+    write_npz(&dir.join("in.npz"), &inputs).expect("npz");
+    let r = Command::new(&py).arg(repo().join("scripts/ort_run.py")).args([onnx, &dir.join("in.npz"), &dir.join("out.npz")]).output().expect("python");
+    assert!(r.status.success(), "onnxruntime: {}", String::from_utf8_lossy(&r.stderr));
+    let theirs = read_npz(&dir.join("out.npz")).expect("ort outputs");
+    let (name, mine) = &ours[0];
+    let other = theirs.iter().find(|(n, _)| n == name).map(|(_, v)| v).expect("same output");
+    let (a, b) = (mine.as_f32().unwrap(), other.as_f32().unwrap());
+    let scale = b.iter().fold(1e-6f32, |m, v| m.max(v.abs()));
+    let err = a.iter().zip(b.iter()).fold(0f32, |m, (x, y)| m.max((x - y).abs())) / scale;
+    assert!(err < 1e-4, "{name}: jetc vs onnxruntime {err:.2e}");
+}
