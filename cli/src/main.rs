@@ -411,6 +411,10 @@ enum Command {
         /// Placement beam width.
         #[arg(long, default_value_t = 12)]
         beam: usize,
+        /// Placement searches among the heat map's best N layers under the objective (0: every
+        /// layer; 30 layers at budget 2 is 435 subnets).
+        #[arg(long, default_value_t = 8)]
+        placement_layers: usize,
         /// `task[:metric][=weight],...` (default: each task's own metric).
         #[arg(long)]
         objective: Option<String>,
@@ -681,11 +685,11 @@ fn main() -> ExitCode {
             commands::search::block(&commands::search::BlockArgs { model, output, layout, candidates, suite, tokenizer, recipe, json, quiet: false })
         }),
         Command::Postnas {
-            model, output, budget, block, candidates, tasks, tokenizer, recipe, local_lr, supernet_local_steps, supernet_steps, final_local_steps, final_kd_steps, beam, objective, max_points, json,
+            model, output, budget, block, candidates, tasks, tokenizer, recipe, local_lr, supernet_local_steps, supernet_steps, final_local_steps, final_kd_steps, beam, placement_layers, objective, max_points, json,
         } => tasks.options().and_then(|suite| {
             commands::postnas::run(&commands::postnas::PostnasArgs {
                 model, output, budget, block, candidates, suite, tokenizer, recipe, local_lr, supernet_local_steps, supernet_steps, final_local_steps, final_kd_steps, beam,
-                objective, max_points, json,
+                placement_layers, objective, max_points, json,
             })
         }),
         Command::Search {

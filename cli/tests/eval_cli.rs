@@ -84,15 +84,15 @@ fn passkey_runs_seeded_and_reports_accuracy() {
     let acc = p["metrics"]["acc"]["value"].as_f64().unwrap();
     assert!((0.0..=1.0).contains(&acc));
     assert_eq!(run()["tasks"][0]["metrics"], p["metrics"], "seeded: the same verdicts twice");
-    // The retrieval group: passkey, RULER-style needles and a phonebook, seeded.
-    let r = json(&jetc(&["eval", m, "--task", "retrieval", "--limit", "3", "--filler-tokens", "40", "--json"]));
+    // The synthetic retrieval tasks: passkey, RULER-style needles and a phonebook, seeded.
+    let r = json(&jetc(&["eval", m, "--task", "passkey,niah,kv-recall", "--limit", "3", "--filler-tokens", "40", "--json"]));
     let names: Vec<&str> = r["tasks"].as_array().unwrap().iter().map(|t| t["task"].as_str().unwrap()).collect();
     assert_eq!(names, ["passkey", "niah", "kv-recall"]);
     for t in r["tasks"].as_array().unwrap() {
         assert_eq!(t["examples"], 3);
         assert!(t["metrics"]["answer_loss"]["value"].as_f64().unwrap() > 0.0, "{t}");
     }
-    assert_eq!(json(&jetc(&["eval", m, "--task", "retrieval", "--limit", "3", "--filler-tokens", "40", "--json"]))["tasks"][1]["metrics"], r["tasks"][1]["metrics"]);
+    assert_eq!(json(&jetc(&["eval", m, "--task", "passkey,niah,kv-recall", "--limit", "3", "--filler-tokens", "40", "--json"]))["tasks"][1]["metrics"], r["tasks"][1]["metrics"]);
     // Per-task caps: passkey=2 wins over the cap of every task.
     let j = json(&jetc(&["eval", m, "--task", "passkey", "--limit", "5,passkey=2", "--filler-tokens", "20", "--json"]));
     assert_eq!(j["tasks"][0]["examples"], 2);
@@ -226,6 +226,92 @@ fn multiple_choice_scores_equal_onnxruntimes() {
     assert!((m("acc") - acc).abs() < 1e-9, "acc: jetc {} vs onnxruntime {acc}", m("acc"));
     assert!((m("acc_norm") - acc_norm).abs() < 1e-9, "acc_norm: jetc {} vs onnxruntime {acc_norm}", m("acc_norm"));
     assert!((m("answer_loss") - loss).abs() < 1e-4 * loss, "answer loss: jetc {} vs onnxruntime {loss}", m("answer_loss"));
+}
+
+/// onnxruntime's logits of `ids` (one sequence) on the no-cache fixture `model`.
+fn ort_logits(py: &Path, model: &Path, dir: &Path, ids: &[i64]) -> Vec<Vec<f64>> {
+    let g = jetc_models::pipeline::load_raised(model).expect("load");
+    let feed = jetc_train::feed::prefill_inputs(&g, ids, 1, ids.len()).expect("feed");
+    let inputs: Vec<(String, jetc_runtime::Value)> = feed.into_iter().collect();
+    write_npz(&dir.join("in.npz"), &inputs).expect("npz");
+    let r = Command::new(py).arg(repo().join("scripts/ort_run.py")).args([model, &dir.join("in.npz"), &dir.join("out.npz")]).output().expect("python");
+    assert!(r.status.success(), "onnxruntime: {}", String::from_utf8_lossy(&r.stderr));
+    let outs = read_npz(&dir.join("out.npz")).expect("ort outputs");
+    let logits = outs.iter().find(|(n, _)| n == "logits").map(|(_, v)| v.as_f32().unwrap().clone()).expect("logits");
+    let vocab = logits.shape()[2];
+    let flat: Vec<f64> = logits.iter().map(|&v| v as f64).collect();
+    flat.chunks(vocab).map(|r| r.to_vec()).collect()
+}
+
+/// A generative task scored by jetc equals onnxruntime's greedy decoding: the first example's
+/// gold answer is onnxruntime's greedy continuation (exact match), the second's is not (F1 0);
+/// the answer loss is the gold continuation's NLL from onnxruntime's logits; the KV-cache
+/// export gives the same scores (the prompt's caches serve the loss and the generation).
+#[test]
+fn generative_scores_equal_onnxruntimes_greedy_decoding() {
+    let dir = tmp("generative");
+    let (model, _, _) = setup(&dir.0);
+    let Some(py) = python_with_ort() else { return };
+    let prompts: Vec<Vec<i64>> = vec![vec![31, 47, 58, 90], vec![64, 33, 101]];
+    let steps = 3;
+    let (mut lines, mut loss) = (Vec::new(), 0.0);
+    for (k, p) in prompts.iter().enumerate() {
+        // onnxruntime's greedy continuation, stopping at the EOS id 2.
+        let mut ids = p.clone();
+        let mut out: Vec<i64> = Vec::new();
+        for _ in 0..steps {
+            let rows = ort_logits(&py, &model, &dir.0, &ids);
+            let last = rows.last().unwrap();
+            let next = (0..last.len()).fold(0, |b, i| if last[i] > last[b] { i } else { b }) as i64;
+            if next == 2 {
+                break;
+            }
+            out.push(next);
+            ids.push(next);
+        }
+        let greedy = out.iter().map(|i| format!("w{i}")).collect::<Vec<_>>().join(" ");
+        let answer = if k == 0 { greedy.clone() } else { "w119 w118".to_string() };
+        assert!(k == 0 || !greedy.split(' ').any(|w| w == "w119" || w == "w118"), "choose another wrong answer than {greedy}");
+        // The gold continuation (w40 w41), scored by onnxruntime's logits after the prompt.
+        let gold = [40i64, 41];
+        let seq: Vec<i64> = p.iter().chain(&gold).copied().collect();
+        let rows = ort_logits(&py, &model, &dir.0, &seq);
+        let mut lp = 0.0;
+        for (j, &g) in gold.iter().enumerate() {
+            let row = &rows[p.len() + j - 1];
+            let max = row.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+            let lse = max + row.iter().map(|v| (v - max).exp()).sum::<f64>().ln();
+            lp += row[g as usize] - lse;
+        }
+        loss += -lp / 2.0 / prompts.len() as f64;
+        let context = p.iter().map(|i| format!("w{i}")).collect::<Vec<_>>().join(" ");
+        lines.push(serde_json::json!({"doc_id": k, "context": context, "answers": [answer], "gold": " w40 w41", "stop": ["\n\n"], "max_tokens": steps}).to_string());
+    }
+    std::fs::write(dir.0.join("squad.jsonl"), lines.join("\n")).unwrap();
+    let score = |m: &Path| {
+        let j = json(&jetc(&["eval", m.to_str().unwrap(), "--task", "squad", "--task-dir", dir.0.to_str().unwrap(), "--json"]));
+        let t = j["tasks"][0].clone();
+        assert_eq!((t["task"].as_str(), t["examples"].as_u64()), (Some("squad"), Some(2)));
+        let v = |k: &str| t["metrics"][k]["value"].as_f64().unwrap();
+        (v("em"), v("f1"), v("answer_loss"))
+    };
+    let (em, f1, answer_loss) = score(&model);
+    assert_eq!((em, f1), (0.5, 0.5), "example 1 matches onnxruntime's greedy text, example 2 shares no word");
+    assert!((answer_loss - loss).abs() < 1e-4 * loss, "answer loss: jetc {answer_loss} vs onnxruntime {loss}");
+    let kv = dir.0.join("kv");
+    std::fs::create_dir_all(&kv).unwrap();
+    for f in ["model.onnx", "model.onnx.data"] {
+        std::fs::copy(repo().join("tests/fixtures/llama-dynamo-opset20-sdpa-kv").join(f), kv.join(f)).expect("copy kv fixture");
+    }
+    for f in ["tokenizer.json", "tokenizer_config.json"] {
+        std::fs::copy(dir.0.join(f), kv.join(f)).expect("copy tokenizer");
+    }
+    let (em_kv, f1_kv, loss_kv) = score(&kv.join("model.onnx"));
+    assert_eq!((em_kv, f1_kv), (em, f1), "with a KV cache");
+    assert!((loss_kv - answer_loss).abs() < 1e-5, "answer loss with a KV cache {loss_kv} vs {answer_loss}");
+    // A generative file without answers is refused, naming the line.
+    std::fs::write(dir.0.join("nq.jsonl"), r#"{"doc_id": 0, "context": "w30", "answers": [], "gold": " w31", "stop": [], "max_tokens": 2}"#).unwrap();
+    fails(&jetc(&["eval", model.to_str().unwrap(), "--task", "nq", "--task-dir", dir.0.to_str().unwrap()]), &["nq.jsonl:1", "no gold answer"]);
 }
 
 /// Task files that are missing, empty or corrupt are refused before the model loads.

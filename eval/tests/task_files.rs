@@ -3,12 +3,15 @@
 //! not accept). The reader's gold choice is checked against each question's own record as
 //! released (the `doc` field the reader does not look at): ARC and HellaSwag `gold`, PIQA
 //! `label` and `sol1`/`sol2`, WinoGrande `answer` ("1"/"2") and `option1`/`option2`, MMLU
-//! `answer` and `choices`; and the question counts against sources.json.
+//! `answer` and `choices`, basic arithmetic `gold`; and the question counts against
+//! sources.json. The generative files: their example counts; SQuAD's answers are spans of
+//! the passage; GSM8K's gold number is the final number of its own worked solution.
 use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::PathBuf;
 
-use jetc_eval::{choice, CHOICE_TASKS};
+use jetc_eval::generative::{self, Compare};
+use jetc_eval::{choice, CHOICE_TASKS, GENERATIVE_TASKS};
 use serde_json::Value;
 
 fn eval_dir() -> Option<PathBuf> {
@@ -39,7 +42,7 @@ fn released_gold(task: &str, doc: &Value) -> (usize, String) {
     let s = |k: &str| doc[k].as_str().unwrap_or_else(|| panic!("{task}: no `{k}` in {doc}")).to_string();
     let n = |k: &str| doc[k].as_u64().unwrap_or_else(|| panic!("{task}: no integer `{k}` in {doc}")) as usize;
     match task {
-        "arc-e" | "arc-c" | "hellaswag" => {
+        "arc-e" | "arc-c" | "hellaswag" | "arith" => {
             let g = n("gold");
             (g, doc["choices"][g].as_str().unwrap().to_string())
         }
@@ -81,5 +84,37 @@ fn reader_gold_matches_each_questions_own_record() {
         }
         // A reader that always returned choice 0 would fail above; the golds are spread too.
         assert!(gold_counts.len() >= 2, "{task}: every gold is the same choice: {gold_counts:?}");
+    }
+}
+
+/// The share of `examples` whose first answer, normalized, is in the normalized prompt.
+fn answer_in_context(examples: &[generative::Example]) -> f64 {
+    let hits = examples.iter().filter(|e| generative::normalize(&e.context).contains(&generative::normalize(&e.answers[0]))).count();
+    hits as f64 / examples.len() as f64
+}
+
+#[test]
+fn generative_files_hold_their_released_answers() {
+    let Some(dir) = eval_dir() else { return };
+    let sources: Value = serde_json::from_str(&std::fs::read_to_string(dir.join("sources.json")).unwrap()).unwrap();
+    for &task in GENERATIVE_TASKS {
+        let ex = generative::read(task, &dir.join(format!("{task}.jsonl.gz"))).unwrap();
+        assert_eq!(ex.len() as u64, sources["tasks"][task]["examples"].as_u64().unwrap(), "{task}: example count");
+        for e in &ex {
+            // Every gold answer matches itself under the task's comparison.
+            assert_eq!(generative::compare(Compare::of_task(task), &e.answers[0], &e.answers), (1.0, 1.0), "{task} example {}", e.id);
+            assert!(e.context.trim_end().ends_with(':'), "{task} example {}: the prompt should end at `Answer:`", e.id);
+        }
+        match task {
+            // Extractive: the answer is a span of the passage in the prompt.
+            "squad" => assert!(answer_in_context(&ex) > 0.98, "squad: {}", answer_in_context(&ex)),
+            "coqa" => assert!(answer_in_context(&ex) > 0.5, "coqa: {}", answer_in_context(&ex)),
+            "gsm8k" => {
+                for e in &ex {
+                    assert_eq!(generative::final_number(&e.gold), generative::final_number(&e.answers[0]), "gsm8k example {}: {:?}", e.id, e.gold);
+                }
+            }
+            _ => {}
+        }
     }
 }

@@ -30,11 +30,13 @@ pub fn higher_is_better(metric: &str) -> bool {
 }
 
 /// The default metric of a task as a search objective: the correct answer's loss for
-/// multiple-choice tasks (MMLU-style), accuracy for retrieval, NLL for lm.
+/// multiple-choice tasks (MMLU-style), accuracy (exact match) for retrieval and math, NLL
+/// for lm.
 pub fn default_metric(task: &str) -> &'static str {
     match task {
         "lm" => "nll",
-        "passkey" | "niah" | "kv-recall" => "acc",
+        "passkey" | "niah" | "kv-recall" | "arith" => "acc",
+        "squad" | "drop" | "nq" | "triviaqa" | "coqa" | "gsm8k" => "em",
         _ => "answer_loss",
     }
 }
@@ -181,6 +183,27 @@ impl Scored {
     pub fn to_json(&self) -> serde_json::Value {
         json!({"full_attn": self.layers, "objective": self.objective, "tiebreak": self.tiebreak, "scores": self.scores})
     }
+}
+
+/// The layers of single-layer scores (a heat map's cells) ranked by `objective`, best first
+/// (ties by the tie-break, then the lower layer): the candidates a placement search keeps
+/// when scoring every layer pair would cost too many subnets.
+pub fn rank_layers(cells: &[(usize, Vec<Score>)], objective: &Objective) -> Result<Vec<usize>> {
+    let mut scored = Vec::new();
+    for (layer, scores) in cells {
+        let (v, tie) = objective.value(scores)?;
+        scored.push(Scored { layers: vec![*layer], scores: vec![], objective: v, tiebreak: tie });
+    }
+    scored.sort_by(|a, b| {
+        if a.better_than(b) {
+            std::cmp::Ordering::Less
+        } else if b.better_than(a) {
+            std::cmp::Ordering::Greater
+        } else {
+            std::cmp::Ordering::Equal
+        }
+    });
+    Ok(scored.into_iter().map(|s| s.layers[0]).collect())
 }
 
 /// K layers of `n` spread evenly: the middle of each of K equal spans.
@@ -388,6 +411,18 @@ mod tests {
             "10 singles, 17 distinct extensions of 2 entries, the uniform 2+7"
         );
         assert_eq!(out.evaluated, calls);
+    }
+
+    #[test]
+    fn rank_layers_orders_singles_by_the_objective() {
+        let obj = Objective::parse("mmlu").unwrap();
+        let mut calls = 0;
+        let mut score = scorer(&mut calls);
+        let cells: Vec<(usize, Vec<Score>)> = (0..10).map(|l| (l, score(&[l]).unwrap())).collect();
+        // w = [0.1, 0.5, 0.2, 0.05, 0.4, 0.0, 0.3, 0.25, 0.15, 0.1]: 0 and 9 tie, the lower first.
+        assert_eq!(rank_layers(&cells, &obj).unwrap(), vec![1, 4, 6, 7, 2, 8, 0, 9, 3, 5]);
+        let bad = Objective::parse("passkey").unwrap();
+        assert!(rank_layers(&cells, &bad).unwrap_err().to_string().contains("passkey"));
     }
 
     #[test]

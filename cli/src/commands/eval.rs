@@ -21,9 +21,10 @@ use crate::load;
 /// The task flags shared by `jetc eval` and `jetc search`.
 #[derive(clap::Args, Clone, Debug)]
 pub struct TaskFlags {
-    /// Tasks, comma-separated: lm, passkey, niah, kv-recall, arc-e, arc-c, hellaswag, piqa,
-    /// winogrande, mmlu, mmlu-dev, or the groups retrieval (passkey, niah, kv-recall) and
-    /// commonsense (arc-e, arc-c, hellaswag, piqa, winogrande).
+    /// Tasks, comma-separated: lm, passkey, niah, kv-recall, squad, drop, nq, triviaqa,
+    /// coqa, mmlu, mmlu-dev, gsm8k, arith, arc-e, arc-c, hellaswag, piqa, winogrande, or the
+    /// groups retrieval (passkey, niah, kv-recall, squad, drop, nq, triviaqa, coqa), math
+    /// (gsm8k, arith) and commonsense (arc-e, arc-c, hellaswag, piqa, winogrande).
     #[arg(
         long = "task",
         visible_alias = "tasks",
@@ -51,7 +52,11 @@ pub struct TaskFlags {
     /// passkey, niah, kv-recall: seed of the keys and their depths.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
-    /// Directory of the multiple-choice task files (`scripts/fetch_eval_data.py` writes
+    /// Generative tasks (squad, drop, nq, triviaqa, coqa, gsm8k): at most this many new
+    /// tokens per answer (default: each example's own limit, 512 for GSM8K, 50 elsewhere).
+    #[arg(long)]
+    pub max_new_tokens: Option<usize>,
+    /// Directory of the multiple-choice and generative task files (`scripts/fetch_eval_data.py` writes
     /// them; default $JETC_EVAL_DIR or ~/.cache/jetc/eval).
     #[arg(long)]
     pub task_dir: Option<PathBuf>,
@@ -73,6 +78,7 @@ impl TaskFlags {
                 .unwrap_or_default(),
             filler_tokens: self.filler_tokens,
             seed: self.seed,
+            max_new_tokens: self.max_new_tokens,
             task_dir: self
                 .task_dir
                 .clone()

@@ -42,6 +42,8 @@ pub struct PostnasArgs {
     pub final_local_steps: u64,
     pub final_kd_steps: u64,
     pub beam: usize,
+    /// Placement searches the best this many layers of the heat map (0: every layer).
+    pub placement_layers: usize,
     pub objective: Option<String>,
     pub max_points: usize,
     pub json: bool,
@@ -67,6 +69,9 @@ pub fn run(a: &PostnasArgs) -> Result<()> {
     if a.budget == 0 || a.budget > n_layers {
         return Err(msg(format!("--budget {}: between 1 and the model's {n_layers} layers", a.budget)));
     }
+    if a.placement_layers > 0 && a.budget > a.placement_layers {
+        return Err(msg(format!("--budget {} exceeds --placement-layers {}: placement picks the budget among those layers", a.budget, a.placement_layers)));
+    }
     jetc_passes::linearize::Block::parse(&a.block).map_err(msg)?;
     for c in &a.candidates {
         jetc_passes::linearize::Block::parse(c).map_err(msg)?;
@@ -83,11 +88,16 @@ pub fn run(a: &PostnasArgs) -> Result<()> {
     let d = &a.output;
     let params = json!({
         "model": a.model.display().to_string(), "budget": a.budget, "block": a.block, "candidates": a.candidates,
-        "tasks": a.suite.tasks, "limit": a.suite.limit, "recipe": a.recipe.to_json(), "local_lr": a.local_lr,
+        "tasks": a.suite.tasks, "limit": a.suite.limit, "data": a.suite.data, "seq_len": a.suite.seq_len, "filler_tokens": a.suite.filler_tokens,
+        "seed": a.suite.seed, "recipe": a.recipe.to_json(), "local_lr": a.local_lr,
         "supernet_local_steps": a.supernet_local_steps, "supernet_steps": a.supernet_steps,
-        "final_local_steps": a.final_local_steps, "final_kd_steps": a.final_kd_steps, "beam": a.beam,
+        "final_local_steps": a.final_local_steps, "final_kd_steps": a.final_kd_steps, "beam": a.beam, "placement_layers": a.placement_layers,
         "objective": objective.describe(), "max_points": a.max_points,
     });
+    let mut params = params;
+    if let (Some(p), Some(n)) = (params.as_object_mut(), a.suite.max_new_tokens) {
+        p.insert("max_new_tokens".into(), json!(n));
+    }
     super::search::check_rerun(d, &params)?;
     std::fs::create_dir_all(d).map_err(|e| msg(format!("{}: {e}", d.display())))?;
     std::fs::write(d.join("params.json"), serde_json::to_string_pretty(&params).map_err(msg)?).map_err(|e| msg(format!("{}: {e}", d.display())))?;
@@ -133,14 +143,26 @@ pub fn run(a: &PostnasArgs) -> Result<()> {
     // 3. Placement.
     let pl = d.join("placement");
     let done = pl.join("placement.json").is_file();
-    stage(3, "placement", &format!("budget {}, beam {}, objective {}", a.budget, a.beam, objective.describe()), done);
+    // The candidate layers: the heat map's best `--placement-layers` under the objective.
+    let candidates: Vec<usize> = if a.placement_layers == 0 || a.placement_layers >= n_layers {
+        vec![]
+    } else {
+        let cells: Vec<(usize, Vec<jetc_eval::Score>)> = super::search::read_cells(&hm.join("cells.jsonl"))?.into_iter().filter_map(|c| Some((c.layer?, c.scores))).collect();
+        let mut best = jetc_search::placement::rank_layers(&cells, &objective)?;
+        best.truncate(a.placement_layers);
+        best.sort_unstable();
+        best
+    };
+    let placement_among = candidates.clone();
+    let among = if candidates.is_empty() { "every layer".to_string() } else { format!("the heat map's best {} layers {candidates:?}", candidates.len()) };
+    stage(3, "placement", &format!("budget {} among {among}, beam {}, objective {}", a.budget, a.beam, objective.describe()), done);
     if !done {
         super::search::placement(&super::search::PlacementArgs {
             common: common(pl.clone()),
             budget: a.budget,
             beam: a.beam,
             objective: Some(objective.describe()),
-            candidates: vec![],
+            candidates: candidates.clone(),
             heatmap: Some(hm.clone()),
         })?;
     }
@@ -264,7 +286,7 @@ pub fn run(a: &PostnasArgs) -> Result<()> {
     // The report.
     let heat = read_json(&hm.join("heatmap.json"))?;
     let block_sel = bl.join("block.json").is_file().then(|| read_json(&bl.join("block.json"))).transpose()?;
-    let report = report_md(a, &objective, &heat, &placement, block_sel.as_ref(), &chosen_block, &hw, &final_record, &read_json(&path.join("distill.json"))?);
+    let report = report_md(a, &objective, &heat, &placement, &placement_among, block_sel.as_ref(), &chosen_block, &hw, &final_record, &read_json(&path.join("distill.json"))?);
     std::fs::write(d.join("report.md"), report).map_err(|e| msg(format!("{}: {e}", d.display())))?;
     let out = json!({
         "params": params, "full_attn": full_attn, "block": chosen_block, "hw_pick": hw["pick"], "layout": final_layout.display().to_string(),
@@ -298,7 +320,7 @@ fn metric_cell(scores: &Value, task: &str, name: &str) -> String {
 }
 
 #[allow(clippy::too_many_arguments)]
-fn report_md(a: &PostnasArgs, obj: &Objective, heat: &Value, placement: &Value, block: Option<&Value>, chosen: &str, hw: &Value, fin: &Value, supernet: &Value) -> String {
+fn report_md(a: &PostnasArgs, obj: &Objective, heat: &Value, placement: &Value, among: &[usize], block: Option<&Value>, chosen: &str, hw: &Value, fin: &Value, supernet: &Value) -> String {
     let mut r = String::new();
     let terms: Vec<(String, String)> = obj.terms.iter().map(|t| (t.task.clone(), t.metric.clone())).collect();
     r += &format!("# jetc postnas: {}\n\n", a.model.display());
@@ -327,7 +349,8 @@ fn report_md(a: &PostnasArgs, obj: &Objective, heat: &Value, placement: &Value, 
         r += &format!("| {} {} | {} | {} |\n", row["task"].as_str().unwrap_or(""), row["metric"].as_str().unwrap_or(""), top.join(", "), row["carriers_of_half_the_gain"]);
     }
     r += "\n## 3. Placement\n\n";
-    r += &format!("{} search, {} subnets scored.\n\n| placement | objective |", placement["method"].as_str().unwrap_or(""), placement["subnets_scored"]);
+    let among = if among.is_empty() { "every layer".to_string() } else { format!("the heat map's best {} layers under the objective, {among:?}", among.len()) };
+    r += &format!("{} search among {among}, {} subnets scored.\n\n| placement | objective |", placement["method"].as_str().unwrap_or(""), placement["subnets_scored"]);
     for (t, m) in &terms {
         r += &format!(" {t} {m} |");
     }

@@ -155,6 +155,9 @@ fn setup(
         "tasks": c.suite.tasks, "limit": c.suite.limit, "seq_len": c.suite.seq_len, "seed": c.suite.seed,
         "filler_tokens": c.suite.filler_tokens, "data": c.suite.data,
     });
+    if let (Some(p), Some(n)) = (params.as_object_mut(), c.suite.max_new_tokens) {
+        p.insert("max_new_tokens".into(), json!(n));
+    }
     if let (Some(p), Some(e)) = (params.as_object_mut(), extra.as_object()) {
         p.extend(e.clone());
     }
@@ -210,7 +213,7 @@ fn setup(
 }
 
 /// The cells already in `path` (a resumed map).
-fn read_cells(path: &Path) -> Result<Vec<Cell>> {
+pub(crate) fn read_cells(path: &Path) -> Result<Vec<Cell>> {
     let Ok(text) = std::fs::read_to_string(path) else {
         return Ok(Vec::new());
     };
@@ -545,6 +548,7 @@ fn check_heatmap(dir: &Path, params: &serde_json::Value) -> Result<()> {
         "seed",
         "filler_tokens",
         "data",
+        "max_new_tokens",
     ] {
         if hp[k] != params[k] {
             return Err(msg(format!(
