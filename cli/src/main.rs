@@ -164,6 +164,13 @@ enum SearchCommand {
         /// the one-layer subnets' scores, not scored again.
         #[arg(long)]
         heatmap: Option<PathBuf>,
+        /// Then place this many sliding-window attention layers among the layers left, the
+        /// full-attention ones fixed (the supernet needs an swa path: `--supernet attn,swa,...`).
+        #[arg(long, default_value_t = 0)]
+        swa: usize,
+        /// The SWA window in tokens (default: the supernet's).
+        #[arg(long, requires = "swa")]
+        window: Option<usize>,
     },
 }
 
@@ -708,6 +715,8 @@ fn main() -> ExitCode {
                     objective,
                     candidates,
                     heatmap,
+                    swa,
+                    window,
                 },
         } => common.into_common().and_then(|common| {
             commands::search::placement(&commands::search::PlacementArgs {
@@ -717,6 +726,8 @@ fn main() -> ExitCode {
                 objective,
                 candidates,
                 heatmap,
+                swa,
+                window,
             })
         }),
         Command::Generate {

@@ -601,3 +601,44 @@ fn hw_search_compares_shapes_at_equal_state() {
     );
     assert!(!bad.exists());
 }
+
+/// `--swa 1`: after the full-attention layer, the SWA layer is placed among the layers left
+/// (here the one other layer), and its score equals `jetc eval` of that subnet; a supernet
+/// without an swa path, or more layers than the model has, is refused.
+#[test]
+fn placement_places_swa_layers_beside_full_attention() {
+    let dir = tmp("swa");
+    let (model, data, plain) = setup(&dir.0);
+    let (m, d) = (model.to_str().unwrap(), data.to_str().unwrap());
+    let run = dir.0.join("swa-supernet");
+    let r = run.to_str().unwrap();
+    let o = jetc(&[
+        "distill", m, "-o", r, "--steps", "6", "--lr", "1e-2", "--data", d, "--seq-len", "16", "--batch", "2", "--json", "--format", "onnx",
+        "--token-cache", "none", "--supernet", "attn,swa,jetblock", "--window", "4",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let tasks = ["--task", "lm", "--data", d, "--seq-len", "16", "--limit", "3", "--json"];
+    let out = dir.0.join("place");
+    let p = json_of(&jetc(&[&["search", "placement", r, "-o", out.to_str().unwrap(), "--budget", "1", "--swa", "1"][..], &tasks[..]].concat()));
+    let full = p["best"]["full_attn"][0].as_u64().unwrap();
+    let other = 1 - full;
+    let swa = &p["swa"];
+    assert_eq!(swa["window"], 4, "the supernet's window");
+    assert_eq!(swa["best"]["full_attn"], serde_json::json!([other]), "the one layer left");
+    assert_eq!(swa["uniform"]["full_attn"], serde_json::json!([other]));
+    let layout: serde_json::Value = serde_json::from_slice(&std::fs::read(out.join("layout.json")).unwrap()).unwrap();
+    assert_eq!((layout["full_attn"].clone(), layout["swa"].clone(), layout["window"].clone()), (serde_json::json!([full]), serde_json::json!([other]), serde_json::json!(4)));
+    // The SWA subnet's score is what `jetc eval` gives the same layout of the supernet.
+    let (fa, sw) = (full.to_string(), other.to_string());
+    let e = json_of(&jetc(&[&["eval", m, "--supernet", r, "--full-attn", &fa, "--swa", &sw, "--window", "4"][..], &tasks[..]].concat()));
+    let nll = e["tasks"][0]["metrics"]["nll"]["value"].as_f64().unwrap();
+    assert!((swa["best"]["objective"].as_f64().unwrap() + nll).abs() < 1e-9, "swa objective {} vs eval NLL {nll}", swa["best"]["objective"]);
+    // An SWA window differs from full attention at 16 tokens: the score moved.
+    assert_ne!(swa["best"]["objective"], p["best"]["objective"]);
+
+    let bad = dir.0.join("bad");
+    let b = bad.to_str().unwrap();
+    fails(&jetc(&[&["search", "placement", plain.to_str().unwrap(), "-o", b, "--budget", "1", "--swa", "1"][..], &tasks[..]].concat()), &["without an swa path", "attn,swa,"]);
+    fails(&jetc(&[&["search", "placement", r, "-o", b, "--budget", "2", "--swa", "1"][..], &tasks[..]].concat()), &["--swa 1", "2 layers"]);
+    assert!(!bad.exists());
+}

@@ -268,6 +268,25 @@ pub fn search(
     objective: &Objective,
     score: &mut dyn FnMut(&[usize]) -> Result<Vec<Score>>,
 ) -> Result<Outcome> {
+    search_against(cands, uniform(n_layers, k), k, beam, objective, score)
+}
+
+/// K of `cands` spread evenly: the middle of each of K equal spans of the list (the uniform
+/// placement among the layers left free, e.g. SWA layers beside fixed full-attention ones).
+pub fn uniform_among(cands: &[usize], k: usize) -> Vec<usize> {
+    let n = cands.len();
+    (0..k.min(n)).map(|i| cands[((2 * i + 1) * n / (2 * k)).min(n - 1)]).collect()
+}
+
+/// [`search`] with the uniform placement it is scored against given.
+pub fn search_against(
+    cands: &[usize],
+    uniform_layers: Vec<usize>,
+    k: usize,
+    beam: usize,
+    objective: &Objective,
+    score: &mut dyn FnMut(&[usize]) -> Result<Vec<Score>>,
+) -> Result<Outcome> {
     if k == 0 || k > cands.len() {
         return Err(err(format!(
             "budget {k}: between 1 and the {} candidate layers",
@@ -338,7 +357,7 @@ pub fn search(
         }
         frontier
     };
-    let uniform = eval(uniform(n_layers, k), &mut seen)?;
+    let uniform = eval(uniform_layers, &mut seen)?;
     Ok(Outcome {
         method: if exhaustive { "exhaustive" } else { "beam" },
         top,
@@ -450,6 +469,9 @@ mod tests {
         assert_eq!(uniform(30, 2), vec![7, 22]);
         assert_eq!(uniform(30, 3), vec![5, 15, 25]);
         assert_eq!(uniform(30, 1), vec![15]);
+        assert_eq!(uniform_among(&(0..30).collect::<Vec<_>>(), 3), uniform(30, 3));
+        assert_eq!(uniform_among(&[0, 1, 3, 4, 5, 8], 2), vec![1, 5]);
+        assert_eq!(uniform_among(&[4, 9], 1), vec![9]);
         assert_eq!(binomial(30, 2), 435);
         assert_eq!(beam_cost(30, 2, 12), 30 + 12 * 29);
         assert_eq!(

@@ -164,6 +164,8 @@ pub fn run(a: &PostnasArgs) -> Result<()> {
             objective: Some(objective.describe()),
             candidates: candidates.clone(),
             heatmap: Some(hm.clone()),
+            swa: 0,
+            window: None,
         })?;
     }
     let placement = read_json(&pl.join("placement.json"))?;

@@ -59,6 +59,10 @@ pub struct PlacementArgs {
     pub candidates: Vec<usize>,
     /// A heat map of the same supernet and tasks, whose cells score the one-layer subnets.
     pub heatmap: Option<PathBuf>,
+    /// Sliding-window attention layers placed after the full-attention ones (0: none).
+    pub swa: usize,
+    /// Their window in tokens (default: the supernet's).
+    pub window: Option<usize>,
 }
 
 fn msg(e: impl std::fmt::Display) -> CliError {
@@ -99,6 +103,23 @@ impl Setup {
             Some(g) => g,
             None => self.net.subnet(&self.base, &self.layout(full_attn))?,
         };
+        self.score_graph(graph, progress)
+    }
+
+    /// Scores the subnet with `full_attn` on full attention and `swa` on sliding-window
+    /// attention of `window` tokens.
+    fn score_swa(
+        &self,
+        full_attn: &[usize],
+        swa: &[usize],
+        window: usize,
+        progress: &mut dyn FnMut(&str, usize, usize),
+    ) -> Result<Vec<Score>> {
+        let layout = Layout { swa: swa.to_vec(), window: Some(window), ..self.layout(full_attn) };
+        self.score_graph(self.net.subnet(&self.base, &layout)?, progress)
+    }
+
+    fn score_graph(&self, graph: jetc_ir::Graph, progress: &mut dyn FnMut(&str, usize, usize)) -> Result<Vec<Score>> {
         let mut gen = Generator::new(&graph).map_err(msg)?;
         Ok(self
             .suite
@@ -119,7 +140,7 @@ fn setup(
     kind: &str,
     extra: serde_json::Value,
     first: &[usize],
-    check: &dyn Fn(usize, &serde_json::Value) -> Result<()>,
+    check: &dyn Fn(usize, &serde_json::Value, &Supernet) -> Result<()>,
 ) -> Result<(Setup, jetc_ir::Graph)> {
     let choices = suite::read_choice_tasks(&c.suite).map_err(msg)?;
     let net = Supernet::open(&c.supernet)?;
@@ -191,7 +212,7 @@ fn setup(
     let base = load::load_raised(&model)?;
     let n_layers = attention_layers(&base)?.len();
     net.check_model(&base, &model)?;
-    check(n_layers, &params)?;
+    check(n_layers, &params, &net)?;
     let (tok, _) = super::generate::text_for(&c.tokenizer, &model)?;
     let suite = Suite::prepare(&c.suite, tok, choices).map_err(msg)?;
     let s = Setup {
@@ -253,7 +274,7 @@ fn progress_bar(len: usize, what: &str, quiet: bool) -> ProgressBar {
 
 pub fn heatmap(a: &HeatmapArgs) -> Result<()> {
     let c = &a.common;
-    let layers_ok = |n: usize, _: &serde_json::Value| match a.layers.iter().find(|&&l| l >= n) {
+    let layers_ok = |n: usize, _: &serde_json::Value, _: &Supernet| match a.layers.iter().find(|&&l| l >= n) {
         Some(l) => Err(msg(format!(
             "--layers: layer {l} of a model with {n} layers"
         ))),
@@ -365,7 +386,24 @@ pub fn placement(a: &PlacementArgs) -> Result<()> {
     let c = &a.common;
     let objective = objective_of(a)?;
     let budget = a.budget;
-    let check = |n: usize, params: &serde_json::Value| {
+    let check = |n: usize, params: &serde_json::Value, net: &Supernet| {
+        if a.swa > 0 {
+            if !net.candidates.is_empty() && !net.candidates.iter().any(|c| c == "swa") {
+                return Err(msg(format!(
+                    "--swa {}: the supernet {} was trained without an swa path (its candidates are {}); distill one with --supernet attn,swa,{}",
+                    a.swa,
+                    c.supernet.display(),
+                    net.candidates.join(","),
+                    net.block.as_deref().unwrap_or("jetblock")
+                )));
+            }
+            if a.window.or(net.window).is_none() {
+                return Err(msg("--swa: give --window W (the supernet records no SWA window)"));
+            }
+            if budget + a.swa > n {
+                return Err(msg(format!("--budget {budget} + --swa {}: more than the model's {n} layers", a.swa)));
+            }
+        }
         if let Some(l) = a.candidates.iter().find(|&&l| l >= n) {
             return Err(msg(format!(
                 "--candidates: layer {l} of a model with {n} layers"
@@ -387,7 +425,11 @@ pub fn placement(a: &PlacementArgs) -> Result<()> {
     if a.beam == 0 {
         return Err(msg("--beam must be at least 1"));
     }
-    let extra = json!({"budget": a.budget, "beam": a.beam, "objective": objective.describe(), "candidates": a.candidates});
+    let mut extra = json!({"budget": a.budget, "beam": a.beam, "objective": objective.describe(), "candidates": a.candidates});
+    if a.swa > 0 {
+        extra["swa"] = json!(a.swa);
+        extra["window"] = json!(a.window);
+    }
     // The uniform placement's subnet is built first (checks the supernet before writing).
     let (s, _) = setup(c, "placement", extra, &[], &check)?;
     let cands: Vec<usize> = if a.candidates.is_empty() {
@@ -448,9 +490,17 @@ pub fn placement(a: &PlacementArgs) -> Result<()> {
         .top
         .first()
         .ok_or_else(|| msg("placement: the search scored nothing"))?;
+    // SWA layers, placed the same way among the layers left, with the full-attention ones fixed.
+    let swa = if a.swa > 0 { Some(place_swa(a, &s, &best.layers, &objective)?) } else { None };
     let layout_path = c.output.join("layout.json");
     let cfg = &s.net.config;
-    let layout = json!({"full_attn": best.layers, "block": s.block.name(), "heads": cfg.heads, "dk": cfg.dk, "dv": cfg.dv, "conv": cfg.conv, "reduction": cfg.reduction});
+    let mut layout = json!({"full_attn": best.layers, "block": s.block.name(), "heads": cfg.heads, "dk": cfg.dk, "dv": cfg.dv, "conv": cfg.conv, "reduction": cfg.reduction});
+    if let Some((o, window)) = &swa {
+        if let Some(b) = o.top.first() {
+            layout["swa"] = json!(b.layers);
+            layout["window"] = json!(window);
+        }
+    }
     std::fs::write(
         &layout_path,
         serde_json::to_string_pretty(&layout).map_err(msg)?,
@@ -464,6 +514,15 @@ pub fn placement(a: &PlacementArgs) -> Result<()> {
         "subnets_scored": outcome.evaluated, "subnets_reused": reused.min(outcome.evaluated), "subnets_new": fresh,
         "seconds": started.elapsed().as_secs_f64(), "params": s.params, "layout": layout_path.display().to_string(),
     });
+    let mut out = out;
+    if let Some((o, window)) = &swa {
+        let b = o.top.first().ok_or_else(|| msg("placement: the SWA search scored nothing"))?;
+        out["swa"] = json!({
+            "count": a.swa, "window": window, "method": o.method, "best": b.to_json(), "uniform": o.uniform.to_json(),
+            "gap": b.objective - o.uniform.objective, "top": o.top.iter().take(12).map(Scored::to_json).collect::<Vec<_>>(),
+            "subnets_scored": o.evaluated,
+        });
+    }
     let json_path = c.output.join("placement.json");
     std::fs::write(&json_path, serde_json::to_string_pretty(&out).map_err(msg)?)
         .map_err(|e| msg(format!("{}: {e}", json_path.display())))?;
@@ -512,12 +571,62 @@ pub fn placement(a: &PlacementArgs) -> Result<()> {
         line(&format!("#{}", i + 1), p);
     }
     line("uniform", &outcome.uniform);
-    println!(
-        "learned - uniform: {:+.4}; layout written to {}",
-        best.objective - outcome.uniform.objective,
-        layout_path.display()
-    );
+    println!("learned - uniform: {:+.4}", best.objective - outcome.uniform.objective);
+    if let Some((o, window)) = &swa {
+        println!("SWA ({} layers, window {window}) beside full attention at {:?}: {} search", a.swa, best.layers, o.method);
+        for (i, p) in o.top.iter().take(5).enumerate() {
+            line(&format!("swa #{}", i + 1), p);
+        }
+        line("swa unif.", &o.uniform);
+        if let Some(b) = o.top.first() {
+            println!("learned - uniform: {:+.4}", b.objective - o.uniform.objective);
+        }
+    }
+    println!("layout written to {}", layout_path.display());
     Ok(())
+}
+
+/// The SWA stage of a placement: `a.swa` layers among those `full_attn` leaves, scored with
+/// `full_attn` fixed; the uniform SWA placement spreads them over the same free layers. Its
+/// subnets are cached in `swa.jsonl` (keyed by the full-attention layers too).
+fn place_swa(a: &PlacementArgs, s: &Setup, full_attn: &[usize], objective: &Objective) -> Result<(jetc_search::placement::Outcome, usize)> {
+    let c = &a.common;
+    let window = a.window.or(s.net.window).ok_or_else(|| msg("--swa: give --window W"))?;
+    let free: Vec<usize> = (0..s.n_layers).filter(|l| !full_attn.contains(l)).collect();
+    let path = c.output.join("swa.jsonl");
+    let mut cache: BTreeMap<Vec<usize>, Vec<Score>> = BTreeMap::new();
+    if c.resume {
+        if let Ok(text) = std::fs::read_to_string(&path) {
+            for (i, l) in text.lines().filter(|l| !l.trim().is_empty()).enumerate() {
+                let v: serde_json::Value = serde_json::from_str(l).map_err(|e| msg(format!("{}:{}: {e}", path.display(), i + 1)))?;
+                let layers = |k: &str| v[k].as_array().into_iter().flatten().filter_map(|x| x.as_u64().map(|n| n as usize)).collect::<Vec<_>>();
+                if layers("full_attn") == full_attn && v["window"].as_u64() == Some(window as u64) {
+                    cache.insert(layers("swa"), scores_from_json(&v["scores"])?);
+                }
+            }
+        }
+    }
+    let total = binomial(free.len(), a.swa).min(beam_cost(free.len(), a.swa, a.beam)) + 1;
+    let pb = progress_bar(total, "swa placement", c.json || c.quiet);
+    let uniform = jetc_search::placement::uniform_among(&free, a.swa);
+    let outcome = jetc_search::placement::search_against(&free, uniform, a.swa, a.beam, objective, &mut |layers: &[usize]| {
+        if let Some(sc) = cache.get(layers) {
+            pb.inc(1);
+            return Ok(sc.clone());
+        }
+        let t0 = Instant::now();
+        let what = format!("swa {layers:?}");
+        let scores = s
+            .score_swa(full_attn, layers, window, &mut |task, i, n| pb.set_message(format!("{what}: {task} {i}/{n}")))
+            .map_err(|e| jetc_search::SearchError::Msg(e.to_string()))?;
+        let line = json!({"full_attn": full_attn, "swa": layers, "window": window, "scores": scores, "seconds": t0.elapsed().as_secs_f64()});
+        append_line(&path, &line).map_err(|e| jetc_search::SearchError::Msg(e.to_string()))?;
+        cache.insert(layers.to_vec(), scores.clone());
+        pb.inc(1);
+        Ok(scores)
+    })?;
+    pb.finish_and_clear();
+    Ok((outcome, window))
 }
 
 /// Checks that `dir` is a heat map of the same supernet, model and tasks as `params`.
