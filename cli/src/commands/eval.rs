@@ -1,7 +1,8 @@
 //! `jetc eval`: scores a model on offline tasks (`jetc_eval`): `lm` (NLL, perplexity and
-//! bits per byte on `--data`), synthetic retrieval (`passkey`, `niah`, `kv-recall`) and
-//! multiple choice (MMLU, ARC, HellaSwag, PIQA, WinoGrande). Prints a table, or one JSON
-//! object with `--json`.
+//! bits per byte on `--data`), synthetic retrieval (`passkey`, `niah`, `kv-recall`),
+//! multiple choice (MMLU, ARC, HellaSwag, PIQA, WinoGrande, arithmetic) and generative
+//! tasks (SQuAD, DROP, NQ-open, TriviaQA, CoQA, GSM8K). Prints a table, or one JSON object
+//! with `--json`.
 //!
 //! With layout flags (`--full-attn`, `--swa`, `--layout`...) MODEL is the base model and the
 //! layout's hybrid is scored in memory; with `--supernet RUN` too, its blocks (and any other
