@@ -391,6 +391,18 @@ fn placement_picks_the_best_subnet_reuses_a_heatmap_and_writes_a_layout() {
         "every one-layer subnet came from the heat map"
     );
     assert!((p["gap"].as_f64().unwrap() - (nll[1] - nll[best_layer])).abs() < 1e-12);
+    // The gap's paired standard error, from the two subnets' per-window NLLs in the heat map.
+    let cells = std::fs::read_to_string(map.join("cells.jsonl")).unwrap();
+    let per_window = |layer: u64| -> Vec<f64> {
+        let c = cells.lines().map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()).find(|c| c["layer"] == layer).unwrap();
+        c["scores"][0]["metrics"].as_array().unwrap().iter().find(|m| m["name"] == "nll").unwrap()["values"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect()
+    };
+    let (a, u) = (per_window(best_layer as u64), per_window(1));
+    assert_eq!(a.len(), 3, "one NLL per window");
+    let d: Vec<f64> = a.iter().zip(&u).map(|(x, y)| y - x).collect();
+    let mean_d = d.iter().sum::<f64>() / 3.0;
+    let se = (d.iter().map(|x| (x - mean_d).powi(2)).sum::<f64>() / 2.0 / 3.0).sqrt();
+    assert!((p["gap_stderr"].as_f64().unwrap() - se).abs() < 1e-12, "paired stderr {} vs {se}", p["gap_stderr"]);
 
     // The written layout is one `jetc convert --supernet` reads.
     let layout = out.join("layout.json");

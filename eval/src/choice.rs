@@ -22,7 +22,7 @@ use std::path::Path;
 use jetc_models::generate::Generator;
 
 use crate::error::{task_err, Result};
-use crate::stats::{log_sum_exp, mean, stderr};
+use crate::stats::{log_sum_exp, mean};
 use crate::{Metric, Score};
 
 /// One question: its choices as (context, continuation), and the gold choice.
@@ -179,10 +179,10 @@ pub fn score(
         task: task.to_string(),
         examples: questions.len(),
         metrics: vec![
-            Metric { name: "acc".into(), value: mean(&acc), stderr: stderr(&acc) },
-            Metric { name: "acc_norm".into(), value: mean(&acc_norm), stderr: stderr(&acc_norm) },
-            Metric { name: "answer_loss".into(), value: mean(&loss), stderr: stderr(&loss) },
-            Metric { name: "chance".into(), value: chance, stderr: None },
+            Metric::mean_of("acc", &acc),
+            Metric::mean_of("acc_norm", &acc_norm),
+            Metric::mean_of("answer_loss", &loss),
+            Metric { name: "chance".into(), value: chance, stderr: None, values: vec![] },
         ],
     })
 }

@@ -30,7 +30,7 @@ use jetc_models::generate::{argmax, Generator};
 
 use crate::choice::{read_text, token_logprob};
 use crate::error::{task_err, Result};
-use crate::stats::{mean, stderr};
+use crate::stats::mean;
 use crate::{Metric, Score};
 
 /// One example: a prompt, its gold answers, the reference continuation and when to stop.
@@ -287,10 +287,10 @@ pub fn score(
         task: task.to_string(),
         examples: examples.len(),
         metrics: vec![
-            Metric { name: "em".into(), value: mean(&em), stderr: stderr(&em) },
-            Metric { name: "f1".into(), value: mean(&f1), stderr: stderr(&f1) },
-            Metric { name: "answer_loss".into(), value: mean(&loss), stderr: stderr(&loss) },
-            Metric { name: "generated_tokens".into(), value: mean(&tokens), stderr: None },
+            Metric::mean_of("em", &em),
+            Metric::mean_of("f1", &f1),
+            Metric::mean_of("answer_loss", &loss),
+            Metric { name: "generated_tokens".into(), value: mean(&tokens), stderr: None, values: vec![] },
         ],
     })
 }

@@ -34,6 +34,17 @@ pub struct Metric {
     pub name: String,
     pub value: f64,
     pub stderr: Option<f64>,
+    /// The per-example values the metric is the mean of (empty for totals and ratios): two
+    /// models scored on the same examples compare by paired differences.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub values: Vec<f64>,
+}
+
+impl Metric {
+    /// The mean of per-example `values`, with its standard error, keeping the values.
+    pub fn mean_of(name: impl Into<String>, values: &[f64]) -> Metric {
+        Metric { name: name.into(), value: stats::mean(values), stderr: stats::stderr(values), values: values.to_vec() }
+    }
 }
 
 /// A task's result.

@@ -73,11 +73,11 @@ pub fn score(
         task: "lm".into(),
         examples: windows.len(),
         metrics: vec![
-            Metric { name: "nll".into(), value: nll, stderr: stderr(&per_window) },
-            Metric { name: "ppl".into(), value: nll.exp(), stderr: None },
-            Metric { name: "bits_per_byte".into(), value: total / std::f64::consts::LN_2 / bytes.max(1) as f64, stderr: None },
-            Metric { name: "tokens".into(), value: tokens as f64, stderr: None },
-            Metric { name: "window_nll_mean".into(), value: mean(&per_window), stderr: None },
+            Metric { name: "nll".into(), value: nll, stderr: stderr(&per_window), values: per_window.clone() },
+            Metric { name: "ppl".into(), value: nll.exp(), stderr: None, values: vec![] },
+            Metric { name: "bits_per_byte".into(), value: total / std::f64::consts::LN_2 / bytes.max(1) as f64, stderr: None, values: vec![] },
+            Metric { name: "tokens".into(), value: tokens as f64, stderr: None, values: vec![] },
+            Metric { name: "window_nll_mean".into(), value: mean(&per_window), stderr: None, values: vec![] },
         ],
     })
 }

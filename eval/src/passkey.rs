@@ -11,7 +11,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 use crate::error::{task_err, Result};
-use crate::stats::{log_sum_exp, mean, stderr};
+use crate::stats::{log_sum_exp, mean};
 use crate::{Metric, Score};
 
 const INTRO: &str = "There is an important info hidden inside a lot of irrelevant text. Find it and memorize it. I will quiz you about the important information there.\n\n";
@@ -131,10 +131,10 @@ pub fn score_task(
         task: task.into(),
         examples: prompts.len(),
         metrics: vec![
-            Metric { name: "acc".into(), value: mean(&hits), stderr: stderr(&hits) },
-            Metric { name: "correct".into(), value: hits.iter().sum(), stderr: None },
-            Metric { name: "answer_loss".into(), value: mean(&losses), stderr: stderr(&losses) },
-            Metric { name: "prompt_tokens_mean".into(), value: mean(&lengths), stderr: None },
+            Metric::mean_of("acc", &hits),
+            Metric { name: "correct".into(), value: hits.iter().sum(), stderr: None, values: vec![] },
+            Metric::mean_of("answer_loss", &losses),
+            Metric { name: "prompt_tokens_mean".into(), value: mean(&lengths), stderr: None, values: vec![] },
         ],
     })
 }

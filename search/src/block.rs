@@ -110,7 +110,7 @@ mod tests {
             tokens_per_s: 100.0,
             block_params: 10,
             heldout_nll: Some(4.0),
-            scores: vec![Score { task: "lm".into(), examples: 2, metrics: vec![Metric { name: "nll".into(), value: v, stderr: Some(0.1) }] }],
+            scores: vec![Score { task: "lm".into(), examples: 2, metrics: vec![Metric { name: "nll".into(), value: v, stderr: Some(0.1), values: vec![] }] }],
         };
         let cands = vec![c("jetblock", 4.0), c("gated-deltanet", 4.2)];
         assert_eq!(cands[1].metric("lm", "nll"), Some((4.2, Some(0.1))));

@@ -61,6 +61,7 @@ pub fn scores_from_json(v: &serde_json::Value) -> Result<Vec<Score>> {
                     name: m["name"].as_str().ok_or_else(bad)?.to_string(),
                     value: m["value"].as_f64().ok_or_else(bad)?,
                     stderr: m["stderr"].as_f64(),
+                    values: m["values"].as_array().map(|a| a.iter().filter_map(|x| x.as_f64()).collect()).unwrap_or_default(),
                 })
             })
             .collect::<Result<Vec<_>>>()?;
@@ -401,6 +402,7 @@ mod tests {
                     name: n.into(),
                     value: v,
                     stderr: Some(0.1),
+                    values: vec![],
                 })
                 .collect(),
         }

@@ -154,6 +154,30 @@ impl Objective {
         Ok((v, tie))
     }
 
+    /// The standard error of `value(a) - value(b)` from paired per-example differences (both
+    /// scored on the same examples): each term's differences give a weighted variance, and
+    /// the terms add. `None` where a term's metric carries no per-example values (totals,
+    /// older score files) or the two differ in example count.
+    pub fn paired_stderr(&self, a: &[Score], b: &[Score]) -> Result<Option<f64>> {
+        let values = |scores: &[Score], task: &str, metric: &str| -> Result<Vec<f64>> {
+            Self::metric(scores, task, metric)?;
+            Ok(scores.iter().find(|s| s.task == task).and_then(|s| s.metrics.iter().find(|m| m.name == metric)).map(|m| m.values.clone()).unwrap_or_default())
+        };
+        let mut var = 0.0;
+        for t in &self.terms {
+            let (va, vb) = (values(a, &t.task, &t.metric)?, values(b, &t.task, &t.metric)?);
+            if va.is_empty() || va.len() != vb.len() {
+                return Ok(None);
+            }
+            let d: Vec<f64> = va.iter().zip(&vb).map(|(x, y)| x - y).collect();
+            match jetc_eval::stats::stderr(&d) {
+                Some(se) => var += (t.weight * se).powi(2),
+                None => return Ok(None),
+            }
+        }
+        Ok(Some(var.sqrt()))
+    }
+
     pub fn describe(&self) -> String {
         self.terms
             .iter()
@@ -389,11 +413,13 @@ mod tests {
                         name: "answer_loss".into(),
                         value: loss,
                         stderr: Some(0.1),
+                        values: vec![],
                     },
                     Metric {
                         name: "acc".into(),
                         value: 0.3,
                         stderr: None,
+                        values: vec![],
                     },
                 ],
             }])
@@ -430,6 +456,22 @@ mod tests {
             "10 singles, 17 distinct extensions of 2 entries, the uniform 2+7"
         );
         assert_eq!(out.evaluated, calls);
+    }
+
+    #[test]
+    fn paired_stderr_of_the_difference() {
+        let sc = |values: Vec<f64>| vec![Score { task: "mmlu".into(), examples: values.len(), metrics: vec![Metric::mean_of("answer_loss", &values)] }];
+        let obj = Objective::parse("mmlu=2").unwrap();
+        // Differences 0.5, 0.5, 0.4: sample sd 0.057735 over sqrt(3) = 1/30, times the weight 2.
+        let se = obj.paired_stderr(&sc(vec![1.0, 2.0, 3.0]), &sc(vec![0.5, 1.5, 2.6])).unwrap().unwrap();
+        assert!((se - 2.0 / 30.0).abs() < 1e-12, "{se}");
+        // Far below the unpaired one: the examples' own spread cancels.
+        let unpaired = 2.0 * (jetc_eval::stats::stderr(&[1.0, 2.0, 3.0]).unwrap().powi(2) + jetc_eval::stats::stderr(&[0.5, 1.5, 2.6]).unwrap().powi(2)).sqrt();
+        assert!(se < unpaired / 10.0);
+        let no_values = vec![Score { task: "mmlu".into(), examples: 3, metrics: vec![Metric { name: "answer_loss".into(), value: 2.0, stderr: None, values: vec![] }] }];
+        assert_eq!(obj.paired_stderr(&no_values, &sc(vec![1.0, 2.0, 3.0])).unwrap(), None);
+        assert_eq!(obj.paired_stderr(&sc(vec![1.0, 2.0]), &sc(vec![1.0, 2.0, 3.0])).unwrap(), None);
+        assert!(Objective::parse("passkey").unwrap().paired_stderr(&no_values, &no_values).is_err());
     }
 
     #[test]
@@ -495,6 +537,7 @@ mod tests {
                     name: "answer_loss".into(),
                     value: 3.0,
                     stderr: None,
+                    values: vec![],
                 }],
             },
             Score {
@@ -505,11 +548,13 @@ mod tests {
                         name: "acc".into(),
                         value: 0.5,
                         stderr: None,
+                        values: vec![],
                     },
                     Metric {
                         name: "answer_loss".into(),
                         value: 2.0,
                         stderr: None,
+                        values: vec![],
                     },
                 ],
             },

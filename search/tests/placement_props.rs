@@ -42,7 +42,7 @@ proptest! {
         let mut score = |layers: &[usize]| {
             twice |= !seen.insert(layers.to_vec());
             let v = value(&w, &pair, layers);
-            Ok(vec![Score { task: "mmlu".into(), examples: 1, metrics: vec![Metric { name: "acc".into(), value: v, stderr: None }] }])
+            Ok(vec![Score { task: "mmlu".into(), examples: 1, metrics: vec![Metric { name: "acc".into(), value: v, stderr: None, values: vec![] }] }])
         };
         let out = search(&cands, n, k, beam, &obj, &mut score).unwrap();
         prop_assert!(!twice, "a placement was scored twice");

@@ -370,7 +370,11 @@ fn report_md(a: &PostnasArgs, obj: &Objective, heat: &Value, placement: &Value, 
         line(format!("learned {}", p["full_attn"]), p);
     }
     line(format!("uniform {}", placement["uniform"]["full_attn"]), &placement["uniform"]);
-    r += &format!("\nLearned - uniform: {}.\n\n", f(&placement["gap"]));
+    r += &format!(
+        "\nLearned - uniform: {}{}.\n\n",
+        f(&placement["gap"]),
+        placement["gap_stderr"].as_f64().map_or(String::new(), |e| format!(" ± {e:.4} (paired over the same examples)"))
+    );
     r += "## 4. Block selection\n\n";
     match block {
         Some(b) => {

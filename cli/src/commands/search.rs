@@ -510,6 +510,7 @@ pub fn placement(a: &PlacementArgs) -> Result<()> {
         "method": outcome.method, "budget": budget, "beam": a.beam, "objective": objective.describe(),
         "best": best.to_json(), "uniform": outcome.uniform.to_json(),
         "gap": best.objective - outcome.uniform.objective,
+        "gap_stderr": objective.paired_stderr(&best.scores, &outcome.uniform.scores)?,
         "top": outcome.top.iter().take(12).map(Scored::to_json).collect::<Vec<_>>(),
         "subnets_scored": outcome.evaluated, "subnets_reused": reused.min(outcome.evaluated), "subnets_new": fresh,
         "seconds": started.elapsed().as_secs_f64(), "params": s.params, "layout": layout_path.display().to_string(),
@@ -519,7 +520,7 @@ pub fn placement(a: &PlacementArgs) -> Result<()> {
         let b = o.top.first().ok_or_else(|| msg("placement: the SWA search scored nothing"))?;
         out["swa"] = json!({
             "count": a.swa, "window": window, "method": o.method, "best": b.to_json(), "uniform": o.uniform.to_json(),
-            "gap": b.objective - o.uniform.objective, "top": o.top.iter().take(12).map(Scored::to_json).collect::<Vec<_>>(),
+            "gap": b.objective - o.uniform.objective, "gap_stderr": objective.paired_stderr(&b.scores, &o.uniform.scores)?, "top": o.top.iter().take(12).map(Scored::to_json).collect::<Vec<_>>(),
             "subnets_scored": o.evaluated,
         });
     }
@@ -571,7 +572,8 @@ pub fn placement(a: &PlacementArgs) -> Result<()> {
         line(&format!("#{}", i + 1), p);
     }
     line("uniform", &outcome.uniform);
-    println!("learned - uniform: {:+.4}", best.objective - outcome.uniform.objective);
+    let paired = |se: Option<f64>| se.map_or(String::new(), |e| format!(" ± {e:.4} (paired over examples)"));
+    println!("learned - uniform: {:+.4}{}", best.objective - outcome.uniform.objective, paired(out["gap_stderr"].as_f64()));
     if let Some((o, window)) = &swa {
         println!("SWA ({} layers, window {window}) beside full attention at {:?}: {} search", a.swa, best.layers, o.method);
         for (i, p) in o.top.iter().take(5).enumerate() {
@@ -579,7 +581,7 @@ pub fn placement(a: &PlacementArgs) -> Result<()> {
         }
         line("swa unif.", &o.uniform);
         if let Some(b) = o.top.first() {
-            println!("learned - uniform: {:+.4}", b.objective - o.uniform.objective);
+            println!("learned - uniform: {:+.4}{}", b.objective - o.uniform.objective, paired(out["swa"]["gap_stderr"].as_f64()));
         }
     }
     println!("layout written to {}", layout_path.display());
