@@ -42,6 +42,10 @@ struct SearchFlags {
     /// Continue a stopped search in DIR (same flags): what was scored is kept.
     #[arg(long)]
     resume: bool,
+    /// Memory for the hidden states cached at layer boundaries (subnets sharing their first
+    /// layers skip them), in MiB; 0 turns the cache off.
+    #[arg(long, default_value_t = 2048)]
+    hidden_cache_mb: usize,
     /// Print the result as JSON.
     #[arg(long)]
     json: bool,
@@ -57,6 +61,7 @@ impl SearchFlags {
             tokenizer: self.tokenizer,
             block: self.block,
             resume: self.resume,
+            hidden_cache_mb: self.hidden_cache_mb,
             json: self.json,
             quiet: false,
         })

@@ -654,3 +654,71 @@ fn placement_places_swa_layers_beside_full_attention() {
     fails(&jetc(&[&["search", "placement", r, "-o", b, "--budget", "2", "--swa", "1"][..], &tasks[..]].concat()), &["--swa 1", "2 layers"]);
     assert!(!bad.exists());
 }
+
+/// The hidden cache at layer boundaries: on the KV-cache fixture (whose subnets run with
+/// caches), a heat map over lm, passkey, a multiple-choice and a generative task gives the
+/// same cells with the cache as without it, and the layer-1 subnet starts from the
+/// all-linear subnet's hidden states (hits, layers skipped).
+#[test]
+fn hidden_cache_at_layer_boundaries_changes_no_score() {
+    let dir = tmp("hidden");
+    let model = dir.0.join("model.onnx");
+    for f in ["model.onnx", "model.onnx.data"] {
+        std::fs::copy(repo().join("tests/fixtures/llama-dynamo-opset20-sdpa-kv").join(f), dir.0.join(f)).expect("copy kv fixture");
+    }
+    word_tokenizer(&dir.0, 128, Some(2), serde_json::json!({"eos_token": "w2"}));
+    let data = dir.0.join("data.txt");
+    std::fs::write(&data, word_text(1200, 77)).unwrap();
+    let (m, d) = (model.to_str().unwrap(), data.to_str().unwrap());
+    let run = dir.0.join("supernet");
+    let o = jetc(&[
+        "distill", m, "-o", run.to_str().unwrap(), "--steps", "6", "--lr", "1e-2", "--data", d, "--seq-len", "16", "--batch", "2", "--json",
+        "--format", "onnx", "--token-cache", "none", "--supernet", "attn,jetblock",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    // A multiple-choice file (shared contexts: snapshot and restore) and a generative one.
+    let mut lines = Vec::new();
+    for q in 0..3usize {
+        let ctx = format!("w{} w{} w{}", 30 + q, 40 + q, 50 + q);
+        for c in 0..3usize {
+            lines.push(serde_json::json!({"doc_id": q, "idx": c, "label": q % 3, "doc": {}, "request": {"context": ctx, "continuation": format!(" w{} w{}", 60 + c, 70 + q)}}).to_string());
+        }
+    }
+    std::fs::write(dir.0.join("arc-e.jsonl"), lines.join("\n")).unwrap();
+    let gen_lines: Vec<String> = (0..2)
+        .map(|k| serde_json::json!({"doc_id": k, "context": format!("w{} w{} w{}", 80 + k, 90 + k, 100 + k), "answers": ["w33"], "gold": " w33 w34", "stop": ["\n\n"], "max_tokens": 3}).to_string())
+        .collect();
+    std::fs::write(dir.0.join("squad.jsonl"), gen_lines.join("\n")).unwrap();
+    let map = |out: &Path, mb: &str| {
+        json_of(&jetc(&[
+            "search", "heatmap", run.to_str().unwrap(), "-o", out.to_str().unwrap(), "--task", "lm,passkey,arc-e,squad", "--data", d, "--seq-len", "16",
+            "--limit", "3", "--filler-tokens", "30", "--task-dir", dir.0.to_str().unwrap(), "--hidden-cache-mb", mb, "--json",
+        ]))
+    };
+    let cached = map(&dir.0.join("cached"), "64");
+    let plain = map(&dir.0.join("plain"), "0");
+    let cells = |o: &Path| -> Vec<serde_json::Value> {
+        std::fs::read_to_string(o.join("cells.jsonl")).unwrap().lines().map(|l| {
+            let mut v: serde_json::Value = serde_json::from_str(l).unwrap();
+            v.as_object_mut().unwrap().remove("seconds");
+            v
+        }).collect()
+    };
+    let (a, b) = (cells(&dir.0.join("cached")), cells(&dir.0.join("plain")));
+    assert_eq!(a.len(), 3);
+    for (x, y) in a.iter().zip(&b) {
+        for (sx, sy) in x["scores"].as_array().unwrap().iter().zip(y["scores"].as_array().unwrap()) {
+            for (mx, my) in sx["metrics"].as_array().unwrap().iter().zip(sy["metrics"].as_array().unwrap()) {
+                let (vx, vy) = (mx["value"].as_f64().unwrap(), my["value"].as_f64().unwrap());
+                assert!((vx - vy).abs() <= 1e-5 * vy.abs().max(1.0), "layer {}: {} {}: cached {vx}, uncached {vy}", x["layer"], sx["task"], mx["name"]);
+            }
+        }
+    }
+    let h = &cached["hidden_cache"];
+    // Layer 1's subnet reads boundary 1 on every teacher-forced call: 3 lm windows, 3
+    // passkey prompts, 3 contexts + 9 continuations; the generative task runs uncached.
+    assert_eq!(h["hits"], 18, "{h}");
+    assert_eq!(h["layer_tokens_skipped"], h["hit_tokens"], "one layer skipped per token: {h}");
+    assert!(h["layer_tokens_skipped"].as_u64().unwrap() > 0 && h["share_skipped"].as_f64().unwrap() > 0.0, "{h}");
+    assert!(plain["hidden_cache"].is_null());
+}

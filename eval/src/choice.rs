@@ -19,7 +19,7 @@ use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::Path;
 
-use jetc_models::generate::Generator;
+use crate::runner::Runner;
 
 use crate::error::{task_err, Result};
 use crate::stats::{log_sum_exp, mean};
@@ -113,7 +113,7 @@ pub(crate) fn token_logprob(row: &[f32], tok: u32) -> Result<f64> {
 
 /// The summed log-probability of each continuation after `context`. The context runs once;
 /// each continuation starts from its state (the caches after the context).
-fn continuation_logprobs(gen: &mut Generator, context: &[u32], continuations: &[Vec<u32>]) -> Result<Vec<f64>> {
+fn continuation_logprobs(gen: &mut Runner, context: &[u32], continuations: &[Vec<u32>]) -> Result<Vec<f64>> {
     gen.reset();
     let ctx_logits = gen.forward(context)?;
     let after_context = gen.snapshot();
@@ -137,7 +137,7 @@ fn continuation_logprobs(gen: &mut Generator, context: &[u32], continuations: &[
 /// is called after question `i`.
 pub fn score(
     task: &str,
-    gen: &mut Generator,
+    gen: &mut Runner,
     encode: &dyn Fn(&str) -> Result<Vec<u32>>,
     questions: &[Question],
     progress: &mut dyn FnMut(usize),

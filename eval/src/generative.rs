@@ -26,7 +26,9 @@
 use std::collections::HashMap;
 use std::path::Path;
 
-use jetc_models::generate::{argmax, Generator};
+use jetc_models::generate::argmax;
+
+use crate::runner::Runner;
 
 use crate::choice::{read_text, token_logprob};
 use crate::error::{task_err, Result};
@@ -214,7 +216,7 @@ pub struct Answer {
 #[allow(clippy::too_many_arguments)]
 pub fn answer(
     task: &str,
-    gen: &mut Generator,
+    gen: &mut Runner,
     encode: &dyn Fn(&str) -> Result<Vec<u32>>,
     decode: &dyn Fn(&[u32]) -> Result<String>,
     stop_ids: &[u32],
@@ -266,7 +268,7 @@ pub fn answer(
 #[allow(clippy::too_many_arguments)]
 pub fn score(
     task: &str,
-    gen: &mut Generator,
+    gen: &mut Runner,
     encode: &dyn Fn(&str) -> Result<Vec<u32>>,
     decode: &dyn Fn(&[u32]) -> Result<String>,
     stop_ids: &[u32],

@@ -12,6 +12,8 @@
 //! - [`generative`]: tasks the model answers in its own words, scored by exact match and F1
 //!   (SQuAD, DROP, CoQA, NQ-open, TriviaQA) or by the final number (GSM8K), with the gold
 //!   continuation's loss beside;
+//! - [`runner`]: the model a suite scores, reading and recording hidden states at layer
+//!   boundaries so subnets that share their first layers skip them;
 //! - [`suite`]: a set of tasks prepared once and scored on many models;
 //! - [`stats`]: means and standard errors.
 //!
@@ -23,6 +25,7 @@ pub mod generative;
 pub mod lm;
 pub mod needle;
 pub mod passkey;
+pub mod runner;
 pub mod stats;
 pub mod suite;
 

@@ -7,7 +7,7 @@
 //! Metrics: `nll` (mean nats per predicted token, with the standard error over windows),
 //! `ppl` = exp(nll), `bits_per_byte` (total nats / ln 2 / UTF-8 bytes of the predicted
 //! tokens: comparable across tokenizers), `tokens`.
-use jetc_models::generate::Generator;
+use crate::runner::Runner;
 
 use crate::error::{task_err, Result};
 use crate::stats::{log_sum_exp, mean, stderr};
@@ -48,7 +48,7 @@ pub fn window_nll(logits: &jetc_models::generate::Logits, ids: &[u32]) -> Result
 /// Scores `windows`; `bytes_of(ids)` is the UTF-8 length of tokens `ids` (for bits per
 /// byte), `progress(i)` is called after window `i`.
 pub fn score(
-    gen: &mut Generator,
+    gen: &mut Runner,
     windows: &[Vec<u32>],
     bytes_of: &dyn Fn(&[u32]) -> usize,
     progress: &mut dyn FnMut(usize),

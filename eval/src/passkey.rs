@@ -6,7 +6,9 @@
 //!
 //! Prompts are seeded: the same seed, filler length and count give the same keys and depths
 //! on every machine, for every model with the same tokenizer.
-use jetc_models::generate::{argmax, Generator};
+use jetc_models::generate::argmax;
+
+use crate::runner::Runner;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
@@ -79,7 +81,7 @@ pub fn answer_span(encode: &dyn Fn(&str) -> Result<Vec<u32>>, p: &Prompt) -> Res
 /// Whether the greedy choice at every answer position is the answer's token, and the
 /// answer's NLL per token (nats): the retrieval signal that still moves while every
 /// verdict is wrong.
-pub fn verdict(gen: &mut Generator, ids: &[u32], start: usize) -> Result<(bool, f64)> {
+pub fn verdict(gen: &mut Runner, ids: &[u32], start: usize) -> Result<(bool, f64)> {
     if start == 0 || start >= ids.len() {
         return Err(task_err("passkey", "the prompt or the answer has no tokens"));
     }
@@ -100,7 +102,7 @@ pub fn verdict(gen: &mut Generator, ids: &[u32], start: usize) -> Result<(bool, 
 
 /// Scores every prompt; `progress(i)` is called after prompt `i`.
 pub fn score(
-    gen: &mut Generator,
+    gen: &mut Runner,
     encode: &dyn Fn(&str) -> Result<Vec<u32>>,
     prompts: &[Prompt],
     progress: &mut dyn FnMut(usize),
@@ -111,7 +113,7 @@ pub fn score(
 /// [`score`] for any task of prompts with one answer each (the needle tasks too).
 pub fn score_task(
     task: &str,
-    gen: &mut Generator,
+    gen: &mut Runner,
     encode: &dyn Fn(&str) -> Result<Vec<u32>>,
     prompts: &[Prompt],
     progress: &mut dyn FnMut(usize),

@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use jetc_models::generate::Generator;
+use crate::runner::Runner;
 use jetc_text::Tokenizer;
 use jetc_train::data::{list_files, tokenize};
 
@@ -263,7 +263,7 @@ impl Suite {
     /// score with its seconds.
     pub fn score(
         &self,
-        gen: &mut Generator,
+        gen: &mut Runner,
         progress: &mut dyn FnMut(&str, usize, usize),
     ) -> Result<Vec<(Score, f64)>> {
         let encode = |s: &str| {
@@ -291,7 +291,13 @@ impl Suite {
                 }
                 Prepared::Choice(qs) => choice::score(name, gen, &encode, qs, &mut step)?,
                 Prepared::Prompts(prompts) => passkey::score_task(name, gen, &encode, prompts, &mut step)?,
-                Prepared::Generative(examples) => generative::score(name, gen, &encode, &decode, &stop_ids, examples, self.max_new_tokens, &mut step)?,
+                Prepared::Generative(examples) => {
+                    // Generated tokens differ between models: nothing to share.
+                    gen.set_caching(false);
+                    let s = generative::score(name, gen, &encode, &decode, &stop_ids, examples, self.max_new_tokens, &mut step);
+                    gen.set_caching(true);
+                    s?
+                }
             };
             out.push((score, t0.elapsed().as_secs_f64()));
         }

@@ -25,6 +25,7 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use jetc_ir::{DType, Dim, Graph, Outlet};
+use jetc_runtime::exec::Partial;
 use jetc_runtime::{Data, RuntimeError, Session, Value};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -211,6 +212,18 @@ impl<'g> Generator<'g> {
     /// Runs `ids` after everything consumed so far; returns their logits (one row per id,
     /// or only the last row for a graph that outputs `[B, V]`) and keeps the caches.
     pub fn forward(&mut self, ids: &[u32]) -> Result<Logits> {
+        Ok(self.forward_partial(ids, &Partial::default())?.0)
+    }
+
+    /// The names of the graph's cache outputs (`present...`), in the graph's order.
+    pub fn cache_outputs(&self) -> Vec<String> {
+        self.io.caches.iter().map(|c| c.output.clone()).collect()
+    }
+
+    /// [`Generator::forward`] as a partial run ([`Partial`]): overridden intermediate values
+    /// (a layer boundary's hidden states) stand in for what computes them; a cache whose
+    /// output is skipped keeps its value. Returns the captured values beside the logits.
+    pub fn forward_partial(&mut self, ids: &[u32], partial: &Partial) -> Result<(Logits, Vec<Value>)> {
         if ids.is_empty() {
             return Err(GenerateError::Model("nothing to run: no token ids".into()));
         }
@@ -230,12 +243,23 @@ impl<'g> Generator<'g> {
             let n = start + t;
             feed.insert("attention_mask".into(), ones(dt, &[1, n]));
         }
-        let outputs = self.session.run(feed)?;
+        let kept: Vec<(String, Value)> = self
+            .io
+            .caches
+            .iter()
+            .filter(|c| partial.skip_outputs.contains(&c.output))
+            .filter_map(|c| feed.get(&c.input).map(|v| (c.input.clone(), v.clone())))
+            .collect();
+        let (outputs, captured) = self.session.run_partial(feed, partial)?;
         let mut by_name: HashMap<String, Value> = outputs.into_iter().collect();
         for c in &self.io.caches {
+            if partial.skip_outputs.contains(&c.output) {
+                continue;
+            }
             let v = by_name.remove(&c.output).ok_or_else(|| GenerateError::Model(format!("output `{}` was not produced", c.output)))?;
             self.caches.insert(c.input.clone(), v);
         }
+        self.caches.extend(kept);
         let logits = by_name
             .remove(&self.io.logits)
             .ok_or_else(|| GenerateError::Model(format!("output `{}` was not produced", self.io.logits)))?;
@@ -262,7 +286,7 @@ impl<'g> Generator<'g> {
         if stateless {
             self.history.extend_from_slice(ids);
         }
-        Ok(Logits { vocab, data })
+        Ok((Logits { vocab, data }, captured))
     }
 
     /// Generates after `prompt` from a fresh state. `on_token` sees each new token as it is

@@ -17,6 +17,18 @@ use crate::value::{Data, Value};
 /// Values bound to constant nodes (weights) for one run, by node id.
 pub type Params = HashMap<NodeId, Value>;
 
+/// What a partial run does differently from a full one: `overrides` give values of
+/// intermediate results (their nodes are not run for them, nor anything only they need),
+/// `skip_outputs` names graph outputs not wanted, and `capture` lists intermediate values
+/// to return. A model's layers past a boundary run from the boundary's hidden states this
+/// way, and a full run records those hidden states.
+#[derive(Clone, Debug, Default)]
+pub struct Partial {
+    pub overrides: HashMap<Outlet, Value>,
+    pub skip_outputs: std::collections::HashSet<String>,
+    pub capture: Vec<Outlet>,
+}
+
 pub struct Session<'g> {
     graph: &'g Graph,
     order: Vec<NodeId>,
@@ -132,10 +144,28 @@ impl<'g> Session<'g> {
 
     /// Runs with `params` bound in place of the constants of those nodes (for this run only)
     /// and switches chosen by position. A bound value must have its constant's shape.
-    pub fn run_with(&self, mut inputs: HashMap<String, Value>, params: &Params, choices: &[usize]) -> Result<Vec<(String, Value)>> {
+    pub fn run_with(&self, inputs: HashMap<String, Value>, params: &Params, choices: &[usize]) -> Result<Vec<(String, Value)>> {
+        Ok(self.run_inner(inputs, params, choices, &Partial::default())?.0)
+    }
+
+    /// A partial run (see [`Partial`]): the overridden values stand in for what their nodes
+    /// would compute, so only what the wanted outputs need beyond them runs; the skipped
+    /// outputs are left out of the result; the captured values come back beside it, in order.
+    pub fn run_partial(&self, inputs: HashMap<String, Value>, partial: &Partial) -> Result<(Vec<(String, Value)>, Vec<Value>)> {
+        self.run_inner(inputs, &Params::new(), &[], partial)
+    }
+
+    fn run_inner(
+        &self,
+        mut inputs: HashMap<String, Value>,
+        params: &Params,
+        choices: &[usize],
+        partial: &Partial,
+    ) -> Result<(Vec<(String, Value)>, Vec<Value>)> {
         check_inputs(self.graph, &inputs)?;
         self.check_params(params)?;
-        let needed = self.needed(choices)?;
+        let needed = self.needed(choices, partial)?;
+        let mut captured: Vec<Option<Value>> = vec![None; partial.capture.len()];
         let mut profile = std::env::var_os("JETC_PROFILE").map(|_| BTreeMap::<String, (usize, f64)>::new());
         let mut env: HashMap<Outlet, Value> = HashMap::new();
         let (mut live, mut peak) = (0usize, 0usize);
@@ -145,6 +175,10 @@ impl<'g> Session<'g> {
                 live += value_bytes(&v);
                 env.insert(Outlet::new(id, 0), v);
             }
+        }
+        for (o, v) in &partial.overrides {
+            live += value_bytes(v);
+            env.insert(*o, v.clone());
         }
         peak = peak.max(live);
         for (step, &id) in self.order.iter().enumerate() {
@@ -182,6 +216,12 @@ impl<'g> Session<'g> {
             };
             for (slot, v) in outputs.into_iter().enumerate().take(node.outputs.len()) {
                 let o = Outlet::new(id, slot);
+                if partial.overrides.contains_key(&o) {
+                    continue;
+                }
+                if let Some(k) = partial.capture.iter().position(|c| *c == o) {
+                    captured[k] = Some(v.clone());
+                }
                 if self.last_use.contains_key(&o) {
                     live += value_bytes(&v);
                     if let Some(old) = env.insert(o, v) {
@@ -204,10 +244,21 @@ impl<'g> Session<'g> {
         }
         let mut out = Vec::with_capacity(self.graph.outputs.len());
         for go in &self.graph.outputs {
+            if partial.skip_outputs.contains(&go.name) {
+                continue;
+            }
             let v = self.lookup(&env, params, go.outlet)?.clone();
             out.push((go.name.clone(), v));
         }
-        Ok(out)
+        let mut caught = Vec::with_capacity(captured.len());
+        for (v, o) in captured.into_iter().zip(&partial.capture) {
+            let v = match v {
+                Some(v) => v,
+                None => self.lookup(&env, params, *o)?.clone(),
+            };
+            caught.push(v);
+        }
+        Ok((out, caught))
     }
 
     /// The alternative index for Switch `id`.
@@ -216,10 +267,21 @@ impl<'g> Session<'g> {
         Ok(choices.get(index).copied().unwrap_or(0))
     }
 
-    /// Nodes the outputs depend on when each Switch follows only its chosen input.
-    fn needed(&self, choices: &[usize]) -> Result<std::collections::HashSet<NodeId>> {
+    /// Nodes the wanted outputs (and the captured values) depend on when each Switch follows
+    /// only its chosen input, stopping at overridden values.
+    fn needed(&self, choices: &[usize], partial: &Partial) -> Result<std::collections::HashSet<NodeId>> {
         let mut seen = std::collections::HashSet::new();
-        let mut stack: Vec<NodeId> = self.graph.outputs.iter().map(|o| o.outlet.node).collect();
+        let live = |o: &Outlet| !partial.overrides.contains_key(o);
+        let mut stack: Vec<NodeId> = self
+            .graph
+            .outputs
+            .iter()
+            .filter(|o| !partial.skip_outputs.contains(&o.name))
+            .map(|o| o.outlet)
+            .chain(partial.capture.iter().copied())
+            .filter(|o| live(o))
+            .map(|o| o.node)
+            .collect();
         while let Some(id) = stack.pop() {
             if !seen.insert(id) {
                 continue;
@@ -227,9 +289,9 @@ impl<'g> Session<'g> {
             let node = self.graph.node(id)?;
             if matches!(node.op, Op::Switch { .. }) {
                 let pick = self.switch_choice(id, choices)?;
-                stack.extend(node.inputs().get(pick).copied().flatten().map(|o| o.node));
+                stack.extend(node.inputs().get(pick).copied().flatten().filter(|o| live(o)).map(|o| o.node));
             } else {
-                stack.extend(node.inputs().iter().flatten().map(|o| o.node));
+                stack.extend(node.inputs().iter().flatten().filter(|o| live(o)).map(|o| o.node));
             }
         }
         Ok(seen)

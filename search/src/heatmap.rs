@@ -78,6 +78,7 @@ pub fn scores_from_json(v: &serde_json::Value) -> Result<Vec<Score>> {
 pub fn row_metrics(task: &str) -> &'static [(&'static str, bool)] {
     match task {
         "lm" => &[("nll", false)],
+        t if jetc_eval::GENERATIVE_TASKS.contains(&t) => &[("em", true), ("answer_loss", false)],
         _ => &[("acc", true), ("answer_loss", false)],
     }
 }

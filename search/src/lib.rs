@@ -12,6 +12,7 @@
 //! The crate sits above `jetc-train` and `jetc-eval`: it scores subnets with the evaluation
 //! suite and reads the training checkpoints, and nothing below imports it.
 pub mod block;
+pub mod boundary;
 pub mod error;
 pub mod heatmap;
 pub mod hw;

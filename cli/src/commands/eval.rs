@@ -162,7 +162,7 @@ pub fn run(a: &EvalArgs) -> Result<()> {
     let (tok, _) = super::generate::text_for(&a.tokenizer, &a.model)?;
     let suite = Suite::prepare(opts, tok, choices).map_err(msg)?;
     let graph = scored_graph(a)?;
-    let mut gen = Generator::new(&graph).map_err(msg)?;
+    let mut gen = jetc_eval::runner::Runner::new(Generator::new(&graph).map_err(msg)?);
     let bars: Vec<ProgressBar> = suite
         .names()
         .iter()

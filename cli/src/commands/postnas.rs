@@ -128,6 +128,7 @@ pub fn run(a: &PostnasArgs) -> Result<()> {
         tokenizer: a.tokenizer.clone(),
         block: Some(a.block.clone()),
         resume: out.join("params.json").is_file(),
+        hidden_cache_mb: 2048,
         json: false,
         quiet: true,
     };

@@ -6,9 +6,11 @@
 //! scored cell is appended to DIR/cells.jsonl as it finishes, so `--resume` continues a map
 //! that was stopped; at the end DIR holds heatmap.json (rows, findings, cells), heatmap.png
 //! and heatmap.svg.
+use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::rc::Rc;
 use std::time::Instant;
 
 use indicatif::{ProgressBar, ProgressStyle};
@@ -17,6 +19,7 @@ use jetc::convert::Layout;
 use super::convert::LayoutFlags;
 use jetc_eval::suite::{self, Suite, SuiteOptions};
 use jetc_eval::Score;
+use jetc_eval::runner::{HiddenCache, Runner};
 use jetc_models::generate::Generator;
 use jetc_passes::linearize::{attention_layers, Block};
 use jetc_search::heatmap::{scores_from_json, Cell, HeatMap};
@@ -38,6 +41,8 @@ pub struct SearchCommon {
     /// The linear block of the non-attention layers (default: the run's).
     pub block: Option<String>,
     pub resume: bool,
+    /// MiB for hidden states cached at layer boundaries (0: no cache).
+    pub hidden_cache_mb: usize,
     pub json: bool,
     /// Print nothing on stdout (a stage of `jetc postnas`).
     pub quiet: bool,
@@ -78,6 +83,10 @@ struct Setup {
     suite: Suite,
     /// What the output was computed with (params.json; --resume must match it).
     params: serde_json::Value,
+    /// The residual stream entering each layer of the base model.
+    layer_inputs: Vec<jetc_ir::Outlet>,
+    /// Hidden states at those boundaries, shared by every subnet scored (None: off).
+    hidden: Option<Rc<RefCell<HiddenCache>>>,
 }
 
 impl Setup {
@@ -103,7 +112,8 @@ impl Setup {
             Some(g) => g,
             None => self.net.subnet(&self.base, &self.layout(full_attn))?,
         };
-        self.score_graph(graph, progress)
+        let first = full_attn.iter().copied().min().unwrap_or(self.n_layers);
+        self.score_graph(graph, first, progress)
     }
 
     /// Scores the subnet with `full_attn` on full attention and `swa` on sliding-window
@@ -116,11 +126,22 @@ impl Setup {
         progress: &mut dyn FnMut(&str, usize, usize),
     ) -> Result<Vec<Score>> {
         let layout = Layout { swa: swa.to_vec(), window: Some(window), ..self.layout(full_attn) };
-        self.score_graph(self.net.subnet(&self.base, &layout)?, progress)
+        let first = full_attn.iter().chain(swa).copied().min().unwrap_or(self.n_layers);
+        self.score_graph(self.net.subnet(&self.base, &layout)?, first, progress)
     }
 
-    fn score_graph(&self, graph: jetc_ir::Graph, progress: &mut dyn FnMut(&str, usize, usize)) -> Result<Vec<Score>> {
-        let mut gen = Generator::new(&graph).map_err(msg)?;
+    /// Scores `graph`, a subnet equal to the all-linear one before layer `first`: with the
+    /// hidden cache on, it starts from the hidden states entering `first` where they are
+    /// cached, and records those it computes.
+    fn score_graph(&self, graph: jetc_ir::Graph, first: usize, progress: &mut dyn FnMut(&str, usize, usize)) -> Result<Vec<Score>> {
+        let gen = Generator::new(&graph).map_err(msg)?;
+        let mut gen = match &self.hidden {
+            Some(cache) => {
+                let b = jetc_search::boundary::plan(&graph, &self.base, &self.layer_inputs, first, &gen.cache_outputs())?;
+                Runner::with_cache(gen, b, cache.clone())
+            }
+            None => Runner::new(gen),
+        };
         Ok(self
             .suite
             .score(&mut gen, progress)
@@ -215,6 +236,12 @@ fn setup(
     check(n_layers, &params, &net)?;
     let (tok, _) = super::generate::text_for(&c.tokenizer, &model)?;
     let suite = Suite::prepare(&c.suite, tok, choices).map_err(msg)?;
+    let (layer_inputs, hidden) = if c.hidden_cache_mb == 0 {
+        (Vec::new(), None)
+    } else {
+        let inputs = jetc_search::boundary::layer_inputs(&base)?;
+        (inputs, Some(Rc::new(RefCell::new(HiddenCache::new(c.hidden_cache_mb << 20)))))
+    };
     let s = Setup {
         net,
         base,
@@ -222,6 +249,8 @@ fn setup(
         block,
         suite,
         params,
+        layer_inputs,
+        hidden,
     };
     let g = s.net.subnet(&s.base, &s.layout(first))?;
     std::fs::create_dir_all(&c.output).map_err(|e| msg(format!("{}: {e}", c.output.display())))?;
@@ -256,6 +285,21 @@ fn append_line(path: &Path, v: &serde_json::Value) -> Result<()> {
         .open(path)
         .map_err(|e| msg(format!("{}: {e}", path.display())))?;
     writeln!(f, "{v}").map_err(|e| msg(format!("{}: {e}", path.display())))
+}
+
+impl Setup {
+    /// What the hidden cache did this run (null when it is off): calls and tokens served
+    /// from it or run whole, the layer-token products skipped, and their share of all.
+    fn hidden_stats(&self) -> serde_json::Value {
+        let Some(c) = &self.hidden else { return serde_json::Value::Null };
+        let c = c.borrow();
+        let total = (c.hit_tokens + c.miss_tokens) * self.n_layers;
+        json!({
+            "hits": c.hits, "misses": c.misses, "hit_tokens": c.hit_tokens, "run_tokens": c.miss_tokens, "bytes": c.bytes(),
+            "layer_tokens_skipped": c.layer_tokens_saved, "layer_tokens": total,
+            "share_skipped": if total > 0 { c.layer_tokens_saved as f64 / total as f64 } else { 0.0 },
+        })
+    }
 }
 
 fn progress_bar(len: usize, what: &str, quiet: bool) -> ProgressBar {
@@ -328,6 +372,7 @@ pub fn heatmap(a: &HeatmapArgs) -> Result<()> {
     let mut out = map.to_json()?;
     out["params"] = s.params.clone();
     out["seconds_this_run"] = json!(started.elapsed().as_secs_f64());
+    out["hidden_cache"] = s.hidden_stats();
     let json_path = c.output.join("heatmap.json");
     std::fs::write(&json_path, serde_json::to_string_pretty(&out).map_err(msg)?)
         .map_err(|e| msg(format!("{}: {e}", json_path.display())))?;
@@ -514,6 +559,7 @@ pub fn placement(a: &PlacementArgs) -> Result<()> {
         "top": outcome.top.iter().take(12).map(Scored::to_json).collect::<Vec<_>>(),
         "subnets_scored": outcome.evaluated, "subnets_reused": reused.min(outcome.evaluated), "subnets_new": fresh,
         "seconds": started.elapsed().as_secs_f64(), "params": s.params, "layout": layout_path.display().to_string(),
+        "hidden_cache": s.hidden_stats(),
     });
     let mut out = out;
     if let Some((o, window)) = &swa {
@@ -898,7 +944,7 @@ pub fn block(a: &BlockArgs) -> Result<()> {
         let record = a.recipe.distill_once(&a.model, &a.tokenizer, LayoutFlags { block: name.clone(), ..a.layout.clone() }, &run, !a.json)?;
         let net = Supernet::open(&run)?;
         let graph = net.subnet(&base, &Layout { block: *block, ..layout.clone() })?;
-        let mut gen = Generator::new(&graph).map_err(msg)?;
+        let mut gen = Runner::new(Generator::new(&graph).map_err(msg)?);
         if !a.json {
             eprintln!("== {}: scoring", block.name());
         }
@@ -1047,7 +1093,7 @@ pub fn hw(a: &HwArgs) -> Result<()> {
             eprintln!("== {}: decode throughput, then scoring", p.name());
         }
         let tps = decode_throughput(&graph, summary.vocab, a.decode_context, a.decode_tokens)?;
-        let mut gen = Generator::new(&graph).map_err(msg)?;
+        let mut gen = Runner::new(Generator::new(&graph).map_err(msg)?);
         let scores: Vec<Score> = suite.score(&mut gen, &mut |_, _, _| {}).map_err(msg)?.into_iter().map(|s| s.0).collect();
         let (obj, _) = objective.value(&scores)?;
         measured.push(Measured {
