@@ -583,13 +583,7 @@ pub fn run(a: &DistillArgs) -> Result<()> {
         .truncate(false)
         .open(&metrics_path)
         .map_err(|e| msg(format!("{}: {e}", metrics_path.display())))?;
-    let interrupted = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    {
-        let flag = interrupted.clone();
-        if let Err(e) = ctrlc::set_handler(move || flag.store(true, std::sync::atomic::Ordering::SeqCst)) {
-            eprintln!("note: Ctrl-C will not write a checkpoint: {e}");
-        }
-    }
+    let interrupted = interrupt_flag();
     let save = |opt: &AdamW| -> Result<PathBuf> {
         jetc_train::checkpoint::save(&a.output, opt, opt.step * a.batch as u64, &print, 2).map_err(msg)
     };
@@ -783,4 +777,20 @@ pub fn run(a: &DistillArgs) -> Result<()> {
 /// Peak live bytes of the last training run (the session that ran it).
 fn bar_peak(local: &Option<Session>, path: &Option<Session>) -> usize {
     local.as_ref().or(path.as_ref()).map_or(0, Session::last_peak_bytes)
+}
+
+/// The process's Ctrl-C flag, cleared for this run. The handler is installed once per
+/// process: `jetc postnas` distils many times in one process, and each run must see the
+/// Ctrl-C that arrives during it (a second `set_handler` would fail and leave the first
+/// run's flag in charge).
+fn interrupt_flag() -> &'static std::sync::atomic::AtomicBool {
+    static FLAG: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    static INSTALL: std::sync::Once = std::sync::Once::new();
+    INSTALL.call_once(|| {
+        if let Err(e) = ctrlc::set_handler(|| FLAG.store(true, std::sync::atomic::Ordering::SeqCst)) {
+            eprintln!("note: Ctrl-C will not write a checkpoint: {e}");
+        }
+    });
+    FLAG.store(false, std::sync::atomic::Ordering::SeqCst);
+    &FLAG
 }
