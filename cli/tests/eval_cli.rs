@@ -26,6 +26,19 @@ fn setup(dir: &Path) -> (PathBuf, PathBuf, String) {
     (model, data, text)
 }
 
+/// The KV-cache export of the fixture's weights, with `dir`'s tokenizer, in `dir/kv`.
+fn kv_copy(dir: &Path) -> PathBuf {
+    let kv = dir.join("kv");
+    std::fs::create_dir_all(&kv).unwrap();
+    for f in ["model.onnx", "model.onnx.data"] {
+        std::fs::copy(repo().join("tests/fixtures/llama-dynamo-opset20-sdpa-kv").join(f), kv.join(f)).expect("copy kv fixture");
+    }
+    for f in ["tokenizer.json", "tokenizer_config.json"] {
+        std::fs::copy(dir.join(f), kv.join(f)).expect("copy tokenizer");
+    }
+    kv
+}
+
 fn json(out: &std::process::Output) -> serde_json::Value {
     serde_json::from_str(&stdout(out)).expect("--json prints JSON")
 }
@@ -170,14 +183,7 @@ fn multiple_choice_scores_equal_onnxruntimes() {
 
     // The same weights exported with a KV cache: the context runs once and every choice
     // continues from its cache; the scores are those of the full re-run above.
-    let kv = dir.0.join("kv");
-    std::fs::create_dir_all(&kv).unwrap();
-    for f in ["model.onnx", "model.onnx.data"] {
-        std::fs::copy(repo().join("tests/fixtures/llama-dynamo-opset20-sdpa-kv").join(f), kv.join(f)).expect("copy kv fixture");
-    }
-    for f in ["tokenizer.json", "tokenizer_config.json"] {
-        std::fs::copy(dir.0.join(f), kv.join(f)).expect("copy tokenizer");
-    }
+    let kv = kv_copy(&dir.0);
     let jk = json(&jetc(&["eval", kv.join("model.onnx").to_str().unwrap(), "--task", "arc-e", "--task-dir", dir.0.to_str().unwrap(), "--json"]));
     for k in ["acc", "acc_norm", "answer_loss"] {
         let (a, b) = (m(k), jk["tasks"][0]["metrics"][k]["value"].as_f64().unwrap());
@@ -298,14 +304,7 @@ fn generative_scores_equal_onnxruntimes_greedy_decoding() {
     let (em, f1, answer_loss) = score(&model);
     assert_eq!((em, f1), (0.5, 0.5), "example 1 matches onnxruntime's greedy text, example 2 shares no word");
     assert!((answer_loss - loss).abs() < 1e-4 * loss, "answer loss: jetc {answer_loss} vs onnxruntime {loss}");
-    let kv = dir.0.join("kv");
-    std::fs::create_dir_all(&kv).unwrap();
-    for f in ["model.onnx", "model.onnx.data"] {
-        std::fs::copy(repo().join("tests/fixtures/llama-dynamo-opset20-sdpa-kv").join(f), kv.join(f)).expect("copy kv fixture");
-    }
-    for f in ["tokenizer.json", "tokenizer_config.json"] {
-        std::fs::copy(dir.0.join(f), kv.join(f)).expect("copy tokenizer");
-    }
+    let kv = kv_copy(&dir.0);
     let (em_kv, f1_kv, loss_kv) = score(&kv.join("model.onnx"));
     assert_eq!((em_kv, f1_kv), (em, f1), "with a KV cache");
     assert!((loss_kv - answer_loss).abs() < 1e-5, "answer loss with a KV cache {loss_kv} vs {answer_loss}");

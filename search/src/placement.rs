@@ -204,6 +204,17 @@ impl Scored {
                 && self.layers < o.layers)
     }
 
+    /// The order that puts the better placement first.
+    fn best_first(a: &Scored, b: &Scored) -> std::cmp::Ordering {
+        if a.better_than(b) {
+            std::cmp::Ordering::Less
+        } else if b.better_than(a) {
+            std::cmp::Ordering::Greater
+        } else {
+            std::cmp::Ordering::Equal
+        }
+    }
+
     pub fn to_json(&self) -> serde_json::Value {
         json!({"full_attn": self.layers, "objective": self.objective, "tiebreak": self.tiebreak, "scores": self.scores})
     }
@@ -218,15 +229,7 @@ pub fn rank_layers(cells: &[(usize, Vec<Score>)], objective: &Objective) -> Resu
         let (v, tie) = objective.value(scores)?;
         scored.push(Scored { layers: vec![*layer], scores: vec![], objective: v, tiebreak: tie });
     }
-    scored.sort_by(|a, b| {
-        if a.better_than(b) {
-            std::cmp::Ordering::Less
-        } else if b.better_than(a) {
-            std::cmp::Ordering::Greater
-        } else {
-            std::cmp::Ordering::Equal
-        }
-    });
+    scored.sort_by(Scored::best_first);
     Ok(scored.into_iter().map(|s| s.layers[0]).collect())
 }
 
@@ -338,15 +341,7 @@ pub fn search_against(
             Ok(s)
         };
     let rank = |mut v: Vec<Scored>| {
-        v.sort_by(|a, b| {
-            if a.better_than(b) {
-                std::cmp::Ordering::Less
-            } else if b.better_than(a) {
-                std::cmp::Ordering::Greater
-            } else {
-                std::cmp::Ordering::Equal
-            }
-        });
+        v.sort_by(Scored::best_first);
         v
     };
     let exhaustive = binomial(cands.len(), k) <= beam_cost(cands.len(), k, beam);
