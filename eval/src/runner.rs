@@ -87,11 +87,21 @@ pub struct RunnerState {
 /// A [`Generator`] that reads and records hidden states at layer boundaries.
 pub struct Runner<'g> {
     gen: Generator<'g>,
-    plan: Option<(Boundaries, Rc<RefCell<HiddenCache>>)>,
+    plan: Option<Plan>,
     history: Vec<u32>,
     /// Whether every cache is up to date (false after a call served from a boundary).
     synced: bool,
     caching: bool,
+}
+
+/// A cached runner's boundaries and the two partial runs it makes, built once.
+struct Plan {
+    boundaries: Boundaries,
+    cache: Rc<RefCell<HiddenCache>>,
+    /// From the read boundary (its override is set per call): the skipped cache outputs.
+    suffix: Partial,
+    /// A whole run capturing the recorded boundaries.
+    record: Partial,
 }
 
 fn key_of(history: &[u32], ids: &[u32]) -> u64 {
@@ -119,7 +129,12 @@ impl<'g> Runner<'g> {
     /// A runner that reads and records `boundaries` in `cache` (a graph without caches runs
     /// uncached: it re-runs every sequence whole anyway).
     pub fn with_cache(gen: Generator<'g>, boundaries: Boundaries, cache: Rc<RefCell<HiddenCache>>) -> Runner<'g> {
-        let plan = gen.has_caches().then_some((boundaries, cache));
+        let plan = gen.has_caches().then(|| Plan {
+            suffix: Partial { skip_outputs: boundaries.skip_outputs.clone(), ..Partial::default() },
+            record: Partial { capture: boundaries.record.iter().map(|r| r.1).collect(), ..Partial::default() },
+            boundaries,
+            cache,
+        });
         Runner { gen, plan, history: Vec::new(), synced: true, caching: true }
     }
 
@@ -146,18 +161,20 @@ impl<'g> Runner<'g> {
 
     /// Runs `ids` after everything consumed so far (as [`Generator::forward`]).
     pub fn forward(&mut self, ids: &[u32]) -> Result<Logits> {
-        let Some((b, cache)) = self.plan.clone() else {
+        let Some(plan) = self.plan.as_mut() else {
             self.history.extend_from_slice(ids);
             return Ok(self.gen.forward(ids)?);
         };
         let key = key_of(&self.history, ids);
         if self.caching {
-            if let Some((layer, outlet)) = b.read {
-                let rows = cache.borrow().rows.get(&(layer, key)).cloned();
+            if let Some((layer, outlet)) = plan.boundaries.read {
+                let rows = plan.cache.borrow().rows.get(&(layer, key)).cloned();
                 if let Some(rows) = rows {
-                    let partial = Partial { overrides: HashMap::from([(outlet, rows)]), skip_outputs: b.skip_outputs.clone(), capture: vec![] };
-                    let (logits, _) = self.gen.forward_partial(ids, &partial)?;
-                    let mut c = cache.borrow_mut();
+                    plan.suffix.overrides.insert(outlet, rows);
+                    let run = self.gen.forward_partial(ids, &plan.suffix);
+                    plan.suffix.overrides.clear();
+                    let (logits, _) = run?;
+                    let mut c = plan.cache.borrow_mut();
                     c.hits += 1;
                     c.hit_tokens += ids.len();
                     c.layer_tokens_saved += layer * ids.len();
@@ -167,28 +184,26 @@ impl<'g> Runner<'g> {
                 }
             }
         }
-        let record: Vec<Outlet> = if self.caching { b.record.iter().map(|r| r.1).collect() } else { vec![] };
-        let partial = Partial { capture: record.clone(), ..Partial::default() };
+        let uncached = Partial::default();
+        let partial = if self.caching { &plan.record } else { &uncached };
         let (logits, captured) = if self.synced {
-            self.gen.forward_partial(ids, &partial)?
+            self.gen.forward_partial(ids, partial)?
         } else {
             // The skipped layers' caches are stale: run the whole sequence again.
             let all: Vec<u32> = self.history.iter().chain(ids).copied().collect();
             self.gen.reset();
-            let (l, caps) = self.gen.forward_partial(&all, &partial)?;
+            let (l, caps) = self.gen.forward_partial(&all, partial)?;
             let keep = if l.rows() == all.len() { ids.len() } else { l.rows() };
             let data = l.data[(l.rows() - keep) * l.vocab..].to_vec();
             self.synced = true;
-            cache.borrow_mut().miss_tokens += all.len() - ids.len();
+            plan.cache.borrow_mut().miss_tokens += all.len() - ids.len();
             (Logits { vocab: l.vocab, data }, caps)
         };
-        let mut c = cache.borrow_mut();
+        let mut c = plan.cache.borrow_mut();
         c.misses += 1;
         c.miss_tokens += ids.len();
-        for ((layer, _), v) in b.record.iter().zip(&captured) {
-            if self.caching {
-                c.insert((*layer, key), last_rows(v, ids.len())?);
-            }
+        for ((layer, _), v) in plan.boundaries.record.iter().zip(&captured) {
+            c.insert((*layer, key), last_rows(v, ids.len())?);
         }
         self.history.extend_from_slice(ids);
         Ok(logits)
