@@ -166,7 +166,8 @@ fn numbers(s: &str) -> Vec<f64> {
 /// The final answer of a worked solution: the first number after the last "answer is",
 /// else the last number.
 pub fn final_number(s: &str) -> Option<f64> {
-    let lower = s.to_lowercase();
+    // ASCII lower-casing keeps byte offsets, so `at` indexes `s` too (any text a model writes).
+    let lower = s.to_ascii_lowercase();
     if let Some(at) = lower.rfind("answer is") {
         if let Some(x) = numbers(&s[at..]).first() {
             return Some(*x);
@@ -324,6 +325,7 @@ mod tests {
         assert_eq!(final_number("first 3, then -4"), Some(-4.0));
         assert_eq!(final_number("no digits"), None);
         assert_eq!(final_number("answer is unclear; 12 maybe"), Some(12.0));
+        assert_eq!(final_number("İİİ The Answer is 7"), Some(7.0), "non-ASCII before the phrase");
         assert_eq!(compare(Compare::Number, "so the answer is 18.", &["18".into()]), (1.0, 1.0));
         assert_eq!(compare(Compare::Number, "so the answer is 81.", &["18".into()]), (0.0, 0.0));
     }
