@@ -511,3 +511,52 @@ fn seq_len_longer_than_the_context_is_refused() {
     fails(&o, &["vocabulary has 128 tokens", "--tokenizer"]);
     assert!(!out.exists());
 }
+
+/// `--eval-data`: the held-out NLL is measured on windows of another file, the same windows
+/// `jetc eval --task lm` scores (teacher and distilled model alike); an empty file is refused.
+#[test]
+fn eval_data_measures_the_heldout_nll_on_another_file() {
+    let dir = tmp("eval-data");
+    let (model, data) = setup(&dir.0);
+    let other = dir.0.join("other.txt");
+    std::fs::write(&other, word_text(400, 777)).expect("write eval text");
+    let (m, d, e) = (model.to_str().unwrap(), data.to_str().unwrap(), other.to_str().unwrap());
+    let nll = |args: &[&str], file: &str| -> f64 {
+        let o = jetc(&[&["eval"], args, &["--task", "lm", "--data", file, "--seq-len", "16", "--limit", "3", "--json"]].concat());
+        assert!(o.status.success(), "eval: {}", String::from_utf8_lossy(&o.stderr));
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("eval --json");
+        v["tasks"][0]["metrics"]["nll"]["value"].as_f64().unwrap_or_else(|| panic!("no lm nll in {v}"))
+    };
+    let run = dir.0.join("run");
+    let args = |out: &Path, extra: &[&str]| -> Vec<String> {
+        let mut v: Vec<String> = [
+            "distill", m, "-o", out.to_str().unwrap(), "--data", d, "--full-attn", "0", "--seq-len", "16", "--batch", "2", "--steps", "6",
+            "--lr", "1e-2", "--format", "onnx", "--json", "--token-cache", "none",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        v.extend(extra.iter().map(|s| s.to_string()));
+        v
+    };
+    let a = args(&run, &["--eval-data", e, "--eval-windows", "3"]);
+    let s = summary(&jetc(&a.iter().map(String::as_str).collect::<Vec<_>>()));
+    assert_eq!(s["eval"]["windows"], 3);
+    let teacher = s["teacher_heldout_nll"].as_f64().expect("teacher NLL");
+    let want = nll(&[m], e);
+    assert!((teacher - want).abs() < 1e-4 * want, "teacher on --eval-data {teacher} vs jetc eval {want}");
+    let after = s["heldout_nll_after"].as_f64().expect("NLL after");
+    let distilled = nll(&[run.join("model/model.onnx").to_str().unwrap()], e);
+    assert!((after - distilled).abs() < 1e-4 * distilled, "held-out NLL after {after} vs jetc eval of the model {distilled}");
+    // Without it, the training data's own held-out windows: another figure.
+    let own = dir.0.join("own");
+    let b = args(&own, &[]);
+    let s2 = summary(&jetc(&b.iter().map(String::as_str).collect::<Vec<_>>()));
+    assert!((s2["teacher_heldout_nll"].as_f64().unwrap() - teacher).abs() > 1e-3, "--eval-data was not used");
+    let empty = dir.0.join("empty.txt");
+    std::fs::write(&empty, "").unwrap();
+    let bad = dir.0.join("bad");
+    let c = args(&bad, &["--eval-data", empty.to_str().unwrap()]);
+    fails(&jetc(&c.iter().map(String::as_str).collect::<Vec<_>>()), &["--eval-data"]);
+    assert!(!bad.exists(), "a refused run wrote its output directory");
+}

@@ -86,7 +86,15 @@ pub struct DistillArgs {
     pub train_attn: bool,
     /// Path and kd phases: weight of the data's next-token cross-entropy.
     pub ce: f32,
+    /// Where the held-out NLL is measured: windows of these files (text the training data does
+    /// not contain). None: every 20th window of the training data, kept out of training.
+    pub eval_data: Vec<PathBuf>,
+    /// How many held-out windows the NLL is measured on.
+    pub eval_windows: usize,
 }
+
+/// Held-out windows the NLL is measured on unless --eval-windows says otherwise.
+pub const DEFAULT_EVAL_WINDOWS: usize = 8;
 
 /// Relative ridge of the calibrated init's least squares (lambda = this x mean diag Z^T Z).
 const CALIB_RIDGE: f64 = 1e-3;
@@ -116,6 +124,11 @@ fn fingerprint(a: &DistillArgs, layout: &jetc::convert::Layout, files: &[PathBuf
         String::new()
     } else {
         format!(" supernet={:?} train_attn={} ce={}", a.supernet, a.train_attn, a.ce)
+    } + &if a.eval_data.is_empty() && a.eval_windows == DEFAULT_EVAL_WINDOWS {
+        // Runs measured on the training data's own held-out windows keep their fingerprint.
+        String::new()
+    } else {
+        format!(" eval_data={:?} eval_windows={}", a.eval_data, a.eval_windows)
     };
     Sha256::digest(text.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
 }
@@ -355,6 +368,22 @@ pub fn run(a: &DistillArgs) -> Result<()> {
         eprintln!("tokens from the cache ({} tokens)", stream.len());
     }
     let windows = windows_of(stream, documents, a.seq_len, 20, a.seed).map_err(msg)?;
+    // The held-out NLL's windows: --eval-data's, or the training data's held-out ones.
+    let eval_windows = if a.eval_data.is_empty() {
+        None
+    } else {
+        let files = list_files(&a.eval_data).map_err(|e| msg(format!("--eval-data: {e}")))?;
+        let (stream, documents, _) = tokenize_cached(&files, &a.text_field, &tok_key, &encode, tok.eos_id(), cache.as_deref()).map_err(|e| msg(format!("--eval-data: {e}")))?;
+        let w = jetc_train::data::heldout_windows(stream, documents, a.seq_len);
+        if w.heldout.is_empty() {
+            return Err(msg(format!("--eval-data: {} tokens, not one window of --seq-len {}", w.tokens(), a.seq_len)));
+        }
+        Some(w)
+    };
+    let heldout = eval_windows.as_ref().unwrap_or(&windows);
+    if a.eval_windows == 0 {
+        return Err(msg("--eval-windows must be at least 1"));
+    }
     // Token ids past the model's vocabulary: the tokenizer is not the model's own.
     let vocab = teacher.node_ids().find_map(|id| {
         let n = teacher.node(id).ok()?;
@@ -365,7 +394,7 @@ pub fn run(a: &DistillArgs) -> Result<()> {
         teacher.fact(table).ok()?.concrete_shape()?.first().copied()
     });
     if let Some(v) = vocab {
-        let max_id = windows.max_id() as i64;
+        let max_id = windows.max_id().max(heldout.max_id()) as i64;
         if max_id >= v as i64 {
             return Err(msg(format!(
                 "the tokenizer produced token id {max_id}, but the model's vocabulary has {v} tokens: give the model's own tokenizer (--tokenizer)"
@@ -455,10 +484,10 @@ pub fn run(a: &DistillArgs) -> Result<()> {
     let names: Vec<&str> = opt.slots.iter().map(|s| s.name.as_str()).collect();
     let nll_model = NllModel::new(&teacher, Some(&layout), a.seed, &names)?;
     let nll_session = Session::new(&nll_model.graph)?;
-    const NLL_WINDOWS: usize = 8;
+    let nll_windows = a.eval_windows;
     let teacher_nll = {
         let t = NllModel::new(&teacher, None, a.seed, &[])?;
-        t.heldout_nll(&Session::new(&t.graph)?, &windows, &opt, NLL_WINDOWS)?
+        t.heldout_nll(&Session::new(&t.graph)?, heldout, &opt, nll_windows)?
     };
     if let Some(v) = teacher_nll {
         eprintln!("teacher's held-out NLL on the same windows: {v:.4}");
@@ -542,14 +571,14 @@ pub fn run(a: &DistillArgs) -> Result<()> {
         match (&lg, &local_session) {
             (Some(lg), Some(session)) => {
                 let w: Vec<&ArrayD<f32>> = opt.slots.iter().map(|s| &s.value).collect();
-                heldout_loss(lg, session, &windows, &w, a.batch, 4)
+                heldout_loss(lg, session, heldout, &w, a.batch, 4)
             }
-            _ => Ok(nll_model.heldout_nll(&nll_session, &windows, opt, NLL_WINDOWS)?.map(|v| v as f32)),
+            _ => Ok(nll_model.heldout_nll(&nll_session, heldout, opt, nll_windows)?.map(|v| v as f32)),
         }
     };
     let heldout_name = if path_phase { "held-out NLL" } else { "held-out loss" };
     let heldout_before = heldout_fn(&opt)?;
-    let nll_before = if path_phase { heldout_before.map(f64::from) } else { nll_model.heldout_nll(&nll_session, &windows, &opt, NLL_WINDOWS)? };
+    let nll_before = if path_phase { heldout_before.map(f64::from) } else { nll_model.heldout_nll(&nll_session, heldout, &opt, nll_windows)? };
     if let Some(v) = nll_before {
         eprintln!("held-out NLL before training: {v:.4}");
     }
@@ -644,7 +673,7 @@ pub fn run(a: &DistillArgs) -> Result<()> {
             line[k] = v;
         }
         if a.eval_every > 0 && done % a.eval_every == 0 && done < steps {
-            if let Some(v) = nll_model.heldout_nll(&nll_session, &windows, &opt, NLL_WINDOWS)? {
+            if let Some(v) = nll_model.heldout_nll(&nll_session, heldout, &opt, nll_windows)? {
                 line["heldout_nll"] = json!(v);
             }
         }
@@ -665,7 +694,7 @@ pub fn run(a: &DistillArgs) -> Result<()> {
     bar.finish_and_clear();
     let secs = started.elapsed().as_secs_f64();
     let heldout_after = heldout_fn(&opt)?;
-    let nll_after = if path_phase { heldout_after.map(f64::from) } else { nll_model.heldout_nll(&nll_session, &windows, &opt, NLL_WINDOWS)? };
+    let nll_after = if path_phase { heldout_after.map(f64::from) } else { nll_model.heldout_nll(&nll_session, heldout, &opt, nll_windows)? };
     if a.eval_every > 0 {
         if let Some(v) = nll_after {
             // The last step's line carries the final held-out NLL.
@@ -724,6 +753,12 @@ pub fn run(a: &DistillArgs) -> Result<()> {
         "heldout_nll_after": nll_after,
         "data": {"files": files.len(), "documents": windows.documents, "corpus_tokens": windows.tokens(), "text_field": a.text_field},
         "heldout_windows": windows.heldout.len(),
+        // What the held-out NLL figures were measured on.
+        "eval": {
+            "data": a.eval_data.iter().map(|p| p.display().to_string()).collect::<Vec<_>>(),
+            "windows": heldout.heldout.len().min(nll_windows),
+            "tokens_per_window": a.seq_len,
+        },
         "train_windows": windows.train.len(),
         "seq_len": a.seq_len,
         "batch": a.batch,

@@ -860,6 +860,8 @@ impl RecipeFlags {
             supernet: None,
             train_attn: false,
             ce: 0.0,
+            eval_data: vec![],
+            eval_windows: super::distill::DEFAULT_EVAL_WINDOWS,
         }
     }
 }

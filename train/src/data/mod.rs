@@ -19,7 +19,7 @@ pub mod windows;
 use std::path::{Path, PathBuf};
 
 pub use cache::{cache_key, tokenize, tokenize_cached, TokenStream};
-pub use windows::{windows, Windows};
+pub use windows::{heldout_windows, windows, Windows};
 
 use crate::error::{Result, TrainError};
 

@@ -36,6 +36,13 @@ impl Windows {
     }
 }
 
+/// Cuts `stream` into windows of `seq_len`, every one held out: text kept for measuring only
+/// (an evaluation file beside the training data).
+pub fn heldout_windows(stream: TokenStream, documents: usize, seq_len: usize) -> Windows {
+    let n = if seq_len == 0 { 0 } else { stream.len() / seq_len };
+    Windows { stream, seq_len, train: vec![], heldout: (0..n).map(|i| i * seq_len).collect(), documents }
+}
+
 /// Cuts `stream` into windows of `seq_len`; every `heldout_every`-th window (when > 0) is
 /// held out; train windows are shuffled by `seed`.
 pub fn windows(stream: TokenStream, documents: usize, seq_len: usize, heldout_every: usize, seed: u64) -> Result<Windows> {
