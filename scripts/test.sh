@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Sets up everything the tests need on a fresh machine, then runs them.
-#   - a Python venv (.venv) with onnxruntime and numpy, the reference for exported models
-#     (pip wheels are cached in ~/.cache/jetc/wheels between runs);
+#   - a Python venv (.venv) with onnxruntime and numpy, the reference for exported models, and
+#     onnx, whose node conformance cases tests/onnx_conformance.rs runs (pip wheels are cached
+#     in ~/.cache/jetc/wheels between runs);
 #   - a second venv, ~/.cache/jetc/venv-torch, with the pinned torch (PyPI's CUDA build, ~3 GB
 #     of wheels; it runs on CPU), transformers, gguf, accelerate and numpy of
 #     scripts/requirements-torch.txt: the PyTorch references of tests/jet_reference.rs,
@@ -19,7 +20,7 @@ mkdir -p "$wheels"
 if [ ! -x .venv/bin/python ]; then
     python3 -m venv .venv
 fi
-if ! .venv/bin/python -c "import onnxruntime, numpy" 2>/dev/null; then
+if ! .venv/bin/python -c "import onnxruntime, numpy, onnx" 2>/dev/null; then
     .venv/bin/pip download -q -d "$wheels" -r scripts/requirements-test.txt \
         || echo "pip download failed; trying the wheel cache only" >&2
     .venv/bin/pip install -q --find-links "$wheels" -r scripts/requirements-test.txt

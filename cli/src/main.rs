@@ -226,7 +226,9 @@ enum Command {
     /// Convert a decoder into a hybrid model (full attention / SWA / linear mixer per layer).
     Convert {
         model: PathBuf,
-        /// Output: a directory for jet-hf and both, a .onnx file for onnx.
+        /// Output directory: model.onnx (and for jet-hf / both config.json and
+        /// model.safetensors) and the tokenizer go inside it. With --format onnx, a path
+        /// ending in .onnx names the model file itself (the tokenizer beside it).
         #[arg(short, long)]
         output: PathBuf,
         #[command(flatten)]

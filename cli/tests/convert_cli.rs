@@ -80,3 +80,22 @@ fn auto_format_falls_back_to_onnx_with_a_reason() {
         std::fs::remove_dir_all(&out).ok();
     }
 }
+
+/// `-o` names a directory (model.onnx inside it, existing or not) whatever the format; with
+/// `--format onnx` a path ending in `.onnx` names the file itself.
+#[test]
+fn output_is_a_directory_unless_it_names_an_onnx_file() {
+    let base = std::env::temp_dir().join(format!("jetc-cli-convert-out-{}", std::process::id()));
+    let model = fixture("llama-dynamo-opset20-sdpa-kv");
+    let m = model.to_str().unwrap_or_default();
+    let existing = base.join("existing");
+    std::fs::create_dir_all(&existing).expect("mkdir");
+    for (out, file) in [(existing.clone(), existing.join("model.onnx")), (base.join("new"), base.join("new/model.onnx")), (base.join("x/hybrid.onnx"), base.join("x/hybrid.onnx"))] {
+        let o = jetc(&["convert", m, "-o", out.to_str().unwrap_or_default(), "--full-attn", "0", "--format", "onnx"]);
+        assert!(o.status.success(), "-o {}: {}", out.display(), String::from_utf8_lossy(&o.stderr));
+        assert!(file.is_file(), "-o {}: no {}", out.display(), file.display());
+        let o = jetc(&["inspect", "--json", file.to_str().unwrap_or_default()]);
+        assert!(o.status.success(), "inspect {}: {}", file.display(), String::from_utf8_lossy(&o.stderr));
+    }
+    std::fs::remove_dir_all(&base).ok();
+}

@@ -161,6 +161,8 @@ impl AttentionSpec {
 /// - `GatedVector`: S = Diag(exp(g)) S + k v^T, g [d_k] per head (GLA)
 /// - `Delta`: S = S + beta k (v - S^T k)^T (DeltaNet)
 /// - `GatedDelta`: S = exp(g) S; S = S + beta k (v - S^T k)^T (Gated DeltaNet, JetBlock)
+/// - `GatedDeltaVector`: the same with S = Diag(exp(g)) S, g [d_k] per head (the ONNX op's
+///   `gated_delta` with a per-key decay; Kimi Delta Attention's gate)
 /// - `Dplr`: S = Diag(exp(w)) S + b (a^T S) + k v^T (RWKV7)
 ///
 /// and o = scale * S^T q after the update.
@@ -171,6 +173,7 @@ pub enum UpdateRule {
     GatedVector,
     Delta,
     GatedDelta,
+    GatedDeltaVector,
     Dplr,
 }
 
@@ -194,6 +197,7 @@ impl UpdateRule {
             UpdateRule::GatedVector => "gated_vector",
             UpdateRule::Delta => "delta",
             UpdateRule::GatedDelta => "gated_delta",
+            UpdateRule::GatedDeltaVector => "gated_delta_vector",
             UpdateRule::Dplr => "dplr",
         }
     }
@@ -203,7 +207,7 @@ impl UpdateRule {
 ///
 /// Inputs by slot: 0 `q` [B,T,Hq*dk]; 1 `k` [B,T,Hkv*dk]; 2 `v` [B,T,Hkv*dv];
 /// 3 `past_state` [B,Hkv,dk,dv] (zeros when absent); 4 `decay` (log space, <= 0):
-/// [B,T,Hkv] for `Gated`/`GatedDelta`, [B,T,Hkv*dk] for `GatedVector`/`Dplr`; 5 `beta`
+/// [B,T,Hkv] for `Gated`/`GatedDelta`, [B,T,Hkv*dk] for `GatedVector`/`GatedDeltaVector`/`Dplr`; 5 `beta`
 /// [B,T,Hkv] (delta rules); 6 `a`, 7 `b` [B,T,Hkv*dk] (`Dplr`).
 /// Outputs: 0 `o` [B,T,Hq*dv]; 1 `present_state` [B,Hkv,dk,dv] (f32 whatever the
 /// activations). Query head i reads state head i / (Hq / Hkv).
@@ -228,9 +232,10 @@ impl LinearAttentionSpec {
     /// The spec of an ONNX `LinearAttention` node (standard, or jetc's extension in
     /// [`JETC_DOMAIN`]) from its attributes and the widths of its 3-D `query`, `value` and
     /// `decay` inputs. A `gated` node whose decay has one value per key dimension is GLA
-    /// ([`UpdateRule::GatedVector`]).
+    /// ([`UpdateRule::GatedVector`]), a `gated_delta` one [`UpdateRule::GatedDeltaVector`]. The
+    /// standard's default rule is `gated_delta`.
     pub fn from_onnx(op: &OnnxOp, q_width: usize, v_width: usize, decay_width: Option<usize>) -> Result<LinearAttentionSpec, String> {
-        let name = op.string("update_rule").unwrap_or("linear");
+        let name = op.string("update_rule").unwrap_or("gated_delta");
         let rule = match (UpdateRule::from_onnx(name), op.domain.as_str(), name) {
             (Some(r), _, _) => r,
             (None, JETC_DOMAIN, "dplr") => UpdateRule::Dplr,
@@ -247,6 +252,7 @@ impl LinearAttentionSpec {
         let (dk, dv) = (q_width / hq, v_width / hkv);
         let rule = match (rule, decay_width) {
             (UpdateRule::Gated, Some(w)) if dk > 1 && w == hkv * dk => UpdateRule::GatedVector,
+            (UpdateRule::GatedDelta, Some(w)) if dk > 1 && w == hkv * dk => UpdateRule::GatedDeltaVector,
             (r, _) => r,
         };
         Ok(LinearAttentionSpec {

@@ -176,7 +176,7 @@ fn linear_attention(e: &mut Emit, node: &jetc_ir::Node, s: &LinearAttentionSpec)
         UpdateRule::Linear => ("linear", "", TARGET_OPSET),
         UpdateRule::Gated | UpdateRule::GatedVector => ("gated", "", TARGET_OPSET),
         UpdateRule::Delta => ("delta", "", TARGET_OPSET),
-        UpdateRule::GatedDelta => ("gated_delta", "", TARGET_OPSET),
+        UpdateRule::GatedDelta | UpdateRule::GatedDeltaVector => ("gated_delta", "", TARGET_OPSET),
         UpdateRule::Dplr => ("dplr", JETC_DOMAIN, 1),
     };
     let mut op = OnnxOp::new("LinearAttention", opset)

@@ -71,6 +71,11 @@ pub fn linear_attention(spec: &LinearAttentionSpec, inputs: &[Option<&Value>]) -
                 linear::gated_delta::gated_delta_chunked(&dims, &x, chunk)
             }
         }
+        UpdateRule::GatedDeltaVector => {
+            let (g, beta) = (need(&decay, "decay")?, need(&beta, "beta")?);
+            let x = linear::gated_delta::GatedDeltaInputs { q: &q, k: &k, v: &v, g: &g, beta: &beta, scale, initial_state: init };
+            linear::gated_delta::gated_delta_per_key_recurrent(&dims, &x)
+        }
         UpdateRule::Dplr => {
             let w = need(&decay, "decay")?;
             let a = required(inputs, LinearAttentionSpec::A, "a")?;
@@ -92,17 +97,21 @@ pub fn linear_attention(spec: &LinearAttentionSpec, inputs: &[Option<&Value>]) -
 fn check_widths(spec: &LinearAttentionSpec, b: usize, t: usize, decay: Option<&[f32]>, beta: &mut Option<std::borrow::Cow<'_, [f32]>>) -> R<()> {
     let (h, dk) = (spec.kv_heads, spec.dk);
     let rows = b * t;
+    // As the standard: a rule that does not read an input forbids it.
+    let gated = !matches!(spec.rule, UpdateRule::Linear | UpdateRule::Delta);
+    let delta = matches!(spec.rule, UpdateRule::Delta | UpdateRule::GatedDelta | UpdateRule::GatedDeltaVector);
+    if decay.is_some() && !gated {
+        return Err(format!("the {} rule takes no decay input, but one is given", spec.rule.name()));
+    }
+    if beta.is_some() && !delta {
+        return Err(format!("the {} rule takes no beta input, but one is given", spec.rule.name()));
+    }
     if let Some(d) = decay {
-        let per_key = matches!(spec.rule, UpdateRule::GatedVector | UpdateRule::Dplr);
+        let per_key = matches!(spec.rule, UpdateRule::GatedVector | UpdateRule::GatedDeltaVector | UpdateRule::Dplr);
         let want = rows * h * if per_key { dk } else { 1 };
         if d.len() != want {
-            let hint = if spec.rule == UpdateRule::GatedDelta && d.len() == rows * h * dk {
-                ": a per-key decay [B, T, H*d_k] with update_rule gated_delta is not supported yet (a per-head decay [B, T, H] is)"
-            } else {
-                ""
-            };
             return Err(format!(
-                "decay has {} values; the {} rule reads {want} ([B={b}, T={t}, {}]){hint}",
+                "decay has {} values; the {} rule reads {want} ([B={b}, T={t}, {}])",
                 d.len(),
                 spec.rule.name(),
                 if per_key { format!("H*d_k={}", h * dk) } else { format!("H={h}") }
@@ -179,6 +188,61 @@ mod tests {
         assert_eq!(run(&narrow), run(&wide));
     }
 
+    /// The per-key gated delta rule against the f64 per-token oracle of the backward module
+    /// (an independent implementation of the same recurrence), with GQA and an initial state;
+    /// and with every key row's gate equal, it is the per-head rule.
+    #[test]
+    fn per_key_gated_delta_matches_the_f64_oracle() {
+        use crate::grad::linear_attention::{head_forward, Decay, HeadInputs};
+        let (b, t, hq, h, dk, dv) = (2, 5, 4, 2, 3, 2);
+        let f = |i: usize, a: usize, m: usize| ((i * a) % m) as f32 / m as f32 - 0.5;
+        let q = val(&[b, t, hq * dk], |i| f(i, 7, 11));
+        let k = val(&[b, t, h * dk], |i| f(i, 5, 13));
+        let v = val(&[b, t, h * dv], |i| f(i, 3, 7));
+        let s0 = val(&[b, h, dk, dv], |i| 0.3 * f(i, 5, 9));
+        let g = val(&[b, t, h * dk], |i| -0.05 - 0.4 * (f(i, 7, 17) + 0.5));
+        let beta = val(&[b, t, h], |i| 0.2 + 0.6 * (f(i, 3, 5) + 0.5));
+        let sp = LinearAttentionSpec { rule: UpdateRule::GatedDeltaVector, q_heads: hq, kv_heads: h, dk, dv, scale: 0.7, chunk: 64 };
+        let out = linear_attention(&sp, &[Some(&q), Some(&k), Some(&v), Some(&s0), Some(&g), Some(&beta)]).expect("runs");
+        let flat = |x: &Value| x.as_f32().expect("f32").iter().map(|&x| x as f64).collect::<Vec<f64>>();
+        let (qf, kf, vf, sf, gf, bf) = (flat(&q), flat(&k), flat(&v), flat(&s0), flat(&g), flat(&beta));
+        let (o, st) = (flat(&out[0]), flat(&out[1]));
+        let group = hq / h;
+        for bi in 0..b {
+            for hh in 0..h {
+                let rows = |x: &[f64], heads: usize, w: usize, head: usize| -> Vec<f64> {
+                    (0..t).flat_map(|ti| x[((bi * t + ti) * heads + head) * w..][..w].to_vec()).collect()
+                };
+                let qh: Vec<f64> = (0..group).flat_map(|r| rows(&qf, hq, dk, hh * group + r)).collect();
+                let (kh, vh, gh, bh) = (rows(&kf, h, dk, hh), rows(&vf, h, dv, hh), rows(&gf, h, dk, hh), rows(&bf, h, 1, hh));
+                let n = dk * dv;
+                let h0 = &sf[(bi * h + hh) * n..][..n];
+                let x = HeadInputs { t, dk, dv, group, scale: 0.7, q: &qh, k: &kh, v: &vh, decay: Decay::Vector(&gh), beta: Some(&bh), h0: Some(h0) };
+                let (want_o, want_s) = head_forward(&x);
+                for r in 0..group {
+                    for ti in 0..t {
+                        for j in 0..dv {
+                            let got = o[((bi * t + ti) * hq + hh * group + r) * dv + j];
+                            let want = want_o[(r * t + ti) * dv + j];
+                            assert!((got - want).abs() < 1e-5, "o[{bi},{ti},{}] {got} vs {want}", hh * group + r);
+                        }
+                    }
+                }
+                for (i, w) in want_s.iter().enumerate() {
+                    assert!((st[(bi * h + hh) * n + i] - w).abs() < 1e-5, "state {bi},{hh},{i}");
+                }
+            }
+        }
+        // One gate per head, repeated over the key rows: the per-head rule's values.
+        let g1 = val(&[b, t, h], |i| -0.1 - 0.3 * (f(i, 7, 17) + 0.5));
+        let wide = val(&[b, t, h * dk], |i| g1.as_f32().expect("f32").as_slice().expect("flat")[i / dk]);
+        let per_key = linear_attention(&sp, &[Some(&q), Some(&k), Some(&v), Some(&s0), Some(&wide), Some(&beta)]).expect("runs");
+        let per_head = linear_attention(&LinearAttentionSpec { rule: UpdateRule::GatedDelta, chunk: 0, ..sp }, &[Some(&q), Some(&k), Some(&v), Some(&s0), Some(&g1), Some(&beta)]).expect("runs");
+        for (a, c) in flat(&per_key[0]).iter().zip(flat(&per_head[0])) {
+            assert!((a - c).abs() < 1e-5, "{a} vs {c}");
+        }
+    }
+
     #[test]
     fn widths_the_rule_cannot_read_are_errors() {
         let (b, t, h) = (1, 3, 2);
@@ -187,9 +251,13 @@ mod tests {
         let per_key = val(&[b, t, h * 3], |_| -0.1);
         let beta = val(&[b, t, h], |_| 0.5);
         let e = linear_attention(&spec(UpdateRule::GatedDelta), &[Some(&q), Some(&q), Some(&v), None, Some(&per_key), Some(&beta)]).unwrap_err();
-        assert!(e.contains("per-key decay") && e.contains("gated_delta is not supported yet"), "{e}");
+        assert!(e.contains("decay has 18 values; the gated_delta rule reads 6"), "{e}");
         let odd = val(&[b, t, 5], |_| 0.5);
         let e = linear_attention(&spec(UpdateRule::Delta), &[Some(&q), Some(&q), Some(&v), None, None, Some(&odd)]).unwrap_err();
         assert!(e.contains("beta has 15 values"), "{e}");
+        let e = linear_attention(&spec(UpdateRule::Linear), &[Some(&q), Some(&q), Some(&v), None, Some(&beta), None]).unwrap_err();
+        assert!(e.contains("the linear rule takes no decay"), "{e}");
+        let e = linear_attention(&spec(UpdateRule::Gated), &[Some(&q), Some(&q), Some(&v), None, Some(&beta), Some(&beta)]).unwrap_err();
+        assert!(e.contains("the gated rule takes no beta"), "{e}");
     }
 }

@@ -248,15 +248,15 @@ fn decoder_op_rules_match_finite_differences() {
 fn linear_attention_op_matches_finite_differences() {
     let mut rng = StdRng::seed_from_u64(6);
     let (b, t, hq, hkv, dk, dv) = (2, 7, 4, 2, 3, 5);
-    for rule in [UpdateRule::Linear, UpdateRule::Gated, UpdateRule::GatedVector, UpdateRule::Delta, UpdateRule::GatedDelta] {
+    for rule in [UpdateRule::Linear, UpdateRule::Gated, UpdateRule::GatedVector, UpdateRule::Delta, UpdateRule::GatedDelta, UpdateRule::GatedDeltaVector] {
         for chunk in [0, 4] {
             let spec = LinearAttentionSpec { rule, q_heads: hq, kv_heads: hkv, dk, dv, scale: 0.6, chunk };
             let decay = match rule {
                 UpdateRule::Gated | UpdateRule::GatedDelta => Some(rnd(&mut rng, &[b, t, hkv], -1.0, -0.05)),
-                UpdateRule::GatedVector => Some(rnd(&mut rng, &[b, t, hkv * dk], -1.0, -0.05)),
+                UpdateRule::GatedVector | UpdateRule::GatedDeltaVector => Some(rnd(&mut rng, &[b, t, hkv * dk], -1.0, -0.05)),
                 _ => None,
             };
-            let beta = matches!(rule, UpdateRule::Delta | UpdateRule::GatedDelta).then(|| rnd(&mut rng, &[b, t, hkv], 0.1, 0.9));
+            let beta = matches!(rule, UpdateRule::Delta | UpdateRule::GatedDelta | UpdateRule::GatedDeltaVector).then(|| rnd(&mut rng, &[b, t, hkv], 0.1, 0.9));
             let mut wrt = vec![0, 1, 2, 3];
             if decay.is_some() {
                 wrt.push(4);

@@ -101,6 +101,17 @@ pub enum Report {
     Silent,
 }
 
+/// Where the ONNX model goes: `output` itself when it names a `.onnx` file (and no jet-hf
+/// directory is written beside it), otherwise `model.onnx` inside the directory `output`.
+pub fn onnx_target(output: &Path, hf: bool) -> PathBuf {
+    let is_file = output.extension().is_some_and(|e| e.eq_ignore_ascii_case("onnx"));
+    if hf || !is_file {
+        output.join("model.onnx")
+    } else {
+        output.to_path_buf()
+    }
+}
+
 pub fn write_converted(g: &jetc_ir::Graph, model: &Path, output: &Path, format: &str, report: Report, cache_dtype: Option<&str>) -> Result<()> {
     let (onnx, hf) = match format {
         "jet-hf" => (false, true),
@@ -119,7 +130,7 @@ pub fn write_converted(g: &jetc_ir::Graph, model: &Path, output: &Path, format: 
     } else {
         None
     };
-    let onnx_path = if hf { output.join("model.onnx") } else { output.to_path_buf() };
+    let onnx_path = onnx_target(output, hf);
     let mut wrote_hf = hf;
     if hf {
         match write_jet_hf(g, output) {

@@ -1,5 +1,6 @@
 //! Backward of the `LinearAttention` op for the rules `linear`, `gated` (scalar decay),
-//! `gated_vector` (per-key decay), `delta` and `gated_delta`, generic over [`Real`].
+//! `gated_vector` (per-key decay), `delta`, `gated_delta` and `gated_delta_vector` (per-key
+//! decay), generic over [`Real`].
 //!
 //! Per state head, with `P = Diag(e) S_{t-1}` (`e = exp(g_t)`, per key row; 1 without a
 //! gate), the forward is
@@ -351,16 +352,16 @@ pub(crate) fn vjp(c: &Bwd, s: &LinearAttentionSpec) -> R<Vec<Option<ArrayD<f32>>
     let qd = flat(q);
     let state = c.opt_xf(LinearAttentionSpec::STATE, "past_state")?.map(flat);
     let decay = match s.rule {
-        UpdateRule::Gated | UpdateRule::GatedVector | UpdateRule::GatedDelta => {
+        UpdateRule::Gated | UpdateRule::GatedVector | UpdateRule::GatedDelta | UpdateRule::GatedDeltaVector => {
             Some(flat(c.xf(LinearAttentionSpec::DECAY, "decay")?))
         }
         _ => None,
     };
     let beta = match s.rule {
-        UpdateRule::Delta | UpdateRule::GatedDelta => Some(flat(c.xf(LinearAttentionSpec::BETA, "beta")?)),
+        UpdateRule::Delta | UpdateRule::GatedDelta | UpdateRule::GatedDeltaVector => Some(flat(c.xf(LinearAttentionSpec::BETA, "beta")?)),
         _ => None,
     };
-    let vector = s.rule == UpdateRule::GatedVector;
+    let vector = matches!(s.rule, UpdateRule::GatedVector | UpdateRule::GatedDeltaVector);
     let expect = |name: &str, got: usize, want: usize| -> R<()> {
         if got == want { Ok(()) } else { Err(format!("{name} has {got} elements, expected {want}")) }
     };

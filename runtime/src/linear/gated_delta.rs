@@ -57,6 +57,31 @@ pub fn gated_delta_chunked(dims: &Dims, x: &GatedDeltaInputs, chunk: usize) -> R
     delta_family(dims, x.q, x.k, x.v, Some(x.g), x.beta, x.scale, x.initial_state, Some(chunk))
 }
 
+/// Gated DeltaNet with a per-key-dimension decay (`x.g` is `[B, T, Hs, dk]`; row `i` of the
+/// state decays by `exp(g_t[i])`, Kimi Delta Attention's gate). This is what the standard
+/// ONNX `LinearAttention` computes for `update_rule = "gated_delta"` with a decay of width
+/// `H * d_k`. Token by token: the op's `chunk_size` is a tuning hint, and any form gives these
+/// values.
+pub fn gated_delta_per_key_recurrent(dims: &Dims, x: &GatedDeltaInputs) -> Result<LinearOutput> {
+    let sz = dims.check()?;
+    check_len("q", x.q, sz.q)?;
+    check_len("k", x.k, sz.k)?;
+    check_len("v", x.v, sz.v)?;
+    check_len("beta", x.beta, sz.gate)?;
+    check_len("g", x.g, sz.key_gate)?;
+    check_state(x.initial_state, sz.state)?;
+    let map = sz.map;
+    let head = Head { seq: dims.seq, dk: dims.dk, dv: dims.dv, group: map.group(), scale: x.scale };
+    Ok(run_heads(dims, &map, x.initial_state, |b, s, st| {
+        let qh = gather_queries(x.q, dims, &map, b, s);
+        let kh = gather(x.k, dims.seq, map.hk, dims.dk, b, map.k_head(s));
+        let vh = gather(x.v, dims.seq, map.hv, dims.dv, b, map.v_head(s));
+        let bh = gather(x.beta, dims.seq, map.hs, 1, b, s);
+        let gh = gather(x.g, dims.seq, map.hs, dims.dk, b, s);
+        recurrent_head(&head, &qh, &kh, &vh, Some(Gate::PerKey(&gh)), &bh, st)
+    }))
+}
+
 /// JetBlock's / fla's gate: `g = -exp(A_log[h]) * softplus(a + dt_bias[h])` for `a [.., H]`,
 /// with `exp(A_log)` clamped to a finite value and `g` floored at [`LOG_DECAY_FLOOR`] (NaN
 /// stays NaN).
@@ -123,7 +148,7 @@ pub(crate) fn delta_family(
         let bh = gather(beta, dims.seq, map.hs, 1, b, s);
         let gh = g.map(|g| gather(g, dims.seq, map.hs, 1, b, s));
         match chunk {
-            None => recurrent_head(&head, &qh, &kh, &vh, gh.as_deref(), &bh, st),
+            None => recurrent_head(&head, &qh, &kh, &vh, gh.as_deref().map(Gate::PerHead), &bh, st),
             Some(c) => chunked_head(&head, &qh, &kh, &vh, gh.as_deref(), Some(&bh), c, st),
         }
     }))
@@ -157,14 +182,23 @@ pub(crate) fn add_outer(s: &mut [f32], a: &[f32], b: &[f32]) {
     }
 }
 
+/// The log decay of one state head: one per token, or one per token and key dimension.
+#[derive(Clone, Copy)]
+enum Gate<'a> {
+    /// `[T]`.
+    PerHead(&'a [f32]),
+    /// `[T, dk]`.
+    PerKey(&'a [f32]),
+}
+
 /// Recurrent (gated) delta rule of one state head: q `[R, T, dk]`, k `[T, dk]`, v `[T, dv]`,
-/// g, beta `[T]`; returns `[R, T, dv]`.
+/// beta `[T]`, the gate as [`Gate`]; returns `[R, T, dv]`.
 fn recurrent_head(
     h: &Head,
     q: &[f32],
     k: &[f32],
     v: &[f32],
-    g: Option<&[f32]>,
+    g: Option<Gate>,
     beta: &[f32],
     s: &mut [f32],
 ) -> Vec<f32> {
@@ -173,9 +207,18 @@ fn recurrent_head(
     let mut out = vec![0.0f32; h.group * seq * dv];
     let mut u = vec![0.0f32; dv];
     for t in 0..seq {
-        if let Some(g) = g {
-            let d = g[t].exp();
-            s.iter_mut().for_each(|x| *x *= d);
+        match g {
+            Some(Gate::PerHead(g)) => {
+                let d = g[t].exp();
+                s.iter_mut().for_each(|x| *x *= d);
+            }
+            Some(Gate::PerKey(g)) => {
+                for (row, gi) in s.chunks_exact_mut(dv).zip(&g[t * dk..(t + 1) * dk]) {
+                    let d = gi.exp();
+                    row.iter_mut().for_each(|x| *x *= d);
+                }
+            }
+            None => {}
         }
         let kt = &k[t * dk..(t + 1) * dk];
         read_state(s, kt, dv, &mut u);

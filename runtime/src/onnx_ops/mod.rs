@@ -11,6 +11,7 @@
 
 mod attention;
 mod cast;
+mod causal_conv;
 pub(crate) mod common;
 pub mod elementwise;
 mod gather;
@@ -151,6 +152,7 @@ fn default_domain(op_type: &str) -> Option<Kernel> {
         "RotaryEmbedding" => rotary::rotary_onnx,
         "Attention" => attention::attention_onnx,
         "LinearAttention" => linear_attention_onnx,
+        "CausalConvWithState" => causal_conv::causal_conv_with_state,
         _ => return None,
     };
     Some(k)
@@ -176,9 +178,19 @@ fn contrib(op_type: &str) -> Option<Kernel> {
 
 /// The ONNX opset-27 `LinearAttention` op (3-D inputs [B, T, H*d]), and jetc's extension of it
 /// (`ai.jetc`, rule `dplr`), through jetc's own kernel.
+/// The ONNX `LinearAttention` node: computed in f32, then, as the standard says, `output` in
+/// the query's dtype and `present_state` in the past state's (the query's without one).
 fn linear_attention_onnx(ctx: &Ctx) -> OpResult {
     let spec = crate::mixer_ops::spec_from_onnx(ctx.op, ctx.inputs)?;
-    crate::mixer_ops::linear_attention(&spec, ctx.inputs)
+    let mut out = crate::mixer_ops::linear_attention(&spec, ctx.inputs)?;
+    let q = ctx.input(jetc_ir::LinearAttentionSpec::Q)?.dtype;
+    let state = ctx.inputs.get(jetc_ir::LinearAttentionSpec::STATE).copied().flatten().map_or(q, |s| s.dtype);
+    for (v, to) in out.iter_mut().zip([q, state]) {
+        if v.dtype.is_float() && to.is_float() {
+            *v = cast::cast_value(v, to);
+        }
+    }
+    Ok(out)
 }
 
 #[cfg(test)]
