@@ -2,7 +2,8 @@
 //! scripts/onnx_node_cases.py, not vendored) through jetc's import and CPU executor, the way
 //! `jetc run` takes a model: every case either matches the reference outputs within the case's
 //! own tolerance or is refused with an error. None may be wrong, none may panic, and every case
-//! of the ops jetc exports (the standard `LinearAttention`, `CausalConvWithState`) must pass.
+//! of the ops jetc exports or raises into decoder ops (the standard `LinearAttention`,
+//! `CausalConvWithState`, opset 28's `SwiGLU`, `Swish`) must pass.
 //!
 //! The counts per outcome are printed; with `JETC_CONFORMANCE_OUT=FILE` they and each case's
 //! outcome are written there as JSON (the figures in docs/benchmarks.md).
@@ -16,8 +17,9 @@ use jetc::runtime::npz::read_npz;
 use jetc::runtime::{Session, Value};
 use jetc::runtime::Data;
 
-/// Ops whose every conformance case must pass (what jetc's own exports use).
-const MUST_PASS: &[&str] = &["LinearAttention", "CausalConvWithState"];
+/// Ops whose every conformance case must pass (what jetc's own exports use, and the
+/// activations the MLP raise reads as SiLU).
+const MUST_PASS: &[&str] = &["LinearAttention", "CausalConvWithState", "SwiGLU", "Swish"];
 
 /// A Python that imports `onnx` (JETC_PYTHON, then the repo's .venv); in CI its absence fails.
 fn python_with_onnx() -> Option<PathBuf> {

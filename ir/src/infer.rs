@@ -195,7 +195,8 @@ fn infer_onnx(o: &OnnxOp, inp: &NodeInputs) -> std::result::Result<Option<Vec<Fa
         "Neg" | "Sqrt" | "Reciprocal" | "Exp" | "Log" | "Sin" | "Cos" | "Tanh" | "Sigmoid" | "Erf" | "Abs"
         | "Relu" | "Floor" | "Ceil" | "Softmax" | "LogSoftmax" | "CumSum" | "Clip" | "Trilu" | "Gelu" | "Silu"
         | "Softplus" | "Softsign" | "Swish" | "HardSigmoid" | "HardSwish" | "LeakyRelu" | "Elu" | "Round" | "Sign" | "Tan"
-        | "LayerNormalization" | "RMSNormalization" | "SimplifiedLayerNormalization" | "RotaryEmbedding" => {
+        | "LayerNormalization" | "RMSNormalization" | "SimplifiedLayerNormalization" | "RotaryEmbedding"
+        | "SwiGLU" | "QuickGelu" => {
             same(inp.shape(0).cloned())
         }
         "Add" | "Sub" | "Mul" | "Div" | "Pow" | "Max" | "Min" | "Mod" => {

@@ -14,6 +14,9 @@ use prost::Message;
 use crate::error::{OnnxError, Result};
 use crate::proto::{self, attribute_type as at, type_proto, TensorProto};
 
+/// The newest default-domain opset jetc imports.
+pub const MAX_OPSET: i64 = 28;
+
 /// Reads and imports an ONNX model file (external data is looked up beside it).
 pub fn import_model(path: &Path) -> Result<Graph> {
     let shown = path.display().to_string();
@@ -71,8 +74,8 @@ impl Importer {
             .opsets
             .get("")
             .ok_or_else(|| self.invalid("the model imports no default-domain opset"))?;
-        if !(1..=27).contains(&default_opset) {
-            return Err(self.invalid(format!("default-domain opset {default_opset} is outside 1..=27")));
+        if !(1..=MAX_OPSET).contains(&default_opset) {
+            return Err(self.invalid(format!("default-domain opset {default_opset} is outside 1..={MAX_OPSET}")));
         }
         let graph_proto = model.graph.take().ok_or_else(|| self.invalid("the model has no graph"))?;
         if graph_proto.node.is_empty() {

@@ -38,7 +38,7 @@ pub enum Unary {
 }
 
 impl Unary {
-    /// The op of an ONNX op type (`Swish` is SiLU).
+    /// The op of an ONNX op type. `Swish` is not one: its `alpha` makes it [`swish`].
     pub fn parse(op_type: &str) -> Option<Unary> {
         Some(match op_type {
             "Sqrt" => Unary::Sqrt,
@@ -60,7 +60,6 @@ impl Unary {
             "Sign" => Unary::Sign,
             "Softplus" => Unary::Softplus,
             "Softsign" => Unary::Softsign,
-            "Swish" => Unary::Silu,
             _ => return None,
         })
     }
@@ -194,6 +193,30 @@ pub(crate) fn gelu_with_bias(ctx: &Ctx, fast: bool) -> OpResult {
         None => a.mapv(f),
     };
     Ok(vec![Value { dtype: x.dtype, data: Data::F(y) }])
+}
+
+/// SwiGLU (opset 28): `A · sigmoid(alpha · A) · B` for `A`, `B` of one shape (no broadcast),
+/// the sigmoid rounded to the inputs' dtype as the standard's reference does.
+pub(crate) fn swiglu(ctx: &Ctx) -> OpResult {
+    let (xa, xb) = (ctx.input(0)?, ctx.input(1)?);
+    if xa.shape() != xb.shape() || xa.dtype != xb.dtype {
+        return Err(format!("A {:?} {:?} and B {:?} {:?} must have one shape and dtype (no broadcast)", xa.shape(), xa.dtype, xb.shape(), xb.dtype));
+    }
+    let alpha = ctx.float_or("alpha", 1.0)?;
+    let (a, b) = (ctx.f32(0)?, ctx.f32(1)?);
+    let to = xa.dtype;
+    let round = |v: f32| super::cast::round_float(v, to);
+    let y = zip2(a, b, |p, q| round(round(p * round(sigmoid(alpha * p))) * q))?;
+    Ok(vec![Value { dtype: to, data: Data::F(y) }])
+}
+
+/// Swish (opset 24): `x · sigmoid(alpha · x)`; alpha 1 (the default) is SiLU. The sigmoid is
+/// rounded to the input's dtype before the product, as the standard's reference does.
+pub(crate) fn swish(ctx: &Ctx) -> OpResult {
+    let alpha = ctx.float_or("alpha", 1.0)?;
+    let to = ctx.input(0)?.dtype;
+    let round = |v: f32| super::cast::round_float(v, to);
+    float_map(ctx, |x| round(x * round(sigmoid(alpha * x))))
 }
 
 /// com.microsoft QuickGelu: x · sigmoid(alpha · x).
@@ -586,6 +609,15 @@ mod tests {
         assert_close(&fvec(&y), &map(&|v| v / (1.0 + v.abs())), 1e-7);
         let y = run1(&op("Swish", 24, &[]), &[&x]);
         assert_close(&fvec(&y), &map(&|v| v / (1.0 + (-v).exp())), 1e-6);
+        // alpha scales the sigmoid's argument: Swish with alpha 2 is not SiLU.
+        let y = run1(&op("Swish", 24, &[("alpha", Attr::Float(2.0))]), &[&x]);
+        assert_close(&fvec(&y), &map(&|v| v / (1.0 + (-2.0 * v).exp())), 1e-6);
+        // SwiGLU (opset 28): Swish_alpha(A) * B, A and B of one shape.
+        let b = f(&[3], &[2.0, -1.0, 0.5]);
+        let y = run1(&op("SwiGLU", 28, &[("alpha", Attr::Float(1.5))]), &[&x, &b]);
+        let want: Vec<f64> = xs.iter().zip([2.0, -1.0, 0.5]).map(|(&v, w)| v / (1.0 + (-1.5 * v).exp()) * w).collect();
+        assert_close(&fvec(&y), &want, 1e-6);
+        assert!(run(&op("SwiGLU", 28, &[]), &[&x, &f(&[1], &[1.0])]).is_err(), "SwiGLU does not broadcast");
         let y = run1(&op("Tan", 7, &[]), &[&x]);
         assert_close(&fvec(&y), &map(&f64::tan), 1e-6);
         // BiasGelu adds the bias (broadcast on the last axis) before the exact Gelu.

@@ -65,6 +65,7 @@ fn lookup(op: &OnnxOp) -> Option<Kernel> {
 
 fn default_domain(op_type: &str) -> Option<Kernel> {
     let k: Kernel = match op_type {
+        "Swish" => elementwise::swish,
         t if Unary::parse(t).is_some() => elementwise::unary_named,
         // Unary math.
         "Gelu" => elementwise::gelu,
@@ -153,6 +154,7 @@ fn default_domain(op_type: &str) -> Option<Kernel> {
         "Attention" => attention::attention_onnx,
         "LinearAttention" => linear_attention_onnx,
         "CausalConvWithState" => causal_conv::causal_conv_with_state,
+        "SwiGLU" => elementwise::swiglu,
         _ => return None,
     };
     Some(k)
