@@ -2,7 +2,7 @@
 //! prefill of `--tokens` random tokens at `--batch` with an empty KV cache `--runs` times,
 //! and prints a table row (load time, median run time, tokens/s).
 //!
-//! cargo run --release --example prefill -- MODEL.onnx [--tokens 512] [--batch 1] [--runs 3] [--no-raise]
+//! cargo run --release --example prefill -- MODEL.onnx [--tokens 512] [--batch 1] [--runs 3] [--no-raise] [--default-alloc]
 use std::collections::HashMap;
 use std::time::Instant;
 
@@ -12,12 +12,16 @@ use ndarray::{ArrayD, IxDyn};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let model = args.first().ok_or("usage: prefill MODEL.onnx [--tokens N] [--batch B] [--runs R] [--no-raise]")?;
+    let model = args.first().ok_or("usage: prefill MODEL.onnx [--tokens N] [--batch B] [--runs R] [--no-raise] [--default-alloc]")?;
     let flag = |name: &str, default: usize| -> usize {
         args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).and_then(|v| v.parse().ok()).unwrap_or(default)
     };
     let (tokens, batch, runs) = (flag("--tokens", 512), flag("--batch", 1), flag("--runs", 3));
     let raise = !args.iter().any(|a| a == "--no-raise");
+    // As the jetc binary does, unless asked to keep the C library's default.
+    if !args.iter().any(|a| a == "--default-alloc") {
+        jetc::runtime::alloc_policy::keep_freed_memory();
+    }
 
     let t0 = Instant::now();
     let path = std::path::Path::new(model);

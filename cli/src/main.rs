@@ -563,6 +563,8 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    // Freed buffers stay in the heap for the next op instead of being page-faulted in again.
+    jetc_runtime::alloc_policy::keep_freed_memory();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Inspect {

@@ -1,6 +1,8 @@
-//! GEMM rates of the two CPU GEMM crates on the shapes jetc runs (training projections at
-//! SmolLM2 dims, the prefill MLP of qwen2.5-0.5b, the transposed products of backward
-//! passes), in one run: `cargo run --release -p jetc-runtime --features bench-faer --example gemm_bench`.
+//! GEMM rates of jetc's own f32 kernels (`jetc_runtime::gemm_f32`, on the micro-kernel this
+//! CPU runs) and of the two CPU GEMM crates on the shapes jetc runs (training projections at
+//! SmolLM2 dims, the prefill MLP and LM head of qwen2.5-0.5b, the transposed products of
+//! backward passes), in one run:
+//! `cargo run --release -p jetc-runtime --features bench-faer --example gemm_bench`.
 use std::time::Instant;
 
 fn gemm_crate(m: usize, n: usize, k: usize, a: &[f32], b: &[f32], c: &mut [f32], at: bool) {
@@ -25,8 +27,16 @@ fn faer_crate(m: usize, n: usize, k: usize, a: &[f32], b: &[f32], c: &mut [f32],
     faer::linalg::matmul::matmul(cm, Accum::Replace, am, bm, 1.0f32, Par::rayon(0));
 }
 
+fn jetc_kernel(m: usize, n: usize, k: usize, a: &[f32], b: &[f32], c: &mut [f32], at: bool) {
+    use jetc_runtime::gemm_f32::{sgemm, Operand};
+    let a = if at { Operand { data: a, rs: 1, cs: m } } else { Operand { data: a, rs: k, cs: 1 } };
+    let b = Operand { data: b, rs: n, cs: 1 };
+    assert!(sgemm(m, n, k, a, b, c, 1.0, false, true), "no jetc kernel for this CPU or shape");
+}
+
 fn main() {
-    let shapes: [(usize, usize, usize, bool, &str); 7] = [
+    println!("jetc micro-kernel on this CPU: {:?}", jetc_runtime::gemm_f32::detected());
+    let shapes: [(usize, usize, usize, bool, &str); 8] = [
         (4096, 432, 576, false, "q/k proj fwd (SmolLM2 JetBlock)"),
         (4096, 1152, 576, false, "v/g proj fwd"),
         (4096, 576, 1152, false, "o proj fwd / dx of v"),
@@ -34,9 +44,10 @@ fn main() {
         (512, 4864, 896, false, "qwen2.5-0.5b MLP gate/up"),
         (512, 896, 4864, false, "qwen2.5-0.5b MLP down"),
         (512, 512, 64, false, "attention scores per head"),
+        (512, 151936, 896, false, "qwen2.5-0.5b LM head"),
     ];
-    println!("| shape m x n x k | what | gemm GFLOP/s | faer GFLOP/s | faer / gemm |");
-    println!("|---|---|---|---|---|");
+    println!("| shape m x n x k | what | jetc GFLOP/s | gemm GFLOP/s | faer GFLOP/s | jetc / gemm | jetc / faer |");
+    println!("|---|---|---|---|---|---|---|");
     for (m, n, k, at, what) in shapes {
         let a: Vec<f32> = (0..m * k).map(|i| ((i * 7) % 13) as f32 * 0.01).collect();
         let b: Vec<f32> = (0..k * n).map(|i| ((i * 5) % 11) as f32 * 0.01).collect();
@@ -52,13 +63,16 @@ fn main() {
             }
             flops * reps as f64 / t.elapsed().as_secs_f64() / 1e9
         };
+        let j = time(&|c| jetc_kernel(m, n, k, &a, &b, c, at));
         let g = time(&|c| gemm_crate(m, n, k, &a, &b, c, at));
         let f = time(&|c| faer_crate(m, n, k, &a, &b, c, at));
         gemm_crate(m, n, k, &a, &b, &mut c, at);
-        let mut c2 = vec![0f32; m * n];
-        faer_crate(m, n, k, &a, &b, &mut c2, at);
-        let diff = c.iter().zip(&c2).fold(0f32, |d, (x, y)| d.max((x - y).abs()));
-        assert!(diff < 1e-2, "results differ by {diff}");
-        println!("| {m} x {n} x {k} | {what} | {g:.0} | {f:.0} | {:.2} |", f / g);
+        for other in [faer_crate as fn(usize, usize, usize, &[f32], &[f32], &mut [f32], bool), jetc_kernel] {
+            let mut c2 = vec![0f32; m * n];
+            other(m, n, k, &a, &b, &mut c2, at);
+            let diff = c.iter().zip(&c2).fold(0f32, |d, (x, y)| d.max((x - y).abs()));
+            assert!(diff < 1e-2, "results differ by {diff}");
+        }
+        println!("| {m} x {n} x {k} | {what} | {j:.0} | {g:.0} | {f:.0} | {:.2} | {:.2} |", j / g, j / f);
     }
 }

@@ -149,7 +149,7 @@ pub(crate) fn gated_rms_norm(inputs: &[Option<&Value>], heads: usize, eps: f32) 
     Ok(vec![v])
 }
 
-use crate::math::{silu, swiglu_gate};
+use crate::math::silu;
 
 pub(crate) fn swiglu(inputs: &[Option<&Value>]) -> R<Vec<Value>> {
     let x = floats(arg(inputs, 0, "x")?, "x")?;
@@ -161,7 +161,8 @@ pub(crate) fn swiglu(inputs: &[Option<&Value>]) -> R<Vec<Value>> {
     let xd = contiguous(x);
     let mut h = linear(&xd, rows, wg, None, "gate")?;
     let u = linear(&xd, rows, wu, None, "up")?;
-    h.par_iter_mut().zip(u.par_iter()).for_each(|(a, b)| *a = swiglu_gate(*a, *b));
+    const CHUNK: usize = 1 << 14;
+    h.par_chunks_mut(CHUNK).zip(u.par_chunks(CHUNK)).for_each(|(a, b)| crate::fastmath::swiglu_gate_in_place(a, b));
     let y = linear(&h, rows, wd, None, "down")?;
     let mut shape = x.shape().to_vec();
     let last = shape.len() - 1;
@@ -197,6 +198,19 @@ enum Mask<'a> {
     None,
     Bool4 { data: ndarray::ArrayViewD<'a, bool> },
     Add4 { data: ndarray::ArrayViewD<'a, f32> },
+}
+
+/// Queries per block of the attention's score matrix.
+const QUERY_BLOCK: usize = 64;
+
+/// The keys `[lo, hi)` that some query of rows `r0..r1` (positions `p + r0 ..`) can see
+/// under the causal and window bounds; the mask can only hide more.
+fn key_range(spec: &AttentionSpec, p: usize, r0: usize, r1: usize, s_len: usize) -> (usize, usize) {
+    let hi = if spec.causal { (p + r1).min(s_len) } else { s_len };
+    // Key si is in the window of position pos when si + w > pos; the block's first row sees the
+    // fewest old keys.
+    let lo = spec.window.map_or(0, |w| (p + r0 + 1).saturating_sub(w)).min(hi);
+    (lo, hi)
 }
 
 /// The last `keep` of `len` rows of `d` values in each of `groups` blocks.
@@ -340,7 +354,9 @@ pub(crate) fn attention(spec: &AttentionSpec, inputs: &[Option<&Value>]) -> R<Ve
             }
         },
     };
-    // Scores, softmax and context per (batch, head): two GEMMs around a masked softmax.
+    // Scores, softmax and context per (batch, head) and block of queries: two GEMMs around a
+    // masked softmax. A block reads only the keys some row of it can see (causal and window
+    // bounds), so a causal prefill does about half the work of the full score matrix.
     let group = h / kvh;
     let mut ctx = vec![0.0f32; rows * h * d];
     let per_bh: Vec<(usize, R<Vec<f32>>)> = (0..b * h)
@@ -355,34 +371,45 @@ pub(crate) fn attention(spec: &AttentionSpec, inputs: &[Option<&Value>]) -> R<Ve
                     let qo = ((bi * t + ti) * h + hi) * d;
                     qb.extend_from_slice(&q[qo..qo + d]);
                 }
-                let mut scores = vec![0.0f32; t * s_len];
-                sgemm(t, s_len, d, Mat::rows(&qb, d), Mat::transposed(ks, d), &mut scores, spec.scale, false, false)?;
-                if let Some(c) = spec.softcap {
-                    scores.iter_mut().for_each(|s| *s = c * (*s / c).tanh());
-                }
-                for (ti, row) in scores.chunks_mut(s_len.max(1)).enumerate() {
-                    // The mask's row for this query as a 1-D view (one lookup per key, not a
-                    // 4-D index).
-                    let keep_row = match &mask {
-                        Mask::Bool4 { data } => Some(data.slice(ndarray::s![bi, hi, ti, ..])),
-                        _ => None,
-                    };
-                    let add_row = match &mask {
-                        Mask::Add4 { data } => Some(data.slice(ndarray::s![bi, hi, ti, ..])),
-                        _ => None,
-                    };
-                    let pos = p + ti;
-                    masked_softmax(row, |si| {
-                        let mut visible = (!spec.causal || si <= pos) && spec.window.is_none_or(|w| si + w > pos);
-                        if let Some(k) = &keep_row {
-                            visible &= k[si];
-                        }
-                        let add = add_row.as_ref().map_or(0.0, |a| a[si]);
-                        visible.then_some(add)
-                    });
-                }
                 let mut outb = vec![0.0f32; t * d];
-                sgemm(t, d, s_len, Mat::rows(&scores, s_len), Mat::rows(vs, d), &mut outb, 1.0, false, false)?;
+                let mut scores = vec![0.0f32; QUERY_BLOCK.min(t) * s_len];
+                for r0 in (0..t).step_by(QUERY_BLOCK) {
+                    let r1 = (r0 + QUERY_BLOCK).min(t);
+                    let (lo, hi_key) = key_range(spec, p, r0, r1, s_len);
+                    let (rb, kl) = (r1 - r0, hi_key - lo);
+                    if kl == 0 {
+                        continue;
+                    }
+                    let sc = &mut scores[..rb * kl];
+                    sgemm(rb, kl, d, Mat::rows(&qb[r0 * d..r1 * d], d), Mat::transposed(&ks[lo * d..hi_key * d], d), sc, spec.scale, false, false)?;
+                    if let Some(c) = spec.softcap {
+                        sc.iter_mut().for_each(|s| *s = c * (*s / c).tanh());
+                    }
+                    for (ri, row) in sc.chunks_mut(kl).enumerate() {
+                        let ti = r0 + ri;
+                        // The mask's row for this query as a 1-D view (one lookup per key, not
+                        // a 4-D index).
+                        let keep_row = match &mask {
+                            Mask::Bool4 { data } => Some(data.slice(ndarray::s![bi, hi, ti, lo..hi_key])),
+                            _ => None,
+                        };
+                        let add_row = match &mask {
+                            Mask::Add4 { data } => Some(data.slice(ndarray::s![bi, hi, ti, lo..hi_key])),
+                            _ => None,
+                        };
+                        let pos = p + ti;
+                        for (j, v) in row.iter_mut().enumerate() {
+                            let si = lo + j;
+                            let mut visible = (!spec.causal || si <= pos) && spec.window.is_none_or(|w| si + w > pos);
+                            if let Some(k) = &keep_row {
+                                visible &= k[j];
+                            }
+                            *v = if visible { *v + add_row.as_ref().map_or(0.0, |a| a[j]) } else { f32::NEG_INFINITY };
+                        }
+                        crate::fastmath::softmax_row(row);
+                    }
+                    sgemm(rb, d, kl, Mat::rows(sc, kl), Mat::rows(&vs[lo * d..hi_key * d], d), &mut outb[r0 * d..r1 * d], 1.0, false, false)?;
+                }
                 Ok(outb)
             };
             (bh, run())

@@ -243,11 +243,21 @@ impl<'g> Session<'g> {
             print_profile(&p);
         }
         let mut out = Vec::with_capacity(self.graph.outputs.len());
-        for go in &self.graph.outputs {
-            if partial.skip_outputs.contains(&go.name) {
-                continue;
-            }
-            let v = self.lookup(&env, params, go.outlet)?.clone();
+        let wanted: Vec<_> = self.graph.outputs.iter().filter(|go| !partial.skip_outputs.contains(&go.name)).collect();
+        for (i, go) in wanted.iter().enumerate() {
+            // A value read only here is moved out, not copied (the logits of a prefill are
+            // hundreds of MB); one that a later output or capture reads again is cloned.
+            let read_again = wanted[i + 1..].iter().any(|g| g.outlet == go.outlet)
+                || partial.capture.iter().zip(&captured).any(|(c, v)| *c == go.outlet && v.is_none());
+            let v = match (read_again, env.remove(&go.outlet)) {
+                (false, Some(v)) => v,
+                (true, Some(v)) => {
+                    let copy = v.clone();
+                    env.insert(go.outlet, v);
+                    copy
+                }
+                (_, None) => self.lookup(&env, params, go.outlet)?.clone(),
+            };
             out.push((go.name.clone(), v));
         }
         let mut caught = Vec::with_capacity(captured.len());

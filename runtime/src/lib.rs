@@ -2,9 +2,12 @@
 //! that exported decoders contain and the raised decoder ops), with KV caches, any batch
 //! and sequence length. It is the oracle GPU kernels and passes are checked against.
 
+pub mod alloc_policy;
 pub mod decoder_ops;
 pub mod error;
 pub mod exec;
+pub mod fastmath;
+pub mod gemm_f32;
 pub mod grad;
 pub mod jetblock;
 pub mod kernels;

@@ -9,11 +9,31 @@ use num_traits::Float;
 
 pub trait Real: Float + std::iter::Sum + std::ops::AddAssign + std::ops::SubAssign + std::ops::MulAssign + Send + Sync + std::fmt::Debug + 'static {
     fn of(x: f64) -> Self;
+
+    /// The slice as f32 when `Self` is f32 (the executor's own GEMM takes only f32).
+    fn as_f32(s: &[Self]) -> Option<&[f32]> {
+        let _ = s;
+        None
+    }
+
+    /// [`Real::as_f32`] for a mutable slice.
+    fn as_f32_mut(s: &mut [Self]) -> Option<&mut [f32]> {
+        let _ = s;
+        None
+    }
 }
 
 impl Real for f32 {
     fn of(x: f64) -> f32 {
         x as f32
+    }
+
+    fn as_f32(s: &[f32]) -> Option<&[f32]> {
+        Some(s)
+    }
+
+    fn as_f32_mut(s: &mut [f32]) -> Option<&mut [f32]> {
+        Some(s)
     }
 }
 

@@ -1,12 +1,14 @@
 //! MatMul (numpy semantics: batched, broadcasting over leading dims, 1-D operands promoted
 //! and the added dim removed) and Gemm (opset 11+: C optional and unidirectionally
-//! broadcast; older opsets behave the same for the graphs we see). Float products run on the
-//! `gemm` crate; integer MatMul uses plain loops.
+//! broadcast; older opsets behave the same for the graphs we see). f32 products run on jetc's
+//! own AVX-512 / AVX2 kernels ([`crate::gemm_f32`]) where the CPU has them and the product is
+//! large enough, otherwise (and f64 always) on the `gemm` crate; integer MatMul uses plain loops.
 use gemm::Parallelism;
 use ndarray::ArrayD;
 use rayon::prelude::*;
 
 use super::common::{array, broadcast_shapes, broadcast_to, contiguous, to_vec, Ctx, OpResult};
+use crate::gemm_f32;
 use crate::math::Real;
 use crate::value::{Data, Value};
 
@@ -63,6 +65,16 @@ pub(crate) fn sgemm<T: Real>(
             c[..m * n].fill(T::zero());
         }
         return Ok(());
+    }
+    // f32 on a CPU with AVX-512 or AVX2 + FMA: jetc's own kernels (see `gemm_f32`).
+    if let (Some(ad), Some(bd)) = (T::as_f32(a.data), T::as_f32(b.data)) {
+        let (fa, fb) = (gemm_f32::Operand { data: ad, rs: a.rs, cs: a.cs }, gemm_f32::Operand { data: bd, rs: b.rs, cs: b.cs });
+        let alpha_f32 = alpha.to_f32().unwrap_or(f32::NAN);
+        if let Some(cd) = T::as_f32_mut(c) {
+            if gemm_f32::sgemm(m, n, k, fa, fb, cd, alpha_f32, accumulate, threads) {
+                return Ok(());
+            }
+        }
     }
     let par = if threads && m * n * k >= PARALLEL_WORK { Parallelism::Rayon(0) } else { Parallelism::None };
     // SAFETY: the checks above keep every index the kernel touches inside the slices:
