@@ -441,3 +441,24 @@ fn bind_dim(d: &Dim, got: i64, input: &str, bound: &mut BTreeMap<String, (i64, S
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use jetc_ir::{DType, Fact, OnnxOp, OutputInfo};
+
+    use super::*;
+
+    #[test]
+    fn an_unknown_contrib_op_is_named_with_its_domain_and_node() {
+        let mut g = Graph::new();
+        let x = g.add_input("x", Fact::known(DType::F32, &[2])).unwrap_or_else(|e| panic!("{e}"));
+        let mut op = OnnxOp::new("FancyNorm", 1);
+        op.domain = "com.microsoft".into();
+        let info = OutputInfo { name: String::new(), fact: Fact::known(DType::F32, &[2]) };
+        let n = g.add_node("my_norm", Op::Onnx(op), vec![Some(Outlet::new(x, 0))], vec![info]).unwrap_or_else(|e| panic!("{e}"));
+        g.add_output("y", Outlet::new(n, 0)).unwrap_or_else(|e| panic!("{e}"));
+        let msg = check_supported(&g).err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(msg.contains("com.microsoft::FancyNorm") && msg.contains("my_norm") && msg.contains("opset 1"), "{msg}");
+        assert!(Session::new(&g).is_err(), "a session over an unknown op must not build");
+    }
+}
