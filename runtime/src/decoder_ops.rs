@@ -343,8 +343,16 @@ pub(crate) fn attention(spec: &AttentionSpec, inputs: &[Option<&Value>]) -> R<Ve
     let mask_shape = IxDyn(&[b, h, t, s_len]);
     let bad = |m: &Value| format!("mask {:?} does not broadcast to [{b},{h},{t},{s_len}]", m.shape());
     let int_keep;
+    // A mask that hides nothing and adds nothing (a padding mask of ones) is no mask: the
+    // per-key lookups are skipped.
+    let no_op = |m: &Value| match &m.data {
+        Data::B(a) => a.iter().all(|&v| v),
+        Data::F(a) => a.iter().all(|&v| v == 0.0),
+        Data::I(a) => a.iter().all(|&v| v != 0),
+    };
     let mask = match get(AttentionSpec::MASK) {
         None => Mask::None,
+        Some(m) if no_op(m) => Mask::None,
         Some(m) => match &m.data {
             Data::B(a) => Mask::Bool4 { data: a.broadcast(mask_shape).ok_or_else(|| bad(m))? },
             Data::F(a) => Mask::Add4 { data: a.broadcast(mask_shape).ok_or_else(|| bad(m))? },

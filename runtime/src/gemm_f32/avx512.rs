@@ -16,6 +16,11 @@ pub const NR: usize = 32;
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
 pub unsafe fn kernel(kc: usize, a: *const f32, b: *const f32, c: *mut f32, ldc: usize, alpha: f32, load: bool) {
+    // The tile of c is read or written after the loop: fetch its lines meanwhile.
+    for r in 0..MR {
+        _mm_prefetch::<_MM_HINT_T0>(c.add(r * ldc) as *const i8);
+        _mm_prefetch::<_MM_HINT_T0>(c.add(r * ldc + 16) as *const i8);
+    }
     let mut acc = [[_mm512_setzero_ps(); 2]; MR];
     for p in 0..kc {
         let bp = b.add(p * NR);
