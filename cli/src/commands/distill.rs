@@ -796,14 +796,18 @@ pub fn run(a: &DistillArgs) -> Result<()> {
     if a.json {
         println!("{}", serde_json::to_string_pretty(&summary).unwrap_or_default());
     } else {
+        // In the path phase the held-out measure is the NLL itself: printed once.
+        let nll = if path_phase {
+            String::new()
+        } else {
+            format!("; held-out NLL {} -> {}", nll_before.map_or("-".into(), |v| format!("{v:.4}")), nll_after.map_or("-".into(), |v| format!("{v:.4}")))
+        };
         eprintln!(
-            "distilled in {secs:.1} s ({:.0} tokens/s): loss {:.4} -> {last:.4}; {heldout_name} {} -> {}; held-out NLL {} -> {}",
+            "distilled in {secs:.1} s ({:.0} tokens/s): loss {:.4} -> {last:.4}; {heldout_name} {} -> {}{nll}",
             (steps - start) as f64 * (a.batch * a.seq_len) as f64 / secs.max(1e-9),
             first.unwrap_or(f32::NAN),
             heldout_before.map_or("-".into(), |v| format!("{v:.4}")),
             heldout_after.map_or("-".into(), |v| format!("{v:.4}")),
-            nll_before.map_or("-".into(), |v| format!("{v:.4}")),
-            nll_after.map_or("-".into(), |v| format!("{v:.4}")),
         );
     }
     Ok(())
