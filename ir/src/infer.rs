@@ -578,6 +578,18 @@ fn infer_onnx(o: &OnnxOp, inp: &NodeInputs) -> std::result::Result<Option<Vec<Fa
                 Fact::new(DType::F32, vec![q[0].clone(), known(hkv), dk, dv]),
             ])
         }
+        "CausalConvWithState" if o.domain.is_empty() => {
+            // output: the input's [B, C, T]; present_state: [B, C, k - 1] in the state's dtype
+            // (the input's when no past state is given).
+            let (Some(x), Some(dt)) = (inp.shape(0), dt0) else { return Ok(None) };
+            let k = inp.shape(1).and_then(|w| w.last().cloned());
+            let state_dt = inp.dtype(3).unwrap_or(dt);
+            let state = match (x.len(), k) {
+                (3, Some(k)) => Some(vec![x[0].clone(), x[1].clone(), k.sub(&known(1))]),
+                _ => None,
+            };
+            Some(vec![Fact { dtype: dt, shape: Some(x.clone()), value: None }, Fact { dtype: state_dt, shape: state, value: None }])
+        }
         "GroupQueryAttention" if o.domain == "com.microsoft" => {
             let (Some(q), Some(dt)) = (inp.shape(0), dt0) else { return Ok(None) };
             let (h, kv) = (o.int_or("num_heads", 0), o.int_or("kv_num_heads", 0));

@@ -13,7 +13,9 @@
 //!   inputs 6 `a`, 7 `b`), which the exporter defines as an ONNX function over standard ops
 //!   (a `Scan` of the per-token update), so onnxruntime runs it and jetc reads it back.
 //! - `DynamicConv` -> Concat of the cached values, one Slice per tap, Mul/Add, SiLU; the new
-//!   cache is the last W raw values.
+//!   cache is the last W raw values. A static one (one weight broadcast over [B, T]: GDN's,
+//!   DeltaNet's and Mamba2's short convolutions) -> the standard `CausalConvWithState` with
+//!   SiLU, between two Transposes; the cache is the same.
 //! - `L2Norm`, `GatedRmsNorm` -> per-head Reshape and elementwise ops / `RMSNormalization`.
 //!
 //! Older ops kept from the source model are upgraded to opset 27 where their signature
@@ -220,8 +222,20 @@ fn linear_attention(e: &mut Emit, node: &jetc_ir::Node, s: &LinearAttentionSpec)
     Ok(vec![Some(outs[0]), Some(outs[1])])
 }
 
+/// The `[channels * W]` weight of a static short convolution: kernels that are one constant
+/// broadcast over [B, T] (`Expand(weight, ..)`, as linearize builds GDN's and Mamba2's).
+fn static_kernel(g: &Graph, ker: Outlet, w: usize) -> Option<Outlet> {
+    let (n, _) = crate::pattern::onnx_producer(g, ker, &["Expand"])?;
+    let c = crate::pattern::input(n, 0)?;
+    let t = crate::pattern::const_of(g, c)?;
+    (t.shape().len() == 1 && w > 1 && t.shape()[0] % w == 0).then_some(c)
+}
+
 fn dynamic_conv(e: &mut Emit, node: &jetc_ir::Node, w: usize) -> std::result::Result<Outs, String> {
     let (u, ker) = (req(node, 0, "u")?, req(node, 1, "kernels")?);
+    if let Some(weight) = static_kernel(e.g, ker, w) {
+        return static_conv(e, node, u, weight, w);
+    }
     let w64 = w as i64;
     let axis1 = e.ints("axis1", &[1])?;
     // [B, W + T, C]: the cached raw values (or zeros) followed by the new ones.
@@ -261,6 +275,44 @@ fn dynamic_conv(e: &mut Emit, node: &jetc_ir::Node, w: usize) -> std::result::Re
     let le = e.ints("last_w_end", &[i64::MAX])?;
     let tail = e.onnx("last_w", "Slice", &[full, ls, le, axis1], &[])?;
     let present = e.onnx("present", "Transpose", &[tail], &[("perm", Attr::Ints(vec![0, 2, 1]))])?;
+    Ok(vec![Some(y), Some(present)])
+}
+
+/// A static short convolution + SiLU as the standard `CausalConvWithState` (opset 27,
+/// [B, C, T] layout, weight [C, 1, W], state the last W - 1 inputs). jetc's cache keeps the
+/// last W raw values ([B, C, W], of which the op reads the newest W - 1), so the model's
+/// cache inputs and outputs are the same as for the dynamic form.
+fn static_conv(e: &mut Emit, node: &jetc_ir::Node, u: Outlet, weight: Outlet, w: usize) -> std::result::Result<Outs, String> {
+    let w64 = w as i64;
+    let perm = || ("perm", Attr::Ints(vec![0, 2, 1]));
+    let axis1 = e.ints("axis1", &[1])?;
+    let u_bct = e.onnx("u_bct", "Transpose", &[u], &[perm()])?;
+    let weight_shape = e.ints("weight_shape", &[-1, 1, w64])?;
+    let weight = e.onnx("weight_c1w", "Reshape", &[weight, weight_shape], &[])?;
+    let (state, full) = match input(node, 2) {
+        Some(past) => {
+            let (start, end, axis2) = (e.ints("state_start", &[1])?, e.ints("state_end", &[i64::MAX])?, e.ints("axis2", &[2])?);
+            let state = e.onnx("past_state", "Slice", &[past, start, end, axis2], &[])?;
+            let p = e.onnx("past_btc", "Transpose", &[past], &[perm()])?;
+            (Some(state), e.onnx("full", "Concat", &[p, u], &[("axis", Attr::Int(1))])?)
+        }
+        None => {
+            let pads = e.ints("pads", &[0, w64, 0, 0, 0, 0])?;
+            (None, e.onnx("full", "Pad", &[u, pads], &[])?)
+        }
+    };
+    let op = OnnxOp::new("CausalConvWithState", TARGET_OPSET).with_attr("activation", Attr::String("silu".into()));
+    let conv = e.node("conv", Op::Onnx(op), &[Some(u_bct), Some(weight), None, state], 2)?;
+    // The op's own state output is not the model's cache (see above); it is named so that
+    // the exported graph stays valid.
+    let name = format!("{}conv_state_unused", e.prefix);
+    if let Ok(n) = e.g.node_mut(conv[0].node) {
+        n.outputs[1].name = name;
+    }
+    let y = e.onnx("y", "Transpose", &[conv[0]], &[perm()])?;
+    let (ls, le) = (e.ints("last_w_start", &[-w64])?, e.ints("last_w_end", &[i64::MAX])?);
+    let tail = e.onnx("last_w", "Slice", &[full, ls, le, axis1], &[])?;
+    let present = e.onnx("present", "Transpose", &[tail], &[perm()])?;
     Ok(vec![Some(y), Some(present)])
 }
 

@@ -59,6 +59,7 @@ impl Raise {
             .add(step!("attention", attention::raise))
             .add(step!("linear-attention", linear::raise))
             .add(step!("dynamic-conv", dynamic_conv::raise))
+            .add(step!("causal-conv", dynamic_conv::raise_standard))
             .add(step!("head-norms", head_norms::raise))
             .add(step!("prune", |g: &mut Graph| -> jetc_ir::Result<bool> { Ok(g.prune_dead()? > 0) }))
             // Raising can leave twins (each layer's RoPE gather); merge them.
