@@ -36,7 +36,9 @@ fn jetc_kernel(m: usize, n: usize, k: usize, a: &[f32], b: &[f32], c: &mut [f32]
 
 fn main() {
     println!("jetc micro-kernel on this CPU: {:?}", jetc_runtime::gemm_f32::detected());
-    let shapes: [(usize, usize, usize, bool, &str); 8] = [
+    // `gemm_bench M N K` measures that one shape instead of the table's.
+    let custom: Vec<usize> = std::env::args().skip(1).filter_map(|a| a.parse().ok()).collect();
+    let default_shapes: [(usize, usize, usize, bool, &str); 8] = [
         (4096, 432, 576, false, "q/k proj fwd (SmolLM2 JetBlock)"),
         (4096, 1152, 576, false, "v/g proj fwd"),
         (4096, 576, 1152, false, "o proj fwd / dx of v"),
@@ -46,6 +48,10 @@ fn main() {
         (512, 512, 64, false, "attention scores per head"),
         (512, 151936, 896, false, "qwen2.5-0.5b LM head"),
     ];
+    let shapes: Vec<(usize, usize, usize, bool, &str)> = match custom[..] {
+        [m, n, k] => vec![(m, n, k, false, "given on the command line")],
+        _ => default_shapes.to_vec(),
+    };
     println!("| shape m x n x k | what | jetc GFLOP/s | gemm GFLOP/s | faer GFLOP/s | jetc / gemm | jetc / faer |");
     println!("|---|---|---|---|---|---|---|");
     for (m, n, k, at, what) in shapes {

@@ -235,23 +235,29 @@ fn tile(isa: Isa, kc: usize, ap: &[f32], bp: &[f32], c: &mut [f32], ldc: usize, 
 /// panel p at `p·kc·mr + kk·mr + r`; rows past `mc` are zero.
 fn pack_a(a: Operand, ic: usize, mc: usize, pc: usize, kc: usize, mr: usize, out: &mut [f32]) {
     for (p, panel) in out.chunks_exact_mut(kc * mr).enumerate() {
-        for r in 0..mr {
-            let row = p * mr + r;
-            if row >= mc {
-                for kk in 0..kc {
-                    panel[kk * mr + r] = 0.0;
+        let rows = mr.min(mc - p * mr);
+        if a.cs == 1 {
+            // Each row's kc values as one slice (bounds checked once), written column by column.
+            let srcs: Vec<&[f32]> = (0..rows)
+                .map(|r| {
+                    let base = (ic + p * mr + r) * a.rs + pc;
+                    &a.data[base..base + kc]
+                })
+                .collect();
+            for (kk, dst) in panel.chunks_exact_mut(mr).enumerate() {
+                for (d, src) in dst.iter_mut().zip(&srcs) {
+                    *d = src[kk];
                 }
-                continue;
+                dst[rows..].fill(0.0);
             }
-            let base = (ic + row) * a.rs + pc * a.cs;
-            if a.cs == 1 {
-                for (kk, &v) in a.data[base..base + kc].iter().enumerate() {
-                    panel[kk * mr + r] = v;
+        } else {
+            // Transposed `a`: each column of the panel is contiguous in memory.
+            for (kk, dst) in panel.chunks_exact_mut(mr).enumerate() {
+                let base = (ic + p * mr) * a.rs + (pc + kk) * a.cs;
+                for (r, d) in dst.iter_mut().enumerate().take(rows) {
+                    *d = a.data[base + r * a.rs];
                 }
-            } else {
-                for kk in 0..kc {
-                    panel[kk * mr + r] = a.data[base + kk * a.cs];
-                }
+                dst[rows..].fill(0.0);
             }
         }
     }
@@ -260,6 +266,15 @@ fn pack_a(a: Operand, ic: usize, mc: usize, pc: usize, kc: usize, mr: usize, out
 /// Rows `pc..pc+kc`, columns `j0..j0+cols` of `b` as one panel of `nr` columns: element
 /// (kk, j) at `kk·nr + j`; columns past `cols` are zero.
 fn pack_b_panel(b: Operand, pc: usize, kc: usize, j0: usize, cols: usize, nr: usize, panel: &mut [f32]) {
+    if b.cs == 1 && cols == nr {
+        // The common case, with the panel width known at compile time so that each row is a
+        // few vector moves rather than a call to memcpy.
+        match nr {
+            32 => return pack_b_full::<32>(b, pc, kc, j0, panel),
+            16 => return pack_b_full::<16>(b, pc, kc, j0, panel),
+            _ => {}
+        }
+    }
     if b.cs == 1 {
         for kk in 0..kc {
             let base = (pc + kk) * b.rs + j0;
@@ -280,6 +295,15 @@ fn pack_b_panel(b: Operand, pc: usize, kc: usize, j0: usize, cols: usize, nr: us
                 panel[kk * nr + j] = b.data[base + kk * b.rs];
             }
         }
+    }
+}
+
+/// [`pack_b_panel`] of a whole panel of `NR` columns of a row-major `b`.
+fn pack_b_full<const NR: usize>(b: Operand, pc: usize, kc: usize, j0: usize, panel: &mut [f32]) {
+    for (kk, dst) in panel.chunks_exact_mut(NR).take(kc).enumerate() {
+        let base = (pc + kk) * b.rs + j0;
+        // Both lengths are the constant NR, so the copy is inlined.
+        dst.copy_from_slice(&b.data[base..base + NR]);
     }
 }
 
