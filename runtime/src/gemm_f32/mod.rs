@@ -19,7 +19,9 @@
 //!
 //! [`sgemm`] returns `false` (and does nothing) where it does not apply: no such CPU, or a
 //! product too small for a tile (decode's one-row products), so the caller falls back.
+use std::cell::RefCell;
 use std::sync::OnceLock;
+use std::thread::LocalKey;
 
 use rayon::prelude::*;
 
@@ -113,13 +115,13 @@ pub fn sgemm_with(isa: Isa, m: usize, n: usize, k: usize, a: Operand, b: Operand
     let c = &mut c[..m * n];
     let kc_max = KC.min(k);
     let nc_max = NC.min(n).div_ceil(nr) * nr;
-    let mut bbuf = Aligned::new(kc_max * nc_max);
+    with_buffer(&PACK_B, kc_max * nc_max, |bbuf| {
     for jc in (0..n).step_by(NC) {
         let nc = NC.min(n - jc);
         let b_panels = nc.div_ceil(nr);
         for pc in (0..k).step_by(KC) {
             let kc = KC.min(k - pc);
-            let bp = bbuf.slice(b_panels * kc * nr);
+            let bp = &mut bbuf[..b_panels * kc * nr];
             let pack = |(p, panel): (usize, &mut [f32])| pack_b_panel(b, pc, kc, jc + p * nr, nr.min(nc - p * nr), nr, panel);
             if workers > 1 {
                 bp.par_chunks_mut(kc * nr).enumerate().for_each(pack);
@@ -131,36 +133,44 @@ pub fn sgemm_with(isa: Isa, m: usize, n: usize, k: usize, a: Operand, b: Operand
             let load = accumulate || pc > 0;
             let run = |(i, cb): (usize, &mut [f32])| {
                 let rows = cb.len() / n;
-                let mut abuf = Aligned::new(mc_max.min(rows.div_ceil(mr) * mr) * kc);
                 let blk = Block { jc, nc, pc, kc, n, alpha, load };
-                band_product(isa, &blk, a, i * band, rows, bp, cb, &mut abuf);
+                with_buffer(&PACK_A, mc_max.min(rows.div_ceil(mr) * mr) * kc, |abuf| band_product(isa, &blk, a, i * band, rows, bp, cb, abuf));
             };
             if workers > 1 && band < m {
                 c.par_chunks_mut(band * n).enumerate().for_each(run);
             } else {
-                run((0, c));
+                run((0, &mut *c));
             }
         }
     }
+    });
     true
 }
 
-/// A zeroed f32 buffer whose slices start on a 64-byte boundary (a cache line, a zmm load).
-struct Aligned {
-    buf: Vec<f32>,
-    start: usize,
+thread_local! {
+    /// Each thread's packing buffers, kept between products: a fresh buffer per product cost
+    /// page faults and zeroing on every call (the packing writes every element it reads).
+    static PACK_A: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+    static PACK_B: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
 }
 
-impl Aligned {
-    fn new(len: usize) -> Aligned {
-        let buf = vec![0.0f32; len + 16];
-        let start = buf.as_ptr().align_offset(64).min(16);
-        Aligned { buf, start }
-    }
-
-    fn slice(&mut self, len: usize) -> &mut [f32] {
-        &mut self.buf[self.start..self.start + len]
-    }
+/// Runs `f` on `len` floats of this thread's buffer `key`, starting on a 64-byte boundary (a
+/// cache line, a zmm load). A thread that is already using that buffer (a product run while
+/// it waits inside another, as rayon does) gets a fresh one.
+fn with_buffer<R>(key: &'static LocalKey<RefCell<Vec<f32>>>, len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
+    key.with(|cell| {
+        let mut own = Vec::new();
+        let mut kept = cell.try_borrow_mut().ok();
+        let v: &mut Vec<f32> = match kept.as_deref_mut() {
+            Some(v) => v,
+            None => &mut own,
+        };
+        if v.len() < len + 16 {
+            v.resize(len + 16, 0.0);
+        }
+        let start = v.as_ptr().align_offset(64).min(16);
+        f(&mut v[start..start + len])
+    })
 }
 
 /// Where one packed block of `b` sits in the product.
@@ -180,7 +190,7 @@ struct Block {
 /// Rows `r0..r0+rows` of the product against one packed block of `b` (`bp`), into `c`
 /// (those rows of the whole `c`): blocks of `a` packed, then tiles.
 #[allow(clippy::too_many_arguments)]
-fn band_product(isa: Isa, blk: &Block, a: Operand, r0: usize, rows: usize, bp: &[f32], c: &mut [f32], abuf: &mut Aligned) {
+fn band_product(isa: Isa, blk: &Block, a: Operand, r0: usize, rows: usize, bp: &[f32], c: &mut [f32], abuf: &mut [f32]) {
     let (mr, nr, mc_max) = isa.tile();
     let Block { jc, nc, pc, kc, n, alpha, load } = *blk;
     let b_panels = nc.div_ceil(nr);
@@ -188,7 +198,7 @@ fn band_product(isa: Isa, blk: &Block, a: Operand, r0: usize, rows: usize, bp: &
     for ic in (0..rows).step_by(mc_max) {
         let mc = mc_max.min(rows - ic);
         let a_panels = mc.div_ceil(mr);
-        let ap = abuf.slice(a_panels * kc * mr);
+        let ap = &mut abuf[..a_panels * kc * mr];
         pack_a(a, r0 + ic, mc, pc, kc, mr, ap);
         for jr in 0..b_panels {
             let cols = nr.min(nc - jr * nr);
