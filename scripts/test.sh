@@ -20,7 +20,7 @@ mkdir -p "$wheels"
 if [ ! -x .venv/bin/python ]; then
     python3 -m venv .venv
 fi
-if ! .venv/bin/python -c "import onnxruntime, numpy, onnx" 2>/dev/null; then
+if ! .venv/bin/python -c "import onnxruntime, numpy, onnx, sympy" 2>/dev/null; then
     .venv/bin/pip download -q -d "$wheels" -r scripts/requirements-test.txt \
         || echo "pip download failed; trying the wheel cache only" >&2
     .venv/bin/pip install -q --find-links "$wheels" -r scripts/requirements-test.txt

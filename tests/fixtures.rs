@@ -33,6 +33,44 @@ fn raised_graphs_match_onnxruntime() {
     check_runs(true);
 }
 
+/// Graphs after onnxruntime's transformer optimizer (SkipSimplifiedLayerNormalization fused
+/// over the residual adds): every layer and MLP is still raised, and the raised graph still
+/// matches the fixture's onnxruntime outputs.
+#[test]
+fn ort_optimized_graphs_are_fully_raised() {
+    let Some(py) = python_with_ort() else { return };
+    let tmp = std::env::temp_dir().join(format!("jetc-ortopt-{}", std::process::id()));
+    std::fs::create_dir_all(&tmp).expect("tmp dir");
+    for name in ["llama-legacy-opset17-kv", "qwen2-legacy-opset17-kv", "llama-optimum", "qwen2-optimum"] {
+        let m = meta(name);
+        let n = |k: &str| m[k].as_u64().unwrap_or_else(|| panic!("{name}: meta {k}")) as usize;
+        let out = tmp.join(format!("{name}.onnx"));
+        let st = std::process::Command::new(&py)
+            .arg(common::root().join("scripts/ort_optimize.py"))
+            .arg(fixtures_dir().join(name).join("model.onnx"))
+            .arg(&out)
+            .args([n("heads").to_string(), n("hidden").to_string()])
+            .status()
+            .expect("run scripts/ort_optimize.py");
+        assert!(st.success(), "{name}: scripts/ort_optimize.py failed");
+        let text = std::fs::read(&out).expect("optimized model");
+        assert!(text.windows(32).any(|w| w == b"SkipSimplifiedLayerNormalization"), "{name}: the optimizer fused no norm");
+        let g = load_raised(&out).unwrap_or_else(|e| panic!("{name} optimized: {e}"));
+        let s = summarize(&g).unwrap_or_else(|e| panic!("{name} optimized: {e}"));
+        assert_eq!(s.layers, n("layers"), "{name} optimized: layers");
+        assert_eq!(s.intermediate, Some(n("intermediate")), "{name} optimized: intermediate");
+        assert!(s.mixers.iter().all(|x| x.kind == "attention"), "{name} optimized: mixers");
+        let printed = jetc::ir::print::print_graph(&g).unwrap_or_default();
+        assert_eq!(printed.matches("SwiGlu(").count(), n("layers"), "{name} optimized: MLPs raised");
+        let session = Session::new(&g).unwrap_or_else(|e| panic!("{name} optimized: {e}"));
+        for (case, inputs, want) in cases(name) {
+            let got = session.run(inputs).unwrap_or_else(|e| panic!("{name}/{case} optimized: {e}"));
+            compare_outputs(&format!("{name}/{case} optimized and raised"), &got, &want, TOL);
+        }
+    }
+    std::fs::remove_dir_all(&tmp).ok();
+}
+
 #[test]
 fn every_fixture_is_fully_raised() {
     for name in fixture_names() {

@@ -578,6 +578,14 @@ fn infer_onnx(o: &OnnxOp, inp: &NodeInputs) -> std::result::Result<Option<Vec<Fa
                 Fact::new(DType::F32, vec![q[0].clone(), known(hkv), dk, dv]),
             ])
         }
+        "SkipSimplifiedLayerNormalization" | "SkipLayerNormalization" if o.domain == "com.microsoft" => {
+            // output and input_skip_bias_sum (0, 3) have the input's shape; mean and
+            // inv_std_var (1, 2) are f32 statistics of a shape not needed downstream.
+            let Some(dt) = dt0 else { return Ok(None) };
+            let x = Fact { dtype: dt, shape: inp.shape(0).cloned(), value: None };
+            let stat = Fact { dtype: DType::F32, shape: None, value: None };
+            Some(vec![x.clone(), stat.clone(), stat, x])
+        }
         "CausalConvWithState" if o.domain.is_empty() => {
             // output: the input's [B, C, T]; present_state: [B, C, k - 1] in the state's dtype
             // (the input's when no past state is given).
