@@ -11,7 +11,7 @@ mod common;
 
 use std::collections::{BTreeMap, HashMap};
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use jetc::runtime::npz::read_npz;
 use jetc::runtime::{Session, Value};
@@ -20,22 +20,6 @@ use jetc::runtime::Data;
 /// Ops whose every conformance case must pass (what jetc's own exports use, and the
 /// activations the MLP raise reads as SiLU).
 const MUST_PASS: &[&str] = &["LinearAttention", "CausalConvWithState", "SwiGLU", "Swish"];
-
-/// A Python that imports `onnx` (JETC_PYTHON, then the repo's .venv); in CI its absence fails.
-fn python_with_onnx() -> Option<PathBuf> {
-    let candidates: Vec<PathBuf> = std::env::var_os("JETC_PYTHON").map(PathBuf::from).into_iter().chain([common::root().join(".venv/bin/python")]).collect();
-    for py in candidates {
-        let ok = std::process::Command::new(&py).args(["-c", "import onnx, numpy"]).output().map(|o| o.status.success()).unwrap_or(false);
-        if ok {
-            return Some(py);
-        }
-    }
-    if std::env::var_os("CI").is_some() {
-        panic!("CI: no Python with the onnx package (scripts/requirements-test.txt; set JETC_PYTHON)");
-    }
-    eprintln!("skipping: no Python with the onnx package (set JETC_PYTHON)");
-    None
-}
 
 #[derive(Debug)]
 enum Outcome {
@@ -144,7 +128,7 @@ fn run_case(dir: &Path, sets: usize, rtol: f64, atol: f64) -> Outcome {
 
 #[test]
 fn onnx_node_conformance_cases_pass_or_are_refused() {
-    let Some(py) = python_with_onnx() else { return };
+    let Some(py) = common::python_with("onnx, numpy", "the onnx package") else { return };
     let out = std::env::temp_dir().join(format!("jetc-onnx-cases-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&out);
     let o = std::process::Command::new(&py).arg(common::root().join("scripts/onnx_node_cases.py")).arg(&out).output().expect("python");

@@ -82,6 +82,12 @@ pub fn compare_outputs(what: &str, got: &[(String, Value)], want: &[(String, Val
 /// A Python with onnxruntime and numpy: `JETC_PYTHON`, else `.venv/bin/python`, else
 /// `python3`. In CI a missing onnxruntime is a failure; elsewhere the caller skips.
 pub fn python_with_ort() -> Option<PathBuf> {
+    python_with("onnxruntime, numpy", "onnxruntime")
+}
+
+/// A Python (JETC_PYTHON, the repo's .venv, then `python3`) that imports `modules`; `None`
+/// (the test skips) when there is none, a panic under CI, where a skip counts as a failure.
+pub fn python_with(modules: &str, what: &str) -> Option<PathBuf> {
     let candidates: Vec<PathBuf> = std::env::var_os("JETC_PYTHON")
         .map(PathBuf::from)
         .into_iter()
@@ -89,7 +95,7 @@ pub fn python_with_ort() -> Option<PathBuf> {
         .collect();
     for py in candidates {
         let ok = std::process::Command::new(&py)
-            .args(["-c", "import onnxruntime, numpy"])
+            .args(["-c", &format!("import {modules}")])
             .output()
             .map(|o| o.status.success())
             .unwrap_or(false);
@@ -98,9 +104,9 @@ pub fn python_with_ort() -> Option<PathBuf> {
         }
     }
     if std::env::var_os("CI").is_some() {
-        panic!("CI: no Python with onnxruntime found (set JETC_PYTHON or run .ci/run)");
+        panic!("CI: no Python with {what} found (set JETC_PYTHON or run .ci/run)");
     }
-    eprintln!("skipping: no Python with onnxruntime (set JETC_PYTHON)");
+    eprintln!("skipping: no Python with {what} (set JETC_PYTHON)");
     None
 }
 

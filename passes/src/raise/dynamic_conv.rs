@@ -148,26 +148,33 @@ pub fn raise(g: &mut Graph) -> Result<bool> {
             continue;
         }
         let Some(f) = find(g, id) else { continue };
-        let v_fact = g.fact(f.v)?.clone();
-        let present_fact = match f.present {
-            Some(p) => g.fact(p)?.clone(),
-            None => jetc_ir::Fact::unknown_rank(v_fact.dtype),
-        };
-        let mut p = Patch::new();
-        let n = p.wire(
-            format!("{}/dynamic_conv", g.node(id)?.name),
-            Op::DynamicConv(DynamicConvSpec { width: f.width }),
-            vec![Some(PatchOutlet::Existing(f.u)), Some(PatchOutlet::Existing(f.ker)), f.past.map(PatchOutlet::Existing)],
-            vec![OutputInfo { name: String::new(), fact: v_fact }, OutputInfo { name: String::new(), fact: present_fact }],
-        );
-        p.shunt(f.v, PatchOutlet::New { index: n, slot: 0 });
-        if let Some(pr) = f.present {
-            p.shunt(pr, PatchOutlet::New { index: n, slot: 1 });
-        }
-        p.apply(g)?;
+        let name = g.node(id)?.name.clone();
+        wire_dynamic_conv(g, &name, &f)?;
         changed = true;
     }
     Ok(changed)
+}
+
+/// Puts a `DynamicConv` in place of what `f` found: its output and present cache replace
+/// `f.v` and `f.present`.
+fn wire_dynamic_conv(g: &mut Graph, name: &str, f: &Found) -> Result<()> {
+    let v_fact = g.fact(f.v)?.clone();
+    let present_fact = match f.present {
+        Some(p) => g.fact(p)?.clone(),
+        None => jetc_ir::Fact::unknown_rank(v_fact.dtype),
+    };
+    let mut p = Patch::new();
+    let n = p.wire(
+        format!("{name}/dynamic_conv"),
+        Op::DynamicConv(DynamicConvSpec { width: f.width }),
+        vec![Some(PatchOutlet::Existing(f.u)), Some(PatchOutlet::Existing(f.ker)), f.past.map(PatchOutlet::Existing)],
+        vec![OutputInfo { name: String::new(), fact: v_fact }, OutputInfo { name: String::new(), fact: present_fact }],
+    );
+    p.shunt(f.v, PatchOutlet::New { index: n, slot: 0 });
+    if let Some(pr) = f.present {
+        p.shunt(pr, PatchOutlet::New { index: n, slot: 1 });
+    }
+    p.apply(g)
 }
 
 /// A standard static convolution found around a `CausalConvWithState` node.
@@ -269,11 +276,7 @@ pub fn raise_standard(g: &mut Graph) -> Result<bool> {
         }
         let Some(f) = find_standard(g, id) else { continue };
         let name = g.node(id)?.name.clone();
-        let v_fact = g.fact(f.v)?.clone();
-        let present_fact = match f.present {
-            Some(p) => g.fact(p)?.clone(),
-            None => jetc_ir::Fact::unknown_rank(v_fact.dtype),
-        };
+        let dtype = g.fact(f.v)?.dtype;
         let cw = f.weight.numel();
         // kernels = Expand(weight, Shape(u)[0..2] ++ [C*W]).
         let weight = g.add_const(&format!("{name}.weight"), f.weight)?;
@@ -283,20 +286,10 @@ pub fn raise_standard(g: &mut Graph) -> Result<bool> {
         let bt = g.add_node(&format!("{name}/batch_and_length"), Op::Onnx(shape_op), vec![Some(f.u)], unknown())?;
         let concat = OnnxOp::new("Concat", 13).with_attr("axis", Attr::Int(0));
         let shape = g.add_node(&format!("{name}/kernel_shape"), Op::Onnx(concat), vec![Some(Outlet::new(bt, 0)), Some(width_const)], unknown())?;
-        let expand_out = vec![OutputInfo { name: String::new(), fact: jetc_ir::Fact::unknown_rank(v_fact.dtype) }];
+        let expand_out = vec![OutputInfo { name: String::new(), fact: jetc_ir::Fact::unknown_rank(dtype) }];
         let ker = g.add_node(&format!("{name}/kernels"), Op::Onnx(OnnxOp::new("Expand", 13)), vec![Some(weight), Some(Outlet::new(shape, 0))], expand_out)?;
-        let mut p = Patch::new();
-        let n = p.wire(
-            format!("{name}/dynamic_conv"),
-            Op::DynamicConv(DynamicConvSpec { width: f.width }),
-            vec![Some(PatchOutlet::Existing(f.u)), Some(PatchOutlet::Existing(Outlet::new(ker, 0))), f.past.map(PatchOutlet::Existing)],
-            vec![OutputInfo { name: String::new(), fact: v_fact }, OutputInfo { name: String::new(), fact: present_fact }],
-        );
-        p.shunt(f.v, PatchOutlet::New { index: n, slot: 0 });
-        if let Some(pr) = f.present {
-            p.shunt(pr, PatchOutlet::New { index: n, slot: 1 });
-        }
-        p.apply(g)?;
+        let found = Found { u: f.u, ker: Outlet::new(ker, 0), past: f.past, width: f.width, v: f.v, present: f.present };
+        wire_dynamic_conv(g, &name, &found)?;
         changed = true;
     }
     Ok(changed)
