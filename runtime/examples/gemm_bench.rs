@@ -59,19 +59,26 @@ fn main() {
         let b: Vec<f32> = (0..k * n).map(|i| ((i * 5) % 11) as f32 * 0.01).collect();
         let mut c = vec![0f32; m * n];
         let flops = 2.0 * (m * n * k) as f64;
-        let time = |f: &dyn Fn(&mut [f32])| -> f64 {
-            let mut c = vec![0f32; m * n];
-            f(&mut c);
-            let reps = ((2e10 / flops) as usize).clamp(3, 200);
-            let t = Instant::now();
-            for _ in 0..reps {
-                f(&mut c);
+        // The three run in turn, one product each, so that a slow spell of the machine (a
+        // shared host) falls on all of them; each rate is the median over the rounds.
+        type Impl<'a> = &'a dyn Fn(&mut [f32]);
+        let impls: [Impl; 3] = [&|c| jetc_kernel(m, n, k, &a, &b, c, at), &|c| gemm_crate(m, n, k, &a, &b, c, at), &|c| faer_crate(m, n, k, &a, &b, c, at)];
+        let rounds = ((4e10 / flops) as usize).clamp(7, 101);
+        let mut secs = vec![Vec::with_capacity(rounds); impls.len()];
+        let mut scratch = vec![0f32; m * n];
+        impls.iter().for_each(|f| f(&mut scratch));
+        for _ in 0..rounds {
+            for (f, s) in impls.iter().zip(&mut secs) {
+                let t = Instant::now();
+                f(&mut scratch);
+                s.push(t.elapsed().as_secs_f64());
             }
-            flops * reps as f64 / t.elapsed().as_secs_f64() / 1e9
+        }
+        let rate = |s: &mut Vec<f64>| {
+            s.sort_by(f64::total_cmp);
+            flops / s[s.len() / 2] / 1e9
         };
-        let j = time(&|c| jetc_kernel(m, n, k, &a, &b, c, at));
-        let g = time(&|c| gemm_crate(m, n, k, &a, &b, c, at));
-        let f = time(&|c| faer_crate(m, n, k, &a, &b, c, at));
+        let (j, g, f) = (rate(&mut secs[0]), rate(&mut secs[1]), rate(&mut secs[2]));
         gemm_crate(m, n, k, &a, &b, &mut c, at);
         for other in [faer_crate as fn(usize, usize, usize, &[f32], &[f32], &mut [f32], bool), jetc_kernel] {
             let mut c2 = vec![0f32; m * n];

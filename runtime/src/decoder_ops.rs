@@ -322,22 +322,29 @@ pub(crate) fn attention(spec: &AttentionSpec, inputs: &[Option<&Value>]) -> R<Ve
     let s_len = p + t;
     let mut pk = vec![0.0f32; b * kvh * s_len * d];
     let mut pv = vec![0.0f32; b * kvh * s_len * d];
-    for bi in 0..b {
-        for hi in 0..kvh {
-            let dst = (bi * kvh + hi) * s_len * d;
-            if let Some((ok, ov, _)) = &past {
-                let src = (bi * kvh + hi) * p * d;
-                pk[dst..dst + p * d].copy_from_slice(&ok[src..src + p * d]);
-                pv[dst..dst + p * d].copy_from_slice(&ov[src..src + p * d]);
-            }
-            for ti in 0..t {
-                let src = ((bi * t + ti) * kvh + hi) * d;
-                let o = dst + (p + ti) * d;
-                pk[o..o + d].copy_from_slice(&k[src..src + d]);
-                pv[o..o + d].copy_from_slice(&v[src..src + d]);
+    // The keys of each (batch, kv head) also transposed, [D, P+T], so that the score product
+    // reads them as a row-major operand (packed as it is read) rather than gathering columns.
+    let mut pkt = vec![0.0f32; b * kvh * s_len * d];
+    let heads_kv = pk.par_chunks_mut(s_len * d).zip(pv.par_chunks_mut(s_len * d)).zip(pkt.par_chunks_mut(s_len * d));
+    heads_kv.enumerate().for_each(|(bh, ((dk, dv), dkt))| {
+        let (bi, hi) = (bh / kvh, bh % kvh);
+        if let Some((ok, ov, _)) = &past {
+            let src = bh * p * d;
+            dk[..p * d].copy_from_slice(&ok[src..src + p * d]);
+            dv[..p * d].copy_from_slice(&ov[src..src + p * d]);
+        }
+        for ti in 0..t {
+            let src = ((bi * t + ti) * kvh + hi) * d;
+            let o = (p + ti) * d;
+            dk[o..o + d].copy_from_slice(&k[src..src + d]);
+            dv[o..o + d].copy_from_slice(&v[src..src + d]);
+        }
+        for (si, key) in dk.chunks_exact(d).enumerate() {
+            for (e, &x) in key.iter().enumerate() {
+                dkt[e * s_len + si] = x;
             }
         }
-    }
+    });
     // Mask: numpy-broadcast to [B, H, T, P+T]; booleans (and integers) keep where true,
     // floats are added to the scores.
     let mask_shape = IxDyn(&[b, h, t, s_len]);
@@ -372,7 +379,7 @@ pub(crate) fn attention(spec: &AttentionSpec, inputs: &[Option<&Value>]) -> R<Ve
         .map(|bh| {
             let (bi, hi) = (bh / h, bh % h);
             let kv = (bi * kvh + hi / group) * s_len * d;
-            let (ks, vs) = (&pk[kv..kv + s_len * d], &pv[kv..kv + s_len * d]);
+            let (kts, vs) = (&pkt[kv..kv + s_len * d], &pv[kv..kv + s_len * d]);
             let run = || -> R<Vec<f32>> {
                 let mut qb = Vec::with_capacity(t * d);
                 for ti in 0..t {
@@ -389,12 +396,26 @@ pub(crate) fn attention(spec: &AttentionSpec, inputs: &[Option<&Value>]) -> R<Ve
                         continue;
                     }
                     let sc = &mut scores[..rb * kl];
-                    sgemm(rb, kl, d, Mat::rows(&qb[r0 * d..r1 * d], d), Mat::transposed(&ks[lo * d..hi_key * d], d), sc, spec.scale, false, false)?;
+                    let keys_t = Mat { data: &kts[lo..], rs: s_len, cs: 1 };
+                    sgemm(rb, kl, d, Mat::rows(&qb[r0 * d..r1 * d], d), keys_t, sc, spec.scale, false, false)?;
                     if let Some(c) = spec.softcap {
                         sc.iter_mut().for_each(|s| *s = c * (*s / c).tanh());
                     }
                     for (ri, row) in sc.chunks_mut(kl).enumerate() {
                         let ti = r0 + ri;
+                        if let Mask::None = mask {
+                            // Causal and window bounds only: the visible keys are one run,
+                            // softmaxed alone; the rest of the row is zero.
+                            let pos = p + ti;
+                            let vis_hi = if spec.causal { (pos + 1).min(hi_key) } else { hi_key };
+                            let vis_lo = spec.window.map_or(lo, |w| (pos + 1).saturating_sub(w).max(lo));
+                            let end = vis_hi.saturating_sub(lo);
+                            let start = vis_lo.saturating_sub(lo).min(end);
+                            row[..start].fill(0.0);
+                            row[end..].fill(0.0);
+                            crate::fastmath::softmax_row(&mut row[start..end]);
+                            continue;
+                        }
                         // The mask's row for this query as a 1-D view (one lookup per key, not
                         // a 4-D index).
                         let keep_row = match &mask {

@@ -112,10 +112,24 @@ dispatch! {
     }
 }
 
+/// The largest element (`-inf` for an empty slice), in 16 independent lanes so that it
+/// vectorizes; NaNs are skipped as `f32::max` skips them.
+fn max_of(xs: &[f32]) -> f32 {
+    let mut lanes = [f32::NEG_INFINITY; 16];
+    let mut chunks = xs.chunks_exact(16);
+    for c in &mut chunks {
+        for (l, &v) in lanes.iter_mut().zip(c) {
+            *l = l.max(v);
+        }
+    }
+    let tail = chunks.remainder().iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
+    lanes.iter().fold(tail, |m, &v| m.max(v))
+}
+
 /// In-place softmax of one f32 row; a row that is all `-inf` becomes zeros (the convention
 /// of [`crate::math::softmax`]).
 pub fn softmax_row(row: &mut [f32]) {
-    let max = row.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
+    let max = max_of(row);
     if max == f32::NEG_INFINITY {
         row.fill(0.0);
         return;
