@@ -339,9 +339,14 @@ pub(crate) fn attention(spec: &AttentionSpec, inputs: &[Option<&Value>]) -> R<Ve
             dk[o..o + d].copy_from_slice(&k[src..src + d]);
             dv[o..o + d].copy_from_slice(&v[src..src + d]);
         }
-        for (si, key) in dk.chunks_exact(d).enumerate() {
-            for (e, &x) in key.iter().enumerate() {
-                dkt[e * s_len + si] = x;
+        // In blocks of 16 keys, so that each write goes to a line just written.
+        for s0 in (0..s_len).step_by(16) {
+            let s1 = (s0 + 16).min(s_len);
+            for e in 0..d {
+                let dst = &mut dkt[e * s_len + s0..e * s_len + s1];
+                for (j, x) in dst.iter_mut().enumerate() {
+                    *x = dk[(s0 + j) * d + e];
+                }
             }
         }
     });
@@ -403,39 +408,36 @@ pub(crate) fn attention(spec: &AttentionSpec, inputs: &[Option<&Value>]) -> R<Ve
                     }
                     for (ri, row) in sc.chunks_mut(kl).enumerate() {
                         let ti = r0 + ri;
-                        if let Mask::None = mask {
-                            // Causal and window bounds only: the visible keys are one run,
-                            // softmaxed alone; the rest of the row is zero.
-                            let pos = p + ti;
-                            let vis_hi = if spec.causal { (pos + 1).min(hi_key) } else { hi_key };
-                            let vis_lo = spec.window.map_or(lo, |w| (pos + 1).saturating_sub(w).max(lo));
-                            let end = vis_hi.saturating_sub(lo);
-                            let start = vis_lo.saturating_sub(lo).min(end);
-                            row[..start].fill(0.0);
-                            row[end..].fill(0.0);
-                            crate::fastmath::softmax_row(&mut row[start..end]);
-                            continue;
-                        }
-                        // The mask's row for this query as a 1-D view (one lookup per key, not
-                        // a 4-D index).
-                        let keep_row = match &mask {
-                            Mask::Bool4 { data } => Some(data.slice(ndarray::s![bi, hi, ti, lo..hi_key])),
-                            _ => None,
-                        };
-                        let add_row = match &mask {
-                            Mask::Add4 { data } => Some(data.slice(ndarray::s![bi, hi, ti, lo..hi_key])),
-                            _ => None,
-                        };
+                        // The causal and window bounds leave one run of visible keys; it is
+                        // softmaxed alone and the rest of the row is zero.
                         let pos = p + ti;
-                        for (j, v) in row.iter_mut().enumerate() {
-                            let si = lo + j;
-                            let mut visible = (!spec.causal || si <= pos) && spec.window.is_none_or(|w| si + w > pos);
-                            if let Some(k) = &keep_row {
-                                visible &= k[j];
+                        let vis_hi = if spec.causal { (pos + 1).min(hi_key) } else { hi_key };
+                        let vis_lo = spec.window.map_or(lo, |w| (pos + 1).saturating_sub(w).max(lo));
+                        let end = vis_hi.saturating_sub(lo);
+                        let start = vis_lo.saturating_sub(lo).min(end);
+                        row[..start].fill(0.0);
+                        row[end..].fill(0.0);
+                        let run = &mut row[start..end];
+                        let (k0, k1) = (lo + start, lo + end);
+                        // The mask's row for this query over the run, as a 1-D view.
+                        match &mask {
+                            Mask::None => {}
+                            Mask::Bool4 { data } => {
+                                let keep = data.slice(ndarray::s![bi, hi, ti, k0..k1]);
+                                match keep.as_slice() {
+                                    Some(keep) => run.iter_mut().zip(keep).for_each(|(v, &k)| if !k { *v = f32::NEG_INFINITY }),
+                                    None => run.iter_mut().zip(keep.iter()).for_each(|(v, &k)| if !k { *v = f32::NEG_INFINITY }),
+                                }
                             }
-                            *v = if visible { *v + add_row.as_ref().map_or(0.0, |a| a[j]) } else { f32::NEG_INFINITY };
+                            Mask::Add4 { data } => {
+                                let add = data.slice(ndarray::s![bi, hi, ti, k0..k1]);
+                                match add.as_slice() {
+                                    Some(add) => run.iter_mut().zip(add).for_each(|(v, &a)| *v += a),
+                                    None => run.iter_mut().zip(add.iter()).for_each(|(v, &a)| *v += a),
+                                }
+                            }
                         }
-                        crate::fastmath::softmax_row(row);
+                        crate::fastmath::softmax_row(run);
                     }
                     sgemm(rb, d, kl, Mat::rows(sc, kl), Mat::rows(&vs[lo * d..hi_key * d], d), &mut outb[r0 * d..r1 * d], 1.0, false, false)?;
                 }
@@ -489,7 +491,8 @@ mod tests {
     /// Float64 oracle: projections, GQA, causal + window visibility, no RoPE.
     #[allow(clippy::too_many_arguments)]
     fn oracle(x: &[f32], wq: &[f32], wk: &[f32], wv: &[f32], wo: &[f32], past_k: &[f32], past_v: &[f32],
-              (b, t, hid, h, kvh, d, p): (usize, usize, usize, usize, usize, usize, usize), window: Option<usize>, scale: f64) -> Vec<f64> {
+              (b, t, hid, h, kvh, d, p): (usize, usize, usize, usize, usize, usize, usize), window: Option<usize>, scale: f64,
+              causal: bool, mask: &dyn Fn(usize, usize, usize, usize) -> Option<f64>) -> Vec<f64> {
         let proj = |w: &[f32], n: usize, bi: usize, ti: usize| -> Vec<f64> {
             (0..n).map(|j| (0..hid).map(|i| x[(bi * t + ti) * hid + i] as f64 * w[i * n + j] as f64).sum()).collect()
         };
@@ -508,8 +511,16 @@ mod tests {
                 for hi in 0..h {
                     let kh = hi / (h / kvh);
                     let pos = p + ti;
-                    let vis: Vec<usize> = (0..s).filter(|&si| si <= pos && window.is_none_or(|w| pos - si < w)).collect();
-                    let sc: Vec<f64> = vis.iter().map(|&si| key(kh, si).iter().zip(&q[hi * d..(hi + 1) * d]).map(|(a, b)| a * b).sum::<f64>() * scale).collect();
+                    let vis: Vec<usize> = (0..s)
+                        .filter(|&si| (!causal || si <= pos) && window.is_none_or(|w| si + w > pos) && mask(bi, hi, ti, si).is_some())
+                        .collect();
+                    let sc: Vec<f64> = vis
+                        .iter()
+                        .map(|&si| key(kh, si).iter().zip(&q[hi * d..(hi + 1) * d]).map(|(a, b)| a * b).sum::<f64>() * scale + mask(bi, hi, ti, si).unwrap_or(0.0))
+                        .collect();
+                    if vis.is_empty() {
+                        continue;
+                    }
                     let m = sc.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
                     let z: f64 = sc.iter().map(|v| (v - m).exp()).sum();
                     for (&si, v) in vis.iter().zip(&sc) {
@@ -554,12 +565,60 @@ mod tests {
             inputs[AttentionSpec::PAST_K] = Some(&vals[5]);
             inputs[AttentionSpec::PAST_V] = Some(&vals[6]);
             let out = attention(&spec, &inputs).expect("attention");
-            let want = oracle(&x, &wq, &wk, &wv, &wo, &pk, &pv, (b, t, hid, h, kvh, d, p), window, 0.7);
+            let want = oracle(&x, &wq, &wk, &wv, &wo, &pk, &pv, (b, t, hid, h, kvh, d, p), window, 0.7, true, &|_, _, _, _| Some(0.0));
             let got = out[0].as_f32().expect("y");
             let err = got.iter().zip(&want).map(|(a, b)| (*a as f64 - b).abs()).fold(0.0, f64::max);
             assert!(err < 1e-5, "window {window:?}: max err {err}");
             let kept = window.map_or(p + t, |w| w.min(p + t));
             assert_eq!(out[1].shape(), &[b, kvh, kept, d], "window {window:?}: present shape");
+        }
+    }
+
+    /// Boolean and additive masks (with hidden keys, broadcast over heads or batch), causal or
+    /// not, windows, a past, and more queries than one block of the score matrix.
+    #[test]
+    fn masked_attention_matches_f64_oracle() {
+        let (b, t, hid, h, kvh, d, p) = (2, QUERY_BLOCK + 7, 8, 2, 1, 4, 3);
+        let s_len = p + t;
+        let mut seed = 11u64;
+        let x = rand_vec(b * t * hid, &mut seed);
+        let wq = rand_vec(hid * h * d, &mut seed);
+        let wk = rand_vec(hid * kvh * d, &mut seed);
+        let wv = rand_vec(hid * kvh * d, &mut seed);
+        let wo = rand_vec(h * d * hid, &mut seed);
+        let pk = rand_vec(b * kvh * p * d, &mut seed);
+        let pv = rand_vec(b * kvh * p * d, &mut seed);
+        // Bool mask [B, 1, T, S]: about one key in five hidden, and one query row all hidden.
+        let keep: Vec<bool> = (0..b * t * s_len).map(|i| (i * 7919) % 5 != 0 && i / s_len != 3).collect();
+        // Additive mask [1, H, T, S]: values in [-1, 1), every seventh -inf.
+        let add: Vec<f32> = rand_vec(h * t * s_len, &mut seed).iter().enumerate().map(|(i, v)| if i % 7 == 0 { f32::NEG_INFINITY } else { 2.0 * v }).collect();
+        let bool_mask = Value { dtype: jetc_ir::DType::Bool, data: Data::B(ArrayD::from_shape_vec(IxDyn(&[b, 1, t, s_len]), keep.clone()).expect("shape")) };
+        let add_mask = arr(&[1, h, t, s_len], add.clone());
+        let by_bool = |bi: usize, _: usize, ti: usize, si: usize| keep[(bi * t + ti) * s_len + si].then_some(0.0);
+        let by_add = |_: usize, hi: usize, ti: usize, si: usize| {
+            let a = add[(hi * t + ti) * s_len + si] as f64;
+            (a != f64::NEG_INFINITY).then_some(a)
+        };
+        let cases: [(&Value, &dyn Fn(usize, usize, usize, usize) -> Option<f64>); 2] = [(&bool_mask, &by_bool), (&add_mask, &by_add)];
+        for (mask, hidden) in cases {
+            for (causal, window) in [(true, None), (true, Some(5)), (false, None)] {
+                let spec = AttentionSpec { heads: h, kv_heads: kvh, head_dim: d, scale: 0.6, rope: None, rotary_dim: d, causal, window, qk_norm_eps: None, softcap: None };
+                let vals = [
+                    arr(&[b, t, hid], x.clone()), arr(&[hid, h * d], wq.clone()), arr(&[hid, kvh * d], wk.clone()),
+                    arr(&[hid, kvh * d], wv.clone()), arr(&[h * d, hid], wo.clone()), arr(&[b, kvh, p, d], pk.clone()),
+                    arr(&[b, kvh, p, d], pv.clone()),
+                ];
+                let mut inputs: Vec<Option<&Value>> = vec![None; AttentionSpec::NUM_INPUTS];
+                for (slot, v) in [AttentionSpec::X, AttentionSpec::WQ, AttentionSpec::WK, AttentionSpec::WV, AttentionSpec::WO, AttentionSpec::PAST_K, AttentionSpec::PAST_V].into_iter().zip(&vals) {
+                    inputs[slot] = Some(v);
+                }
+                inputs[AttentionSpec::MASK] = Some(mask);
+                let out = attention(&spec, &inputs).expect("attention");
+                let want = oracle(&x, &wq, &wk, &wv, &wo, &pk, &pv, (b, t, hid, h, kvh, d, p), window, 0.6, causal, hidden);
+                let got = out[0].as_f32().expect("y");
+                let err = got.iter().zip(&want).map(|(a, b)| (*a as f64 - b).abs()).fold(0.0, f64::max);
+                assert!(err < 1e-5, "mask {:?} causal {causal} window {window:?}: max err {err}", mask.dtype);
+            }
         }
     }
 }

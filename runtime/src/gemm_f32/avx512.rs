@@ -41,6 +41,10 @@ pub unsafe fn kernel<const PACK: bool>(kc: usize, a: *const f32, lda: usize, src
             let ahead = s.wrapping_add(PREFETCH_ROWS * ldb);
             _mm_prefetch::<_MM_HINT_T0>(ahead as *const i8);
             _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(16) as *const i8);
+            // The same row of the next panel (the next 128 bytes of memory) into L2: rows are
+            // then read from DRAM 256 bytes at a time.
+            _mm_prefetch::<_MM_HINT_T1>(ahead.wrapping_add(NR) as *const i8);
+            _mm_prefetch::<_MM_HINT_T1>(ahead.wrapping_add(NR + 16) as *const i8);
             let v = (_mm512_loadu_ps(s), _mm512_loadu_ps(s.add(16)));
             _mm512_storeu_ps(bp, v.0);
             _mm512_storeu_ps(bp.add(16), v.1);
