@@ -28,7 +28,11 @@ fn exp1(x: f32) -> f32 {
     // Adding and subtracting 1.5 * 2^23 rounds to the nearest integer in any SIMD width.
     const ROUND: f32 = 12_582_912.0;
     let xc = x.clamp(EXP_LO, EXP_HI);
-    let n = (xc * LOG2E + ROUND) - ROUND;
+    let shifted = xc * LOG2E + ROUND;
+    let n = shifted - ROUND;
+    // n as an integer, read from the bits of `shifted` (ROUND + n, with n in its low
+    // mantissa bits): integer lanes, where `n as i32`, which saturates, does not vectorize.
+    let ni = shifted.to_bits() as i32 - ROUND.to_bits() as i32;
     let r = xc - n * LN2_HI - n * LN2_LO;
     let mut p = 1.987_569_1e-4;
     p = p * r + 1.398_199_9e-3;
@@ -38,7 +42,7 @@ fn exp1(x: f32) -> f32 {
     p = p * r + 5.000_000_1e-1;
     let e = p * r * r + r + 1.0;
     // 2^n for n in [-126, 127], written into the exponent bits.
-    let y = e * f32::from_bits((((n as i32) + 127) as u32) << 23);
+    let y = e * f32::from_bits(((ni + 127) as u32) << 23);
     if x < EXP_LO {
         0.0
     } else {
@@ -91,29 +95,36 @@ dispatch! {
     }
 }
 
-dispatch! {
-    /// `x <- exp(x - m)` for every element; the sum of the results goes to `sum[0]`.
-    fn exp_shifted_sum(xs: &mut [f32], m: f32, sum: &mut [f32; 1]) {
-        // Sixteen partial sums so that the reduction vectorizes.
-        let mut acc = [0.0f32; 16];
-        let mut chunks = xs.chunks_exact_mut(16);
-        for c in &mut chunks {
-            for (v, a) in c.iter_mut().zip(acc.iter_mut()) {
-                *v = exp1(*v - m);
-                *a += *v;
-            }
-        }
-        let mut s: f32 = 0.0;
-        for v in chunks.into_remainder() {
+/// `x <- exp(x - m)` for every element; returns the sum of the results.
+#[inline(always)]
+fn exp_shifted_sum(xs: &mut [f32], m: f32) -> f32 {
+    // Sixteen partial sums so that the reduction vectorizes.
+    let mut acc = [0.0f32; 16];
+    let mut chunks = xs.chunks_exact_mut(16);
+    for c in &mut chunks {
+        for (v, a) in c.iter_mut().zip(acc.iter_mut()) {
             *v = exp1(*v - m);
-            s += *v;
+            *a += *v;
         }
-        sum[0] = s + acc.iter().sum::<f32>();
     }
+    // The tail as one more vector, padded with -inf (whose exp is 0), rather than scalar
+    // exps: the rows of a causal softmax have every length.
+    let tail = chunks.into_remainder();
+    if !tail.is_empty() {
+        let mut pad = [f32::NEG_INFINITY; 16];
+        pad[..tail.len()].copy_from_slice(tail);
+        for (v, a) in pad.iter_mut().zip(acc.iter_mut()) {
+            *v = exp1(*v - m);
+            *a += *v;
+        }
+        tail.copy_from_slice(&pad[..tail.len()]);
+    }
+    acc.iter().sum::<f32>()
 }
 
 /// The largest element (`-inf` for an empty slice), in 16 independent lanes so that it
 /// vectorizes; NaNs are skipped as `f32::max` skips them.
+#[inline(always)]
 fn max_of(xs: &[f32]) -> f32 {
     let mut lanes = [f32::NEG_INFINITY; 16];
     let mut chunks = xs.chunks_exact(16);
@@ -126,18 +137,19 @@ fn max_of(xs: &[f32]) -> f32 {
     lanes.iter().fold(tail, |m, &v| m.max(v))
 }
 
-/// In-place softmax of one f32 row; a row that is all `-inf` becomes zeros (the convention
-/// of [`crate::math::softmax`]).
-pub fn softmax_row(row: &mut [f32]) {
-    let max = max_of(row);
-    if max == f32::NEG_INFINITY {
-        row.fill(0.0);
-        return;
+dispatch! {
+    /// In-place softmax of one f32 row; a row that is all `-inf` becomes zeros (the convention
+    /// of [`crate::math::softmax`]). All three passes (max, exp and sum, scale) run in the
+    /// dispatched copy.
+    fn softmax_row(row: &mut [f32]) {
+        let max = max_of(row);
+        if max == f32::NEG_INFINITY {
+            row.fill(0.0);
+            return;
+        }
+        let inv = 1.0 / exp_shifted_sum(row, max);
+        row.iter_mut().for_each(|v| *v *= inv);
     }
-    let mut sum = [0.0f32];
-    exp_shifted_sum(row, max, &mut sum);
-    let inv = 1.0 / sum[0];
-    row.iter_mut().for_each(|v| *v *= inv);
 }
 
 #[cfg(test)]
