@@ -200,8 +200,85 @@ enum Mask<'a> {
     Add4 { data: ndarray::ArrayViewD<'a, f32> },
 }
 
-/// Queries per block of the attention's score matrix.
+/// An additive mask value at or below this hides its key: added to any score short of 1e30,
+/// its exp underflows to exactly zero next to a visible key. (`-inf`, `finfo(f32).min` and
+/// -1e38 hide; -1e4 or -1e9 are added like any other value.)
+const HIDDEN: f32 = -1e30;
+
+/// Per row of the mask, the keys `[first, last + 1)` between its first and last visible key,
+/// or `None` where it hides every key (or there is no mask). A row broadcast over batch or
+/// heads is scanned once.
+struct MaskRuns {
+    runs: Vec<Option<(usize, usize)>>,
+    /// Rows per batch index and per head in `runs`: 0 where the mask is broadcast.
+    batch_stride: usize,
+    head_stride: usize,
+}
+
+impl MaskRuns {
+    fn new(mask: &Mask, b: usize, h: usize, t: usize) -> MaskRuns {
+        let strides = match mask {
+            Mask::None => return MaskRuns { runs: Vec::new(), batch_stride: 0, head_stride: 0 },
+            Mask::Bool4 { data } => data.strides().to_vec(),
+            Mask::Add4 { data } => data.strides().to_vec(),
+        };
+        let (nb, nh) = (if strides[0] == 0 { 1 } else { b }, if strides[1] == 0 { 1 } else { h });
+        let runs = (0..nb * nh * t)
+            .into_par_iter()
+            .map(|row| {
+                let (bi, hi, ti) = (row / (nh * t), row / t % nh, row % t);
+                let span = |first: Option<usize>, last: Option<usize>| first.zip(last).map(|(f, l)| (f, l + 1));
+                match mask {
+                    Mask::None => None,
+                    Mask::Bool4 { data } => {
+                        let r = data.slice(ndarray::s![bi, hi, ti, ..]);
+                        span(r.iter().position(|&k| k), r.iter().rposition(|&k| k))
+                    }
+                    Mask::Add4 { data } => {
+                        let r = data.slice(ndarray::s![bi, hi, ti, ..]);
+                        let shows = |a: &f32| a.is_nan() || *a > HIDDEN;
+                        span(r.iter().position(shows), r.iter().rposition(shows))
+                    }
+                }
+            })
+            .collect();
+        MaskRuns { runs, batch_stride: if nb == 1 { 0 } else { nh * t }, head_stride: if nh == 1 { 0 } else { t } }
+    }
+
+    /// The visible run of query `ti` of head `hi` in batch `bi`.
+    fn get(&self, bi: usize, hi: usize, ti: usize) -> Option<(usize, usize)> {
+        self.runs.get(bi * self.batch_stride + hi * self.head_stride + ti).copied().flatten()
+    }
+}
+
+/// The keys a query at position `pos` reads within `[lo, hi)`: those the causal and window
+/// bounds leave, narrowed to the mask's visible run when that leaves any. (A row whose mask
+/// hides all of them keeps the bounds' run, so the softmax sees what it would see unskipped:
+/// zeros for `-inf`, a uniform row for a finite hiding value.)
+fn row_run(spec: &AttentionSpec, pos: usize, lo: usize, hi: usize, shown: Option<(usize, usize)>) -> (usize, usize) {
+    let vis_hi = if spec.causal { (pos + 1).min(hi) } else { hi };
+    let vis_lo = spec.window.map_or(lo, |w| (pos + 1).saturating_sub(w).max(lo)).min(vis_hi);
+    match shown {
+        Some((f, l)) if f.max(vis_lo) < l.min(vis_hi) => (f.max(vis_lo), l.min(vis_hi)),
+        _ => (vis_lo, vis_hi),
+    }
+}
+
+/// Queries per block of the attention's score matrix, at most.
 const QUERY_BLOCK: usize = 64;
+/// Rows (queries x stacked heads) per block of the score matrix, about.
+const BLOCK_ROWS: usize = 256;
+
+/// Queries per block when `group` query heads share each kv head: about [`BLOCK_ROWS`] rows
+/// in all, at most [`QUERY_BLOCK`] queries (the causal bound's waste grows with the block).
+fn query_block(group: usize) -> usize {
+    (BLOCK_ROWS / group.max(1)).clamp(8, QUERY_BLOCK)
+}
+
+thread_local! {
+    /// Each thread's score block, reused across blocks, heads and calls.
+    static SCORES: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+}
 
 /// The keys `[lo, hi)` that some query of rows `r0..r1` (positions `p + r0 ..`) can see
 /// under the causal and window bounds; the mask can only hide more.
@@ -374,84 +451,92 @@ pub(crate) fn attention(spec: &AttentionSpec, inputs: &[Option<&Value>]) -> R<Ve
             }
         },
     };
-    // Scores, softmax and context per (batch, head) and block of queries: two GEMMs around a
-    // masked softmax. A block reads only the keys some row of it can see (causal and window
-    // bounds), so a causal prefill does about half the work of the full score matrix.
+    // Scores, softmax and context per (batch, kv head, block of queries): two GEMMs around a
+    // masked softmax. The `group` query heads that share a kv head are stacked into one product
+    // (rows query-major, head-minor), so that each packed panel of keys or values serves
+    // `group x block` rows rather than `block`. A block reads only the keys some row of it can
+    // see (causal and window bounds), so a causal prefill does about half the work of the full
+    // score matrix. The latest (costliest) blocks go first, one task at a time, so that the
+    // threads finish together.
     let group = h / kvh;
-    let mut ctx = vec![0.0f32; rows * h * d];
-    let per_bh: Vec<(usize, R<Vec<f32>>)> = (0..b * h)
-        .into_par_iter()
-        .map(|bh| {
-            let (bi, hi) = (bh / h, bh % h);
-            let kv = (bi * kvh + hi / group) * s_len * d;
-            let (kts, vs) = (&pkt[kv..kv + s_len * d], &pv[kv..kv + s_len * d]);
-            let run = || -> R<Vec<f32>> {
-                let mut qb = Vec::with_capacity(t * d);
-                for ti in 0..t {
-                    let qo = ((bi * t + ti) * h + hi) * d;
-                    qb.extend_from_slice(&q[qo..qo + d]);
-                }
-                let mut outb = vec![0.0f32; t * d];
-                let mut scores = vec![0.0f32; QUERY_BLOCK.min(t) * s_len];
-                for r0 in (0..t).step_by(QUERY_BLOCK) {
-                    let r1 = (r0 + QUERY_BLOCK).min(t);
-                    let (lo, hi_key) = key_range(spec, p, r0, r1, s_len);
-                    let (rb, kl) = (r1 - r0, hi_key - lo);
-                    if kl == 0 {
-                        continue;
-                    }
-                    let sc = &mut scores[..rb * kl];
-                    let keys_t = Mat { data: &kts[lo..], rs: s_len, cs: 1 };
-                    sgemm(rb, kl, d, Mat::rows(&qb[r0 * d..r1 * d], d), keys_t, sc, spec.scale, false, false)?;
-                    if let Some(c) = spec.softcap {
-                        sc.iter_mut().for_each(|s| *s = c * (*s / c).tanh());
-                    }
-                    for (ri, row) in sc.chunks_mut(kl).enumerate() {
-                        let ti = r0 + ri;
-                        // The causal and window bounds leave one run of visible keys; it is
-                        // softmaxed alone and the rest of the row is zero.
-                        let pos = p + ti;
-                        let vis_hi = if spec.causal { (pos + 1).min(hi_key) } else { hi_key };
-                        let vis_lo = spec.window.map_or(lo, |w| (pos + 1).saturating_sub(w).max(lo));
-                        let end = vis_hi.saturating_sub(lo);
-                        let start = vis_lo.saturating_sub(lo).min(end);
-                        row[..start].fill(0.0);
-                        row[end..].fill(0.0);
-                        let run = &mut row[start..end];
-                        let (k0, k1) = (lo + start, lo + end);
-                        // The mask's row for this query over the run, as a 1-D view.
-                        match &mask {
-                            Mask::None => {}
-                            Mask::Bool4 { data } => {
-                                let keep = data.slice(ndarray::s![bi, hi, ti, k0..k1]);
-                                match keep.as_slice() {
-                                    Some(keep) => run.iter_mut().zip(keep).for_each(|(v, &k)| if !k { *v = f32::NEG_INFINITY }),
-                                    None => run.iter_mut().zip(keep.iter()).for_each(|(v, &k)| if !k { *v = f32::NEG_INFINITY }),
-                                }
-                            }
-                            Mask::Add4 { data } => {
-                                let add = data.slice(ndarray::s![bi, hi, ti, k0..k1]);
-                                match add.as_slice() {
-                                    Some(add) => run.iter_mut().zip(add).for_each(|(v, &a)| *v += a),
-                                    None => run.iter_mut().zip(add.iter()).for_each(|(v, &a)| *v += a),
-                                }
-                            }
+    let block = query_block(group);
+    let blocks = t.div_ceil(block);
+    let runs = MaskRuns::new(&mask, b, h, t);
+    let tasks: Vec<(usize, usize)> = (0..blocks).rev().flat_map(|blk| (0..b * kvh).map(move |bk| (bk, blk))).collect();
+    let run = |&(bk, blk): &(usize, usize)| -> R<Vec<f32>> {
+        let (bi, ki) = (bk / kvh, bk % kvh);
+        let kv = bk * s_len * d;
+        let (kts, vs) = (&pkt[kv..kv + s_len * d], &pv[kv..kv + s_len * d]);
+        let (r0, r1) = (blk * block, ((blk + 1) * block).min(t));
+        // The keys the block reads: the union of its rows' runs, so that the keys a mask hides
+        // from every row of the block (a causal mask given as a tensor) are skipped too.
+        let (lo0, hi0) = key_range(spec, p, r0, r1, s_len);
+        let row_runs: Vec<(usize, usize)> =
+            (0..(r1 - r0) * group).map(|ri| row_run(spec, p + r0 + ri / group, lo0, hi0, runs.get(bi, ki * group + ri % group, r0 + ri / group))).collect();
+        let lo = row_runs.iter().map(|r| r.0).min().unwrap_or(lo0);
+        let hi_key = row_runs.iter().map(|r| r.1).max().unwrap_or(lo0).max(lo);
+        let (m, kl) = ((r1 - r0) * group, hi_key - lo);
+        let mut outb = vec![0.0f32; m * d];
+        if kl == 0 {
+            return Ok(outb);
+        }
+        // The group's query rows for this block: for each query, its `group` heads are
+        // contiguous in q.
+        let mut qb = Vec::with_capacity(m * d);
+        for ti in r0..r1 {
+            let qo = ((bi * t + ti) * h + ki * group) * d;
+            qb.extend_from_slice(&q[qo..qo + group * d]);
+        }
+        SCORES.with_borrow_mut(|scores| -> R<()> {
+            if scores.len() < m * kl {
+                scores.resize(m * kl, 0.0);
+            }
+            let sc = &mut scores[..m * kl];
+            let keys_t = Mat { data: &kts[lo..], rs: s_len, cs: 1 };
+            sgemm(m, kl, d, Mat::rows(&qb, d), keys_t, sc, spec.scale, false, false)?;
+            if let Some(c) = spec.softcap {
+                sc.iter_mut().for_each(|s| *s = c * (*s / c).tanh());
+            }
+            for (ri, row) in sc.chunks_mut(kl).enumerate() {
+                let (ti, hi) = (r0 + ri / group, ki * group + ri % group);
+                // The row's run of keys is softmaxed alone and the rest of the row is zero.
+                let (start, end) = (row_runs[ri].0 - lo, row_runs[ri].1 - lo);
+                row[..start].fill(0.0);
+                row[end..].fill(0.0);
+                let run = &mut row[start..end];
+                let (k0, k1) = (lo + start, lo + end);
+                // The mask's row for this query over the run, as a 1-D view.
+                match &mask {
+                    Mask::None => {}
+                    Mask::Bool4 { data } => {
+                        let keep = data.slice(ndarray::s![bi, hi, ti, k0..k1]);
+                        match keep.as_slice() {
+                            Some(keep) => run.iter_mut().zip(keep).for_each(|(v, &k)| if !k { *v = f32::NEG_INFINITY }),
+                            None => run.iter_mut().zip(keep.iter()).for_each(|(v, &k)| if !k { *v = f32::NEG_INFINITY }),
                         }
-                        crate::fastmath::softmax_row(run);
                     }
-                    sgemm(rb, d, kl, Mat::rows(sc, kl), Mat::rows(&vs[lo * d..hi_key * d], d), &mut outb[r0 * d..r1 * d], 1.0, false, false)?;
+                    Mask::Add4 { data } => {
+                        let add = data.slice(ndarray::s![bi, hi, ti, k0..k1]);
+                        match add.as_slice() {
+                            Some(add) => run.iter_mut().zip(add).for_each(|(v, &a)| *v += a),
+                            None => run.iter_mut().zip(add.iter()).for_each(|(v, &a)| *v += a),
+                        }
+                    }
                 }
-                Ok(outb)
-            };
-            (bh, run())
-        })
-        .collect();
-    for (bh, outb) in per_bh {
+                crate::fastmath::softmax_row(run);
+            }
+            sgemm(m, d, kl, Mat::rows(sc, kl), Mat::rows(&vs[lo * d..hi_key * d], d), &mut outb, 1.0, false, false)
+        })?;
+        Ok(outb)
+    };
+    let outs: Vec<R<Vec<f32>>> = tasks.par_iter().with_max_len(1).map(run).collect();
+    let mut ctx = vec![0.0f32; rows * h * d];
+    for (&(bk, blk), outb) in tasks.iter().zip(outs) {
         let outb = outb?;
-        let (bi, hi) = (bh / h, bh % h);
-        for ti in 0..t {
-            let dst = ((bi * t + ti) * h + hi) * d;
-            ctx[dst..dst + d].copy_from_slice(&outb[ti * d..(ti + 1) * d]);
+        let (bi, ki) = (bk / kvh, bk % kvh);
+        for (i, ti) in (blk * block..((blk + 1) * block).min(t)).enumerate() {
+            let dst = ((bi * t + ti) * h + ki * group) * d;
+            ctx[dst..dst + group * d].copy_from_slice(&outb[i * group * d..(i + 1) * group * d]);
         }
     }
     let wo = floats(arg(inputs, AttentionSpec::WO, "wo")?, "wo")?;
@@ -576,6 +661,58 @@ mod tests {
 
     /// Boolean and additive masks (with hidden keys, broadcast over heads or batch), causal or
     /// not, windows, a past, and more queries than one block of the score matrix.
+    #[test]
+    fn tensor_masks_that_hide_keys_match_f64_oracle() {
+        // Causal masks given as tensors (the spec not causal), as exporters write them: the
+        // keys they hide are skipped, which must not change what any row sees. Batch 1 is
+        // left-padded (two keys hidden everywhere) and its first two query rows hide every key.
+        let (b, t, hid, h, kvh, d, p) = (2, 2 * QUERY_BLOCK + 5, 8, 4, 2, 4, 3);
+        let s_len = p + t;
+        let mut seed = 29u64;
+        let x = rand_vec(b * t * hid, &mut seed);
+        let wq = rand_vec(hid * h * d, &mut seed);
+        let wk = rand_vec(hid * kvh * d, &mut seed);
+        let wv = rand_vec(hid * kvh * d, &mut seed);
+        let wo = rand_vec(h * d * hid, &mut seed);
+        let pk = rand_vec(b * kvh * p * d, &mut seed);
+        let pv = rand_vec(b * kvh * p * d, &mut seed);
+        // (-1e9 leaves no row all hidden: f32 rounds a score minus 1e9 to a multiple of 64,
+        // where f64 keeps the differences between keys.)
+        let shows = |bi: usize, ti: usize, si: usize, hide_rows: bool| si <= p + ti && !(bi == 1 && (si < 2 || (hide_rows && ti < 2)));
+        for hide in [f32::MIN, f32::NEG_INFINITY, -1e9] {
+            let add: Vec<f32> = (0..b * t * s_len).map(|i| if shows(i / (t * s_len), i / s_len % t, i % s_len, hide < -1e30) { 0.0 } else { hide }).collect();
+            let keep: Vec<bool> = add.iter().map(|&a| a == 0.0).collect();
+            let add_mask = arr(&[b, 1, t, s_len], add.clone());
+            let bool_mask = Value { dtype: jetc_ir::DType::Bool, data: Data::B(ArrayD::from_shape_vec(IxDyn(&[b, 1, t, s_len]), keep.clone()).expect("shape")) };
+            let by_add = |bi: usize, _: usize, ti: usize, si: usize| {
+                let a = add[(bi * t + ti) * s_len + si] as f64;
+                (a != f64::NEG_INFINITY).then_some(a)
+            };
+            let by_bool = |bi: usize, _: usize, ti: usize, si: usize| keep[(bi * t + ti) * s_len + si].then_some(0.0);
+            let cases: [(&Value, &dyn Fn(usize, usize, usize, usize) -> Option<f64>); 2] = [(&add_mask, &by_add), (&bool_mask, &by_bool)];
+            for (mask, hidden) in cases {
+                for (causal, window) in [(false, None), (true, Some(9))] {
+                    let spec = AttentionSpec { heads: h, kv_heads: kvh, head_dim: d, scale: 0.6, rope: None, rotary_dim: d, causal, window, qk_norm_eps: None, softcap: None };
+                    let vals = [
+                        arr(&[b, t, hid], x.clone()), arr(&[hid, h * d], wq.clone()), arr(&[hid, kvh * d], wk.clone()),
+                        arr(&[hid, kvh * d], wv.clone()), arr(&[h * d, hid], wo.clone()), arr(&[b, kvh, p, d], pk.clone()),
+                        arr(&[b, kvh, p, d], pv.clone()),
+                    ];
+                    let mut inputs: Vec<Option<&Value>> = vec![None; AttentionSpec::NUM_INPUTS];
+                    for (slot, v) in [AttentionSpec::X, AttentionSpec::WQ, AttentionSpec::WK, AttentionSpec::WV, AttentionSpec::WO, AttentionSpec::PAST_K, AttentionSpec::PAST_V].into_iter().zip(&vals) {
+                        inputs[slot] = Some(v);
+                    }
+                    inputs[AttentionSpec::MASK] = Some(mask);
+                    let out = attention(&spec, &inputs).expect("attention");
+                    let want = oracle(&x, &wq, &wk, &wv, &wo, &pk, &pv, (b, t, hid, h, kvh, d, p), window, 0.6, causal, hidden);
+                    let got = out[0].as_f32().expect("y");
+                    let err = got.iter().zip(&want).map(|(a, b)| (*a as f64 - b).abs()).fold(0.0, f64::max);
+                    assert!(err < 1e-5, "hiding value {hide} as {:?}, causal {causal} window {window:?}: max err {err}", mask.dtype);
+                }
+            }
+        }
+    }
+
     #[test]
     fn masked_attention_matches_f64_oracle() {
         let (b, t, hid, h, kvh, d, p) = (2, QUERY_BLOCK + 7, 8, 2, 1, 4, 3);
