@@ -9,6 +9,7 @@
 //! The IR mirrors ONNX faithfully at first (one [`OnnxOp`] per ONNX node, attributes and
 //! opset kept) and is then raised by passes to decoder-level ops (attention, RMSNorm, ...).
 
+pub mod blocks;
 pub mod dtype;
 pub mod error;
 pub mod graph;

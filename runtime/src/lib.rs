@@ -16,6 +16,7 @@ pub mod math;
 pub mod mixer_ops;
 pub mod npz;
 pub mod onnx_ops;
+pub mod quant;
 pub mod value;
 
 pub use error::{Result, RuntimeError};
