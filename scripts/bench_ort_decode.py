@@ -10,6 +10,7 @@ generated ids (to check they are jetc's).
 """
 import argparse
 import json
+import resource
 import time
 
 import numpy as np
@@ -81,6 +82,7 @@ def main() -> None:
         "decode_s": decode,
         "decode_steps": steps,
         "decode_tokens_per_s": steps / decode if decode > 0 else 0.0,
+        "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
         "ids": ids,
     }))
 

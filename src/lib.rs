@@ -7,4 +7,4 @@ pub use jetc_onnx as onnx;
 pub use jetc_passes as passes;
 pub use jetc_runtime as runtime;
 
-pub use jetc_models::{convert, generate, gguf_model, jet_hf, pipeline, safetensors_out, synth};
+pub use jetc_models::{bench, convert, generate, gguf_model, jet_hf, pipeline, safetensors_out, synth};

@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use jetc::generate::{Generator, Logits};
 use jetc::ir::{DType, Graph, Op};
 use jetc::passes::summary::summarize;
-use jetc::pipeline::{load, load_raised};
+use jetc::pipeline::{import_with, load, load_raised, load_raised_with, Precision};
 use jetc::synth::{arch, build, ArchConfig};
 use jetc_gguf::{GgmlType, GgufWriter, MetaArray, MetaValue};
 
@@ -402,4 +402,70 @@ fn rope_frequency_factors_change_the_model() {
     assert!(rel(&a, &b) > 1e-4, "factors had no effect");
     let bad = ArchConfig { rope_freq_factors: Some(vec![1.0; 3]), ..with };
     assert!(build(&bad, 5, DType::F32).is_err_and(|e| e.to_string().contains("frequency factors")));
+}
+
+/// A GGUF file whose matrices and embedding table are in block formats (a different one per
+/// tensor, cycling through `formats`), the 1-D tensors in f32.
+fn write_quantized(name: &str, kvs: &[(String, MetaValue)], tensors: &[Entry], formats: &[(GgmlType, jetc::ir::blocks::BlockFormat)]) -> PathBuf {
+    let mut w = GgufWriter::new();
+    for (k, v) in kvs {
+        w = w.kv(k.clone(), v.clone());
+    }
+    let mut matrices = 0;
+    for (n, dims, data) in tensors {
+        if dims.len() == 2 {
+            let (ty, format) = formats[matrices % formats.len()];
+            matrices += 1;
+            w = w.tensor(n.clone(), dims, ty, format.encode(data).expect("encode"));
+        } else {
+            w = w.tensor_f32(n.clone(), dims, data);
+        }
+    }
+    let path = std::env::temp_dir().join(format!("jetc-gguf-import-{}-{name}", std::process::id()));
+    std::fs::write(&path, w.to_bytes()).expect("write");
+    path
+}
+
+/// The logits of 20 ids (the prefill path of the quantized matmuls) and then of one more
+/// (the decode path), and the f32 bytes the session had to make of stored weights.
+fn prefill_then_step(g: &Graph) -> (Logits, Logits, usize) {
+    let ids: Vec<u32> = (0..20).map(|i| (i * 37 + 11) % 128).collect();
+    let mut gen = Generator::new(g).expect("generator");
+    let a = gen.forward(&ids).expect("prefill");
+    let b = gen.forward(&[42]).expect("step");
+    (a, b, gen.session().dense_weight_bytes())
+}
+
+#[test]
+fn stored_precision_weights_compute_what_their_f32_values_compute() {
+    use jetc::ir::blocks::BlockFormat as F;
+    let formats = [(GgmlType::Q8_0, F::Q8_0), (GgmlType::Q4_1, F::Q4_1), (GgmlType::Q4_0, F::Q4_0), (GgmlType::F16, F::F16), (GgmlType::BF16, F::BF16)];
+    for (cfg, arch_name) in [(arch("llama-tiny").expect("arch"), "llama"), (llama_mha_tied(), "llama"), (qwen2_tiny(), "qwen2"), (phi3_tiny(), "phi3")] {
+        let g = build(&cfg, 5, DType::F32).expect("synth");
+        let tensors = tensors_for(&g, &cfg, arch_name == "llama", arch_name == "phi3");
+        let path = write_quantized(&format!("{}-q.gguf", cfg.name), &metadata(&cfg, arch_name), &tensors, &formats);
+        // The reference: the same file de-quantized to f32 on load.
+        let (want_prefill, want_step, _) = prefill_then_step(&load_raised(&path).expect("f32 load"));
+        for (what, graph) in [("imported", import_with(&path, Precision::Stored).expect("import")), ("raised", load_raised_with(&path, Precision::Stored).expect("load"))] {
+            let consts: Vec<&jetc::ir::Tensor> = graph
+                .node_ids()
+                .filter_map(|id| match &graph.node(id).ok()?.op {
+                    Op::Const(t) => Some(t),
+                    _ => None,
+                })
+                .collect();
+            let stored = consts.iter().filter(|t| t.stored().is_some()).count();
+            // Every matrix and the table (and, tied, the head that reads the table's blocks).
+            let matrices = tensors.iter().filter(|t| t.1.len() == 2).count();
+            let want_stored = if arch_name == "phi3" { matrices + 3 * cfg.layers } else { matrices } + cfg.tied as usize;
+            assert_eq!(stored, want_stored, "{} {what}: stored weights", cfg.name);
+            assert!(consts.iter().all(|t| !t.is_decoded()), "{} {what}: loading de-quantized a weight", cfg.name);
+            let (prefill, step, dense) = prefill_then_step(&graph);
+            assert_eq!(dense, 0, "{} {what}: the session made f32 copies of stored weights", cfg.name);
+            assert!(consts.iter().all(|t| !t.is_decoded()), "{} {what}: running de-quantized a weight", cfg.name);
+            let (e1, e2) = (rel(&prefill, &want_prefill), rel(&step, &want_step));
+            assert!(e1 < 2e-6 && e2 < 2e-6, "{} {what}: logits rel err {e1:e} (prefill), {e2:e} (step)", cfg.name);
+        }
+        std::fs::remove_file(&path).ok();
+    }
 }

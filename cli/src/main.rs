@@ -483,6 +483,55 @@ enum Command {
         /// a tokenizer.json, or a directory holding one.
         #[arg(long)]
         tokenizer: Option<PathBuf>,
+        /// How a GGUF model's weights are held: `stored` keeps the file's format (f16, bf16,
+        /// Q4_0, Q8_0, K-quants, ...) and de-quantizes inside the matmuls; `f32` de-quantizes
+        /// every weight at load (5-8x the memory; the reference for the stored kernels).
+        #[arg(long, default_value = "stored", value_parser = ["stored", "f32"])]
+        weights: String,
+    },
+    /// Prefill and decode throughput on the CPU executor at several context lengths and a
+    /// batch size: tokens/s, the bytes a step must move and the GB/s that implies, peak
+    /// memory; with --compare, a second model (its hybrid: a file or a `jetc convert`
+    /// directory) and the measured speedup beside the one its bytes per step predict. The
+    /// caches are filled with random entries at each context (the cost of a step depends on
+    /// their size, not their values), so no long prefill is needed.
+    Bench {
+        model: PathBuf,
+        /// A second model to measure the same way and compare with the first.
+        #[arg(long)]
+        compare: Option<PathBuf>,
+        /// Compare with MODEL converted in memory to this layout (a JSON layout file as
+        /// `convert --layout` reads; untrained mixers run at the trained ones' speed), its
+        /// other weights held as MODEL's.
+        #[arg(long, conflicts_with = "compare")]
+        compare_layout: Option<PathBuf>,
+        /// Context lengths (cached tokens before the timed steps), e.g. 1k,4k,16k,32k.
+        #[arg(long, value_delimiter = ',', default_value = "1k,4k", value_parser = commands::bench::parse_context)]
+        context: Vec<usize>,
+        /// Sequences decoded at once (each its own caches).
+        #[arg(long, default_value_t = 1)]
+        batch: usize,
+        /// Timed decode steps per context.
+        #[arg(long, default_value_t = 64)]
+        new_tokens: usize,
+        /// Prompt tokens per sequence of the prefill measurement (0: none).
+        #[arg(long, default_value_t = 512)]
+        prefill_tokens: usize,
+        /// How a GGUF model's weights are held (as `generate --weights`).
+        #[arg(long, default_value = "stored", value_parser = ["stored", "f32"])]
+        weights: String,
+        /// Write a PNG (and an SVG beside it) of decode throughput against context.
+        #[arg(long)]
+        plot: Option<PathBuf>,
+        /// Worker threads (default: all cores).
+        #[arg(long)]
+        threads: Option<usize>,
+        /// Seed of the random ids and cache contents.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
     },
     /// Render and compile (NVRTC, no GPU needed) every CUDA kernel a converted model needs:
     /// .cu, .ptx, .cubin and manifest.json. MODEL: a converted .onnx or a preset
@@ -750,6 +799,26 @@ fn main() -> ExitCode {
                 window,
             })
         }),
+        Command::Bench { model, compare, compare_layout, context, batch, new_tokens, prefill_tokens, weights, plot, threads, seed, json } => {
+            if let Some(n) = threads {
+                if let Err(e) = rayon::ThreadPoolBuilder::new().num_threads(n.max(1)).build_global() {
+                    eprintln!("note: --threads {n} not applied: {e}");
+                }
+            }
+            commands::bench::run(&commands::bench::BenchArgs {
+                model,
+                compare,
+                compare_layout,
+                contexts: context,
+                batch,
+                new_tokens,
+                prefill_tokens,
+                stored_weights: weights == "stored",
+                plot,
+                json,
+                seed,
+            })
+        }
         Command::Generate {
             model,
             prompt,
@@ -761,7 +830,9 @@ fn main() -> ExitCode {
             seed,
             json,
             tokenizer,
+            weights,
         } => commands::generate::run(&commands::generate::GenerateArgs {
+            stored_weights: weights == "stored",
             model,
             prompt,
             chat,

@@ -300,6 +300,38 @@ impl GgufFile {
         }
     }
 
+    /// Rows `rows` of a 2-D tensor kept in its stored precision, borrowing the mapped file
+    /// (nothing is de-quantized or copied): the matrix itself, `[rows, cols]`, or with
+    /// `transposed` its transpose, `[cols, rows]`, the way `x @ W` reads a linear layer's
+    /// weight. `None` for an f32 tensor, one that is not 2-D, and a type without kernels.
+    pub fn to_stored_tensor(&self, info: &TensorInfo, rows: std::ops::Range<usize>, transposed: bool) -> Result<Option<Tensor>> {
+        let shape = info.shape();
+        let (Some(format), &[n, cols]) = (quant::block_format(info.ggml_type), shape.as_slice()) else {
+            return Ok(None);
+        };
+        if rows.start > rows.end || rows.end > n {
+            return Err(self.tensor_err(info, format!("rows {}..{} asked of a matrix of {n} rows", rows.start, rows.end)));
+        }
+        let row_bytes = format
+            .row_bytes(cols)
+            .ok_or_else(|| self.tensor_err(info, format!("a row of {cols} is not a whole number of {format} blocks")))?;
+        let (start, len) = check_tensor(&self.path, info, self.data_offset, self.alignment, self.map.len() as u64)?;
+        if n.checked_mul(row_bytes) != Some(len) {
+            return Err(self.tensor_err(info, format!("{len} bytes for {n} rows of {row_bytes}")));
+        }
+        let t = Tensor::from_stored_mapped(
+            format,
+            rows.len(),
+            cols,
+            transposed,
+            self.map.clone(),
+            start + rows.start * row_bytes,
+            rows.len() * row_bytes,
+        )
+        .map_err(|source| GgufError::Ir { file: self.path.clone(), tensor: info.name.clone(), source })?;
+        Ok(Some(t))
+    }
+
     /// The tensor as a jetc IR constant of dtype f32 and row-major shape (the GGUF dims
     /// reversed). F32 tensors borrow the mapped file (no copy); the others are de-quantized
     /// into owned memory.

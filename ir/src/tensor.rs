@@ -253,6 +253,12 @@ impl Tensor {
         }
     }
 
+    /// Whether a stored-precision tensor has been de-quantized to f32 bytes (by a call to
+    /// [`Tensor::bytes`]); false for every other tensor.
+    pub fn is_decoded(&self) -> bool {
+        matches!(&self.bytes, Bytes::Stored { f32, .. } if f32.get().is_some())
+    }
+
     /// Bytes this tensor keeps: the stored blocks for a stored-precision tensor, else its
     /// bytes (what a model's weights cost in memory and on disk).
     pub fn held_bytes(&self) -> usize {

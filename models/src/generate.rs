@@ -125,20 +125,20 @@ impl Logits {
 
 /// One cache: the input it is fed to, the output it comes from, its initial value.
 #[derive(Clone, Debug)]
-struct Cache {
-    input: String,
-    output: String,
-    init: Value,
+pub(crate) struct Cache {
+    pub(crate) input: String,
+    pub(crate) output: String,
+    pub(crate) init: Value,
 }
 
 /// The graph's interface as the loop uses it.
 #[derive(Clone, Debug)]
-struct Interface {
-    ids: DType,
-    positions: Option<DType>,
-    mask: Option<DType>,
-    caches: Vec<Cache>,
-    logits: String,
+pub(crate) struct Interface {
+    pub(crate) ids: DType,
+    pub(crate) positions: Option<DType>,
+    pub(crate) mask: Option<DType>,
+    pub(crate) caches: Vec<Cache>,
+    pub(crate) logits: String,
 }
 
 /// What a [`Generator`] has consumed: its caches and position.
@@ -168,6 +168,11 @@ impl<'g> Generator<'g> {
         let mut g = Generator { session, io, caches: HashMap::new(), position: 0, history: Vec::new() };
         g.reset();
         Ok(g)
+    }
+
+    /// The session the generator runs (its weights, its last peak memory).
+    pub fn session(&self) -> &Session<'g> {
+        &self.session
     }
 
     /// Runs one token and forgets it, so that the session converts its constants (the
@@ -332,7 +337,7 @@ impl<'g> Generator<'g> {
 }
 
 /// Reads the graph's inputs and outputs (see the module doc).
-fn interface(g: &Graph) -> Result<Interface> {
+pub(crate) fn interface(g: &Graph) -> Result<Interface> {
     let fail = |m: String| GenerateError::Model(m);
     let mut inputs: Vec<(String, jetc_ir::Fact)> = Vec::new();
     for &id in &g.inputs {
@@ -431,13 +436,13 @@ fn int_dtype(name: &str, dt: DType) -> Result<DType> {
     }
 }
 
-fn int_value(dtype: DType, shape: &[usize], data: Vec<i64>) -> Value {
+pub(crate) fn int_value(dtype: DType, shape: &[usize], data: Vec<i64>) -> Value {
     let arr = ndarray::ArrayD::from_shape_vec(ndarray::IxDyn(shape), data).unwrap_or_default();
     Value { dtype, data: Data::I(arr) }
 }
 
 /// All-ones mask in the declared dtype (integer, boolean or float).
-fn ones(dtype: DType, shape: &[usize]) -> Value {
+pub(crate) fn ones(dtype: DType, shape: &[usize]) -> Value {
     let sh = ndarray::IxDyn(shape);
     let data = if dtype == DType::Bool {
         Data::B(ndarray::ArrayD::from_elem(sh, true))

@@ -24,8 +24,14 @@
 //!
 //! Layout: a ggml tensor's `ne[0]` is its fastest dimension, so a projection with GGUF dims
 //! `[in, out]` is the row-major `[out, in]` matrix of PyTorch; the graph multiplies by its
-//! transpose `[in, out]`. Every tensor is de-quantized to f32 on load ([`jetc_gguf`], bit for
-//! bit as gguf-py), and for `llama` the rows of `attn_q` / `attn_k` (weights and biases) are
+//! transpose `[in, out]`. With [`Precision::F32`] (training, conversion, search) every tensor
+//! is de-quantized to f32 on load ([`jetc_gguf`], bit for bit as gguf-py). With
+//! [`Precision::Stored`] (running and generating) the matrices and the embedding table keep
+//! the file's blocks ([`jetc_ir::tensor::Stored`], mapped, not copied), so the executor's
+//! kernels de-quantize inside the matmuls and no f32 copy of the weights is made; q/k rows
+//! move as whole rows of blocks, Phi-3's packed matrices become row ranges of the file, and a
+//! tied LM head is the same blocks read transposed. Norms and biases are f32 either way. For
+//! `llama` the rows of `attn_q` / `attn_k` (weights and biases) are
 //! put back in Hugging Face order: llama.cpp's converter interleaves the two halves of each
 //! head for its GPT-J-style RoPE, and the graph uses `rotate_half` RoPE as transformers' GGUF
 //! loader does (docs/decisions/0004-gguf-import.md).
@@ -38,6 +44,17 @@ use rayon::prelude::*;
 use thiserror::Error;
 
 use crate::synth::{build_with, ArchConfig};
+
+/// How the weights of a GGUF file are held in the graph.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Precision {
+    /// Every weight de-quantized to f32 (what passes, training and export read).
+    #[default]
+    F32,
+    /// Matrices and the embedding table in the file's own format (f16, bf16, ggml blocks),
+    /// read by the executor's matmul and embedding kernels; f32 tensors stay f32.
+    Stored,
+}
 
 /// The architectures [`import`] builds.
 pub const ARCHITECTURES: &[&str] = &["llama", "qwen2", "qwen3", "phi3"];
@@ -188,14 +205,25 @@ pub fn arch_of(file: &GgufFile) -> Result<GgufArch, GgufModelError> {
     Ok(GgufArch { architecture: arch, config, context_length })
 }
 
-/// Imports a GGUF model file as an IR decoder graph (before canonicalization).
+/// Imports a GGUF model file as an IR decoder graph (before canonicalization), with every
+/// weight in f32.
 pub fn import(path: &Path) -> Result<Graph, GgufModelError> {
-    let file = GgufFile::open(path)?;
-    build_graph(&file)
+    import_with(path, Precision::F32)
 }
 
-/// Builds the decoder graph of an opened GGUF model.
+/// [`import`] with the weights held in `precision`.
+pub fn import_with(path: &Path, precision: Precision) -> Result<Graph, GgufModelError> {
+    let file = GgufFile::open(path)?;
+    build_graph_with(&file, precision)
+}
+
+/// Builds the decoder graph of an opened GGUF model, every weight in f32.
 pub fn build_graph(file: &GgufFile) -> Result<Graph, GgufModelError> {
+    build_graph_with(file, Precision::F32)
+}
+
+/// Builds the decoder graph of an opened GGUF model with its weights held in `precision`.
+pub fn build_graph_with(file: &GgufFile, precision: Precision) -> Result<Graph, GgufModelError> {
     let arch = arch_of(file)?;
     let cfg = &arch.config;
     let permute = arch.architecture == "llama";
@@ -243,6 +271,11 @@ pub fn build_graph(file: &GgufFile) -> Result<Graph, GgufModelError> {
             Some("attn_k") if permute => Some(cfg.kv_heads),
             _ => None,
         };
+        if precision == Precision::Stored {
+            if let Some(t) = stored_weight(file, info, kind, heads, shape)? {
+                return Ok(t);
+            }
+        }
         match (kind, heads) {
             (Kind::Plain, None) => Ok(file.to_ir_tensor(info)?),
             (Kind::Plain, Some(h)) => {
@@ -295,6 +328,34 @@ pub fn build_graph(file: &GgufFile) -> Result<Graph, GgufModelError> {
         g.meta.insert("context_length".into(), n.to_string());
     }
     Ok(g)
+}
+
+/// A weight in the file's stored precision, shaped as the graph asks (`shape`); `None` for
+/// what stays f32 (f32 tensors, 1-D tensors, types without kernels).
+fn stored_weight(file: &GgufFile, info: &TensorInfo, kind: Kind, heads: Option<usize>, shape: &[usize]) -> Result<Option<Tensor>, GgufModelError> {
+    let rows = info.shape().first().copied().unwrap_or(0);
+    match (kind, heads) {
+        // The embedding table, `[vocab, hidden]` as the file has it.
+        (Kind::Plain, None) if shape.len() == 2 => Ok(file.to_stored_tensor(info, 0..rows, false)?),
+        (Kind::Plain, _) => Ok(None),
+        // Phi-3: a row range of the packed matrix.
+        (Kind::Rows { offset, .. }, _) => {
+            let n = shape.get(1).copied().unwrap_or(0);
+            Ok(file.to_stored_tensor(info, offset..offset + n, true)?)
+        }
+        (Kind::Matrix, None) => Ok(file.to_stored_tensor(info, 0..rows, true)?),
+        // llama's q/k: whole rows of blocks back in Hugging Face order.
+        (Kind::Matrix, Some(h)) => {
+            let Some(t) = file.to_stored_tensor(info, 0..rows, true)? else { return Ok(None) };
+            let Some(s) = t.stored() else { return Ok(None) };
+            let row_bytes = s.bytes().len() / rows.max(1);
+            let mut bytes = Vec::with_capacity(s.bytes().len());
+            for r in unpermute_rows(rows, h) {
+                bytes.extend_from_slice(&s.bytes()[r * row_bytes..(r + 1) * row_bytes]);
+            }
+            Tensor::from_stored(s.format(), rows, s.cols(), true, bytes).map(Some).map_err(|e| ir(file, info, e))
+        }
+    }
 }
 
 fn ir(file: &GgufFile, info: &TensorInfo, source: IrError) -> GgufModelError {

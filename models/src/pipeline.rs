@@ -7,6 +7,8 @@ use jetc_ir::Graph;
 use jetc_passes::PassManager;
 use thiserror::Error;
 
+pub use crate::gguf_model::Precision;
+
 #[derive(Debug, Error)]
 pub enum LoadError {
     #[error(transparent)]
@@ -34,10 +36,16 @@ pub fn is_gguf(path: &Path) -> bool {
     }
 }
 
-/// Imports without any pass, as GGUF or ONNX ([`is_gguf`]).
+/// Imports without any pass, as GGUF or ONNX ([`is_gguf`]), every weight in f32.
 pub fn import(path: &Path) -> Result<Graph, LoadError> {
+    import_with(path, Precision::F32)
+}
+
+/// [`import`] with a GGUF file's weights held in `precision` (ONNX weights are as the file
+/// has them).
+pub fn import_with(path: &Path, precision: Precision) -> Result<Graph, LoadError> {
     if is_gguf(path) {
-        return Ok(crate::gguf_model::import(path)?);
+        return Ok(crate::gguf_model::import_with(path, precision)?);
     }
     Ok(jetc_onnx::import_model(path)?)
 }
@@ -45,7 +53,12 @@ pub fn import(path: &Path) -> Result<Graph, LoadError> {
 /// Imports and canonicalizes (infer, fold, cse, prune) with verification. Fails on the first
 /// op the executor has no kernel for, naming its type, node and opset.
 pub fn load(path: &Path) -> Result<Graph, LoadError> {
-    let mut g = import(path)?;
+    load_with(path, Precision::F32)
+}
+
+/// [`load`] with a GGUF file's weights held in `precision`.
+pub fn load_with(path: &Path, precision: Precision) -> Result<Graph, LoadError> {
+    let mut g = import_with(path, precision)?;
     jetc_runtime::check_supported(&g).map_err(|e| LoadError::Runtime(path.display().to_string(), e))?;
     PassManager::canonicalize().run(&mut g)?;
     Ok(g)
@@ -53,7 +66,14 @@ pub fn load(path: &Path) -> Result<Graph, LoadError> {
 
 /// Loads and raises to decoder ops (attention, RMSNorm, SwiGLU, embedding).
 pub fn load_raised(path: &Path) -> Result<Graph, LoadError> {
-    let mut g = load(path)?;
+    load_raised_with(path, Precision::F32)
+}
+
+/// [`load_raised`] with a GGUF file's weights held in `precision`: [`Precision::Stored`] for
+/// running and generating (no f32 copy of the weights), f32 for everything that rewrites or
+/// trains them.
+pub fn load_raised_with(path: &Path, precision: Precision) -> Result<Graph, LoadError> {
+    let mut g = load_with(path, precision)?;
     PassManager::new().add(Box::new(jetc_passes::Raise)).run(&mut g)?;
     Ok(g)
 }

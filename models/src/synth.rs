@@ -365,6 +365,12 @@ pub fn build_with<E: From<jetc_ir::IrError>>(cfg: &ArchConfig, weights: &mut Wei
         let Op::Const(t) = &b.g.node(table)?.op else {
             return Err(jetc_ir::IrError::Other("embedding is not a constant".into()).into());
         };
+        if let Some(head) = t.stored_transpose() {
+            // A table in its stored precision: the same blocks, read transposed.
+            let o = b.g.add_const("lm_head.weight", head)?;
+            let logits = b.op("lm_head", "MatMul", &[xn, o], &[])?;
+            return finish(b, logits, presents);
+        }
         let (rows, cols) = (cfg.vocab, d);
         let width = t.dtype().size_bytes();
         let src = t.bytes();
@@ -383,12 +389,17 @@ pub fn build_with<E: From<jetc_ir::IrError>>(cfg: &ArchConfig, weights: &mut Wei
         b.weight(weights, "lm_head.weight", vec![d, cfg.vocab])?
     };
     let logits = b.op("lm_head", "MatMul", &[xn, head], &[])?;
-    b.g.add_output("logits", logits)?;
-    for (l, (k, v)) in presents.into_iter().enumerate() {
-        b.g.add_output(&format!("present.{l}.key"), k)?;
-        b.g.add_output(&format!("present.{l}.value"), v)?;
-    }
+    finish(b, logits, presents)
+}
+
+/// Adds the outputs (logits, then each layer's present key and value), infers and verifies.
+fn finish<E: From<jetc_ir::IrError>>(b: Builder, logits: Outlet, presents: Vec<(Outlet, Outlet)>) -> Result<Graph, E> {
     let mut g = b.g;
+    g.add_output("logits", logits)?;
+    for (l, (k, v)) in presents.into_iter().enumerate() {
+        g.add_output(&format!("present.{l}.key"), k)?;
+        g.add_output(&format!("present.{l}.value"), v)?;
+    }
     jetc_ir::infer::infer_graph(&mut g)?;
     jetc_ir::verify::verify(&g)?;
     Ok(g)

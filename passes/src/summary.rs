@@ -212,7 +212,7 @@ pub fn summarize_with(g: &Graph, kv_dtype: Option<DType>) -> Result<DecoderSumma
     for id in &weights {
         if let Ok(Op::Const(t)) = g.node(*id).map(|n| &n.op) {
             params += t.numel();
-            weight_bytes += t.bytes().len();
+            weight_bytes += t.held_bytes();
         }
     }
     // Vocabulary from the LM head when there is no recognised embedding.
@@ -286,10 +286,27 @@ fn caches_feeding(g: &Graph, o: jetc_ir::Outlet) -> Vec<(jetc_ir::NodeId, usize,
 /// rows and a strided sample of 4096 elements: untied trained (or random) weights differ
 /// almost everywhere, and reading both tables whole would page in gigabytes of mapped weights
 /// just to print a summary.
+/// Equal lengths, equal first and last 4 KB, and equal bytes at 4096 strided positions.
+fn sampled_equal(a: &[u8], b: &[u8]) -> bool {
+    let n = a.len();
+    let edge = n.min(4096);
+    let step = (n / 4096).max(1);
+    n == b.len() && a[..edge] == b[..edge] && a[n - edge..] == b[n - edge..] && (0..n).step_by(step).all(|i| a[i] == b[i])
+}
+
 fn is_transpose_of(a: &jetc_ir::Tensor, b: &jetc_ir::Tensor) -> bool {
     let (sa, sb) = (a.shape(), b.shape());
     if sa.len() != 2 || sb.len() != 2 || sa[0] != sb[1] || sa[1] != sb[0] || a.dtype() != b.dtype() {
         return false;
+    }
+    // Stored-precision tables: the same blocks, read the other way round.
+    match (a.stored(), b.stored()) {
+        (Some(x), Some(y)) => {
+            let shape = (x.format(), x.rows(), x.cols()) == (y.format(), y.rows(), y.cols());
+            return shape && x.transposed() != y.transposed() && sampled_equal(x.bytes(), y.bytes());
+        }
+        (None, None) => {}
+        _ => return false,
     }
     let (v, d) = (sa[0], sa[1]);
     let size = a.dtype().size_bytes();

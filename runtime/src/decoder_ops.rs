@@ -1,12 +1,15 @@
 //! Kernels for the raised decoder ops: `Embedding`, `RmsNorm`, `SwiGlu` and `Attention`
 //! (projections, RoPE, GQA, KV cache, masks, scale and output projection). Math in f32;
-//! softmax with max subtraction; a query row with no visible key outputs zeros.
+//! softmax with max subtraction; a query row with no visible key outputs zeros. Projections
+//! and embedding tables kept in a stored precision are read in their blocks ([`Weight`],
+//! [`crate::quant`]).
 use jetc_ir::AttentionSpec;
 use ndarray::{ArrayD, IxDyn};
 use rayon::prelude::*;
 
 use crate::math::{rope, softmax};
 use crate::onnx_ops::matmul::{sgemm, Mat};
+use crate::quant::QuantMatrix;
 use crate::value::{Data, Value};
 
 
@@ -34,19 +37,58 @@ fn out(shape: Vec<usize>, data: Vec<f32>) -> R<Value> {
 
 /// `x [rows, k] @ w [k, n] (+ bias)`, for the kernels of other raised ops.
 pub(crate) fn linear_f32(x: &[f32], rows: usize, w: &ArrayD<f32>, bias: Option<&ArrayD<f32>>, what: &str) -> R<Vec<f32>> {
-    linear(x, rows, w, bias, what)
+    linear(x, rows, Weight::Dense(w), bias, what)
+}
+
+/// A projection's weight as `x @ w` reads it, `[k, n]`: f32, or `n` stored rows of `k`
+/// elements (a stored-precision weight that is the transpose of its stored matrix).
+#[derive(Clone, Copy)]
+pub(crate) enum Weight<'a> {
+    Dense(&'a ArrayD<f32>),
+    Stored(QuantMatrix<'a>),
+}
+
+impl<'a> Weight<'a> {
+    /// The weight of input `v`: its blocks when it is a stored transposed matrix, else its
+    /// f32 values.
+    pub(crate) fn of(v: &'a Value, what: &str) -> R<Weight<'a>> {
+        match v.stored() {
+            Some(s) if s.stored().transposed() => s.matrix().map(Weight::Stored).map_err(|e| format!("{what}: {e}")),
+            _ => floats(v, what).map(Weight::Dense),
+        }
+    }
+
+    /// `[k, n]`, or `None` for a dense weight that is not 2-D.
+    fn dims(&self) -> Option<(usize, usize)> {
+        match self {
+            Weight::Dense(w) => (w.ndim() == 2).then(|| (w.shape()[0], w.shape()[1])),
+            Weight::Stored(q) => Some((q.cols(), q.rows())),
+        }
+    }
+
+    /// Output features.
+    pub(crate) fn out_features(&self) -> usize {
+        self.dims().map_or(0, |d| d.1)
+    }
 }
 
 /// `x [rows, k] @ w [k, n] (+ bias)`.
-fn linear(x: &[f32], rows: usize, w: &ArrayD<f32>, bias: Option<&ArrayD<f32>>, what: &str) -> R<Vec<f32>> {
-    let shape = w.shape();
-    if shape.len() != 2 || rows * shape[0] != x.len() {
-        return Err(format!("{what} weight {shape:?} does not fit input of {} x {}", rows, x.len() / rows.max(1)));
-    }
-    let (k, n) = (shape[0], shape[1]);
-    let wd = contiguous(w);
+fn linear(x: &[f32], rows: usize, w: Weight, bias: Option<&ArrayD<f32>>, what: &str) -> R<Vec<f32>> {
+    let Some((k, n)) = w.dims().filter(|&(k, _)| rows * k == x.len()) else {
+        let shape = match w {
+            Weight::Dense(a) => format!("{:?}", a.shape()),
+            Weight::Stored(q) => format!("[{}, {}] ({})", q.cols(), q.rows(), q.format()),
+        };
+        return Err(format!("{what} weight {shape} does not fit input of {} x {}", rows, x.len() / rows.max(1)));
+    };
     let mut y = vec![0.0f32; rows * n];
-    sgemm(rows, n, k, Mat::rows(x, k), Mat::rows(&wd, n), &mut y, 1.0, false, true)?;
+    match w {
+        Weight::Dense(w) => {
+            let wd = contiguous(w);
+            sgemm(rows, n, k, Mat::rows(x, k), Mat::rows(&wd, n), &mut y, 1.0, false, true)?;
+        }
+        Weight::Stored(q) => crate::quant::matmul(x, rows, &q, &mut y, true).map_err(|e| format!("{what}: {e}"))?,
+    }
     if let Some(b) = bias {
         let bd = contiguous(b);
         if bd.len() != n {
@@ -61,22 +103,47 @@ fn linear(x: &[f32], rows: usize, w: &ArrayD<f32>, bias: Option<&ArrayD<f32>>, w
     Ok(y)
 }
 
-pub(crate) fn embedding(inputs: &[Option<&Value>]) -> R<Vec<Value>> {
-    let table = floats(arg(inputs, 0, "table")?, "table")?;
-    let ids = arg(inputs, 1, "ids")?.as_i64().ok_or("ids must be integers")?;
-    if table.ndim() != 2 {
-        return Err(format!("table must be 2-D, got {:?}", table.shape()));
-    }
-    let (v, d) = (table.shape()[0], table.shape()[1]);
-    let t = contiguous(table);
-    let mut data = Vec::with_capacity(ids.len() * d);
-    for &id in ids.iter() {
-        let row = if id < 0 { id + v as i64 } else { id };
-        if row < 0 || row >= v as i64 {
-            return Err(format!("token id {id} is outside the vocabulary of {v}"));
+/// Rows `ids` of a `[vocab, d]` table, from its stored blocks or its f32 values; negative
+/// ids count from the end.
+pub(crate) fn table_rows(table: &Value, ids: &ArrayD<i64>, what: &str) -> R<(usize, Vec<f32>)> {
+    let blocks = table.stored().filter(|s| !s.stored().transposed());
+    let (v, d) = match (blocks, table.shape()) {
+        (Some(s), _) => (s.stored().rows(), s.stored().cols()),
+        (None, &[v, d]) => (v, d),
+        (None, shape) => return Err(format!("{what} must be 2-D, got {shape:?}")),
+    };
+    let mut data = vec![0.0f32; ids.len() * d];
+    let rows: Vec<usize> = ids
+        .iter()
+        .map(|&id| {
+            let row = if id < 0 { id + v as i64 } else { id };
+            if row < 0 || row >= v as i64 {
+                return Err(format!("token id {id} is outside the vocabulary of {v}"));
+            }
+            Ok(row as usize)
+        })
+        .collect::<R<_>>()?;
+    match blocks {
+        Some(s) => {
+            let q = s.matrix().map_err(|e| format!("{what}: {e}"))?;
+            for (&r, dst) in rows.iter().zip(data.chunks_mut(d.max(1))) {
+                q.decode_rows(r, r + 1, dst);
+            }
         }
-        data.extend_from_slice(&t[row as usize * d..(row as usize + 1) * d]);
+        None => {
+            let t = contiguous(floats(table, what)?);
+            for (&r, dst) in rows.iter().zip(data.chunks_mut(d.max(1))) {
+                dst.copy_from_slice(&t[r * d..(r + 1) * d]);
+            }
+        }
     }
+    Ok((d, data))
+}
+
+pub(crate) fn embedding(inputs: &[Option<&Value>]) -> R<Vec<Value>> {
+    let table = arg(inputs, 0, "table")?;
+    let ids = arg(inputs, 1, "ids")?.as_i64().ok_or("ids must be integers")?;
+    let (d, data) = table_rows(table, ids, "table")?;
     let mut shape = ids.shape().to_vec();
     shape.push(d);
     Ok(vec![out(shape, data)?])
@@ -153,9 +220,9 @@ use crate::math::silu;
 
 pub(crate) fn swiglu(inputs: &[Option<&Value>]) -> R<Vec<Value>> {
     let x = floats(arg(inputs, 0, "x")?, "x")?;
-    let wg = floats(arg(inputs, 1, "w_gate")?, "w_gate")?;
-    let wu = floats(arg(inputs, 2, "w_up")?, "w_up")?;
-    let wd = floats(arg(inputs, 3, "w_down")?, "w_down")?;
+    let wg = Weight::of(arg(inputs, 1, "w_gate")?, "w_gate")?;
+    let wu = Weight::of(arg(inputs, 2, "w_up")?, "w_up")?;
+    let wd = Weight::of(arg(inputs, 3, "w_down")?, "w_down")?;
     let d = *x.shape().last().ok_or("x is a scalar")?;
     let rows = x.len() / d.max(1);
     let xd = contiguous(x);
@@ -166,7 +233,7 @@ pub(crate) fn swiglu(inputs: &[Option<&Value>]) -> R<Vec<Value>> {
     let y = linear(&h, rows, wd, None, "down")?;
     let mut shape = x.shape().to_vec();
     let last = shape.len() - 1;
-    shape[last] = wd.shape()[1];
+    shape[last] = wd.out_features();
     Ok(vec![out(shape, y)?])
 }
 
@@ -271,6 +338,10 @@ const BLOCK_ROWS: usize = 256;
 
 /// Queries per block when `group` query heads share each kv head: about [`BLOCK_ROWS`] rows
 /// in all, at most [`QUERY_BLOCK`] queries (the causal bound's waste grows with the block).
+/// At most this many query rows per kv head (query tokens x the heads sharing the kv head)
+/// take the row-by-row score and context kernels of a decode step rather than the GEMMs.
+const FEW_ROWS: usize = 8;
+
 fn query_block(group: usize) -> usize {
     (BLOCK_ROWS / group.max(1)).clamp(8, QUERY_BLOCK)
 }
@@ -342,9 +413,9 @@ pub(crate) fn attention(spec: &AttentionSpec, inputs: &[Option<&Value>]) -> R<Ve
     let get = |i: usize| inputs.get(i).copied().flatten();
     let fl = |i: usize, what: &str| -> R<Option<&ArrayD<f32>>> { get(i).map(|v| floats(v, what)).transpose() };
     let rows = b * t;
-    let mut q = linear(&xd, rows, floats(arg(inputs, AttentionSpec::WQ, "wq")?, "wq")?, fl(AttentionSpec::BQ, "bq")?, "q")?;
-    let mut k = linear(&xd, rows, floats(arg(inputs, AttentionSpec::WK, "wk")?, "wk")?, fl(AttentionSpec::BK, "bk")?, "k")?;
-    let v = linear(&xd, rows, floats(arg(inputs, AttentionSpec::WV, "wv")?, "wv")?, fl(AttentionSpec::BV, "bv")?, "v")?;
+    let mut q = linear(&xd, rows, Weight::of(arg(inputs, AttentionSpec::WQ, "wq")?, "wq")?, fl(AttentionSpec::BQ, "bq")?, "q")?;
+    let mut k = linear(&xd, rows, Weight::of(arg(inputs, AttentionSpec::WK, "wk")?, "wk")?, fl(AttentionSpec::BK, "bk")?, "k")?;
+    let v = linear(&xd, rows, Weight::of(arg(inputs, AttentionSpec::WV, "wv")?, "wv")?, fl(AttentionSpec::BV, "bv")?, "v")?;
     if q.len() != rows * h * d || k.len() != rows * kvh * d || v.len() != rows * kvh * d {
         return Err("projection widths do not match heads x head_dim".into());
     }
@@ -401,8 +472,12 @@ pub(crate) fn attention(spec: &AttentionSpec, inputs: &[Option<&Value>]) -> R<Ve
     let mut pv = vec![0.0f32; b * kvh * s_len * d];
     // The keys of each (batch, kv head) also transposed, [D, P+T], so that the score product
     // reads them as a row-major operand (packed as it is read) rather than gathering columns.
-    let mut pkt = vec![0.0f32; b * kvh * s_len * d];
-    let heads_kv = pk.par_chunks_mut(s_len * d).zip(pv.par_chunks_mut(s_len * d)).zip(pkt.par_chunks_mut(s_len * d));
+    // A decode step (a few query rows per kv head) reads the keys row by row instead, once,
+    // and needs no transposed copy.
+    let few_rows = t * (h / kvh) <= FEW_ROWS;
+    let mut pkt = if few_rows { Vec::new() } else { vec![0.0f32; b * kvh * s_len * d] };
+    let transposed: Vec<&mut [f32]> = if few_rows { (0..b * kvh).map(|_| &mut [][..]).collect() } else { pkt.chunks_mut(s_len * d).collect() };
+    let heads_kv = pk.par_chunks_mut(s_len * d).zip(pv.par_chunks_mut(s_len * d)).zip(transposed);
     heads_kv.enumerate().for_each(|(bh, ((dk, dv), dkt))| {
         let (bi, hi) = (bh / kvh, bh % kvh);
         if let Some((ok, ov, _)) = &past {
@@ -417,6 +492,9 @@ pub(crate) fn attention(spec: &AttentionSpec, inputs: &[Option<&Value>]) -> R<Ve
             dv[o..o + d].copy_from_slice(&v[src..src + d]);
         }
         // In blocks of 16 keys, so that each write goes to a line just written.
+        if dkt.is_empty() {
+            return;
+        }
         for s0 in (0..s_len).step_by(16) {
             let s1 = (s0 + 16).min(s_len);
             for e in 0..d {
@@ -434,21 +512,23 @@ pub(crate) fn attention(spec: &AttentionSpec, inputs: &[Option<&Value>]) -> R<Ve
     let int_keep;
     // A mask that hides nothing and adds nothing (a padding mask of ones) is no mask: the
     // per-key lookups are skipped.
-    let no_op = |m: &Value| match &m.data {
+    let no_op = |m: &Value| match &m.dense().data {
         Data::B(a) => a.iter().all(|&v| v),
         Data::F(a) => a.iter().all(|&v| v == 0.0),
         Data::I(a) => a.iter().all(|&v| v != 0),
+        Data::Q(_) => false,
     };
     let mask = match get(AttentionSpec::MASK) {
         None => Mask::None,
         Some(m) if no_op(m) => Mask::None,
-        Some(m) => match &m.data {
+        Some(m) => match &m.dense().data {
             Data::B(a) => Mask::Bool4 { data: a.broadcast(mask_shape).ok_or_else(|| bad(m))? },
             Data::F(a) => Mask::Add4 { data: a.broadcast(mask_shape).ok_or_else(|| bad(m))? },
             Data::I(a) => {
                 int_keep = a.mapv(|v| v != 0);
                 Mask::Bool4 { data: int_keep.broadcast(mask_shape).ok_or_else(|| bad(m))? }
             }
+            Data::Q(_) => return Err(bad(m)),
         },
     };
     // Scores, softmax and context per (batch, kv head, block of queries): two GEMMs around a
@@ -466,7 +546,7 @@ pub(crate) fn attention(spec: &AttentionSpec, inputs: &[Option<&Value>]) -> R<Ve
     let run = |&(bk, blk): &(usize, usize)| -> R<Vec<f32>> {
         let (bi, ki) = (bk / kvh, bk % kvh);
         let kv = bk * s_len * d;
-        let (kts, vs) = (&pkt[kv..kv + s_len * d], &pv[kv..kv + s_len * d]);
+        let (ks, vs) = (&pk[kv..kv + s_len * d], &pv[kv..kv + s_len * d]);
         let (r0, r1) = (blk * block, ((blk + 1) * block).min(t));
         // The keys the block reads: the union of its rows' runs, so that the keys a mask hides
         // from every row of the block (a causal mask given as a tensor) are skipped too.
@@ -492,8 +572,12 @@ pub(crate) fn attention(spec: &AttentionSpec, inputs: &[Option<&Value>]) -> R<Ve
                 scores.resize(m * kl, 0.0);
             }
             let sc = &mut scores[..m * kl];
-            let keys_t = Mat { data: &kts[lo..], rs: s_len, cs: 1 };
-            sgemm(m, kl, d, Mat::rows(&qb, d), keys_t, sc, spec.scale, false, false)?;
+            if few_rows {
+                crate::fastmath::scores_few_rows(&qb, &ks[lo * d..hi_key * d], d, spec.scale, sc);
+            } else {
+                let keys_t = Mat { data: &pkt[kv + lo..kv + s_len * d], rs: s_len, cs: 1 };
+                sgemm(m, kl, d, Mat::rows(&qb, d), keys_t, sc, spec.scale, false, false)?;
+            }
             if let Some(c) = spec.softcap {
                 sc.iter_mut().for_each(|s| *s = c * (*s / c).tanh());
             }
@@ -525,7 +609,12 @@ pub(crate) fn attention(spec: &AttentionSpec, inputs: &[Option<&Value>]) -> R<Ve
                 }
                 crate::fastmath::softmax_row(run);
             }
-            sgemm(m, d, kl, Mat::rows(sc, kl), Mat::rows(&vs[lo * d..hi_key * d], d), &mut outb, 1.0, false, false)
+            if few_rows {
+                crate::fastmath::context_few_rows(sc, &vs[lo * d..hi_key * d], d, &mut outb);
+                Ok(())
+            } else {
+                sgemm(m, d, kl, Mat::rows(sc, kl), Mat::rows(&vs[lo * d..hi_key * d], d), &mut outb, 1.0, false, false)
+            }
         })?;
         Ok(outb)
     };
@@ -539,9 +628,9 @@ pub(crate) fn attention(spec: &AttentionSpec, inputs: &[Option<&Value>]) -> R<Ve
             ctx[dst..dst + group * d].copy_from_slice(&outb[i * group * d..(i + 1) * group * d]);
         }
     }
-    let wo = floats(arg(inputs, AttentionSpec::WO, "wo")?, "wo")?;
+    let wo = Weight::of(arg(inputs, AttentionSpec::WO, "wo")?, "wo")?;
     let y = linear(&ctx, rows, wo, fl(AttentionSpec::BO, "bo")?, "o")?;
-    let out_dim = wo.shape()[1];
+    let out_dim = wo.out_features();
     if out_dim != hidden {
         return Err(format!("o_proj maps to {out_dim}, hidden is {hidden}"));
     }
@@ -623,9 +712,17 @@ mod tests {
         y
     }
 
+    /// Prefill blocks (GEMMs) and decode steps (few query rows, the row-by-row kernels), with
+    /// head sizes below and above one SIMD lane group.
     #[test]
     fn windowed_gqa_attention_matches_f64_oracle() {
-        let (b, t, hid, h, kvh, d, p) = (2, 5, 12, 4, 2, 3, 4);
+        for (t, d) in [(5, 3), (1, 3), (3, 20), (1, 20), (6, 17)] {
+            windowed_gqa_attention_case(t, d);
+        }
+    }
+
+    fn windowed_gqa_attention_case(t: usize, d: usize) {
+        let (b, hid, h, kvh, p) = (2, 12, 4, 2, 4);
         let mut seed = 7u64;
         let x = rand_vec(b * t * hid, &mut seed);
         let wq = rand_vec(hid * h * d, &mut seed);
@@ -653,7 +750,7 @@ mod tests {
             let want = oracle(&x, &wq, &wk, &wv, &wo, &pk, &pv, (b, t, hid, h, kvh, d, p), window, 0.7, true, &|_, _, _, _| Some(0.0));
             let got = out[0].as_f32().expect("y");
             let err = got.iter().zip(&want).map(|(a, b)| (*a as f64 - b).abs()).fold(0.0, f64::max);
-            assert!(err < 1e-5, "window {window:?}: max err {err}");
+            assert!(err < 1e-5, "t {t} d {d} window {window:?}: max err {err}");
             let kept = window.map_or(p + t, |w| w.min(p + t));
             assert_eq!(out[1].shape(), &[b, kvh, kept, d], "window {window:?}: present shape");
         }

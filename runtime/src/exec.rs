@@ -49,7 +49,20 @@ fn value_bytes(v: &Value) -> usize {
             Data::F(_) => 4,
             Data::I(_) => 8,
             Data::B(_) => 1,
+            Data::Q(_) => 0,
         }
+        + v.stored().map_or(0, |s| s.tensor().held_bytes())
+}
+
+/// Whether an op's kernel reads weights in their stored precision (the projections of
+/// attention and the MLP, embeddings, and a `MatMul` or `Gather` on a weight). Every other
+/// kernel gets the f32 values of a stored weight.
+fn reads_stored(op: &Op) -> bool {
+    match op {
+        Op::Attention(_) | Op::SwiGlu | Op::Embedding => true,
+        Op::Onnx(o) => o.domain.is_empty() && matches!(o.op_type.as_str(), "MatMul" | "Gather"),
+        _ => false,
+    }
 }
 
 impl<'g> Session<'g> {
@@ -95,6 +108,61 @@ impl<'g> Session<'g> {
     /// backward use) kept in memory, constants and bound parameters aside.
     pub fn last_peak_bytes(&self) -> usize {
         self.peak_bytes.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Bytes of weights kept in a stored precision ([`Data::Q`]) that some kernel needed as
+    /// f32, so that the session made and kept an f32 copy of them: 0 when every reader of
+    /// such weights reads their blocks.
+    pub fn dense_weight_bytes(&self) -> usize {
+        self.consts
+            .values()
+            .filter_map(|cell| cell.get()?.stored())
+            .filter(|s| s.is_dense())
+            .map(|s| 4 * s.tensor().numel())
+            .sum()
+    }
+
+    /// Bytes of the weights (float constants) as the session holds them (stored blocks, or
+    /// f32), counting only those converted so far; a stored matrix that two weights share (a tied embedding and
+    /// LM head) counts once.
+    pub fn weight_bytes(&self) -> usize {
+        self.held_weight_bytes(|_| true)
+    }
+
+    /// Bytes of the weights a step reads whole: every converted weight but the tables that
+    /// are only gathered from (an embedding reads the rows of its ids), shared blocks once.
+    /// With the caches, what a decode step must at least move.
+    pub fn streamed_weight_bytes(&self) -> usize {
+        let mut gathered_only: std::collections::HashSet<NodeId> = self.consts.keys().copied().collect();
+        for id in &self.order {
+            let Ok(node) = self.graph.node(*id) else { continue };
+            let gathers = matches!(&node.op, Op::Embedding) || matches!(&node.op, Op::Onnx(o) if o.op_type == "Gather");
+            for (slot, o) in node.inputs().iter().enumerate() {
+                if let Some(o) = o {
+                    if !(gathers && slot == 0) {
+                        gathered_only.remove(&o.node);
+                    }
+                }
+            }
+        }
+        self.held_weight_bytes(|id| !gathered_only.contains(&id))
+    }
+
+    /// Bytes of the float constants (weights; not shapes, indices or masks) that `keep`
+    /// selects, as held.
+    fn held_weight_bytes(&self, keep: impl Fn(NodeId) -> bool) -> usize {
+        let mut seen = std::collections::HashSet::new();
+        self.consts
+            .iter()
+            .filter(|(id, _)| keep(**id))
+            .filter_map(|(_, cell)| cell.get())
+            .filter(|v| matches!(v.data, Data::F(_) | Data::Q(_)))
+            .filter(|v| match v.stored() {
+                Some(s) => seen.insert((s.stored().bytes().as_ptr() as usize, s.stored().bytes().len())),
+                None => true,
+            })
+            .map(value_bytes)
+            .sum()
     }
 
     /// The supernet switches in the order `choices` indexes them: node name and the names of
@@ -196,12 +264,13 @@ impl<'g> Session<'g> {
                     vec![self.lookup(&env, params, o)?.clone()]
                 }
                 op => {
+                    let blocks = reads_stored(op);
                     let args: Vec<Option<&Value>> = node
                         .inputs()
                         .iter()
                         .map(|i| match i {
                             None => Ok(None),
-                            Some(o) => self.lookup(&env, params, *o).map(Some),
+                            Some(o) => self.lookup(&env, params, *o).map(|v| Some(if blocks { v } else { v.dense() })),
                         })
                         .collect::<Result<_>>()?;
                     let started = profile.as_ref().map(|_| std::time::Instant::now());
@@ -392,10 +461,11 @@ pub fn check_inputs(graph: &Graph, inputs: &HashMap<String, Value>) -> Result<()
             name: name.clone(),
             msg: format!("missing (the model needs: {})", expected.join(", ")),
         })?;
-        let kind_ok = match &v.data {
+        let kind_ok = match &v.dense().data {
             Data::F(_) => fact.dtype.is_float(),
             Data::I(_) => fact.dtype.is_int(),
             Data::B(_) => fact.dtype == jetc_ir::DType::Bool,
+            Data::Q(_) => fact.dtype.is_float(),
         };
         if !kind_ok {
             return Err(RuntimeError::Input {

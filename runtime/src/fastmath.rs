@@ -152,6 +152,54 @@ dispatch! {
     }
 }
 
+/// `a . b` over equal slices, in 16 independent lanes so that it vectorizes.
+#[inline(always)]
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = [0.0f32; 16];
+    let (ca, cb) = (a.chunks_exact(16), b.chunks_exact(16));
+    let tail: f32 = ca.remainder().iter().zip(cb.remainder()).map(|(x, y)| x * y).sum();
+    for (x, y) in ca.zip(cb) {
+        for i in 0..16 {
+            acc[i] = x[i].mul_add(y[i], acc[i]);
+        }
+    }
+    acc.iter().sum::<f32>() + tail
+}
+
+dispatch! {
+    /// Attention scores of a few query rows (a decode step): `out[r * n + j] = scale * q_r . k_j`
+    /// for the `m = q.len() / d` rows of `q` and the `n = keys.len() / d` rows of `keys`, both
+    /// row-major with `d` columns. Each key row is read once, for every query row while it is
+    /// in L1, so that the keys need no transposed copy.
+    fn scores_few_rows(q: &[f32], keys: &[f32], d: usize, scale: f32, out: &mut [f32]) {
+        let n = keys.len() / d.max(1);
+        for (j, k) in keys.chunks_exact(d.max(1)).enumerate() {
+            for (r, qr) in q.chunks_exact(d.max(1)).enumerate() {
+                out[r * n + j] = scale * dot(qr, k);
+            }
+        }
+    }
+}
+
+dispatch! {
+    /// The context of a few query rows: `out_r += sum_j p[r * n + j] v_j` for the `n =
+    /// values.len() / d` rows of `values` and the `m = out.len() / d` rows of `out`; each value
+    /// row is read once.
+    fn context_few_rows(p: &[f32], values: &[f32], d: usize, out: &mut [f32]) {
+        let n = values.len() / d.max(1);
+        for (j, v) in values.chunks_exact(d.max(1)).enumerate() {
+            for (r, o) in out.chunks_exact_mut(d.max(1)).enumerate() {
+                let w = p[r * n + j];
+                if w != 0.0 {
+                    for (x, &y) in o.iter_mut().zip(v) {
+                        *x = w.mul_add(y, *x);
+                    }
+                }
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

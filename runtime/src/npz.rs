@@ -103,6 +103,7 @@ fn parse_npy(b: &[u8]) -> std::result::Result<Value, String> {
             Data::F(a) => Data::F(go(a, dims.clone(), fortran)?),
             Data::I(a) => Data::I(go(a, dims.clone(), fortran)?),
             Data::B(a) => Data::B(go(a, dims.clone(), fortran)?),
+            Data::Q(_) => return Err("an npz array is never a stored-precision weight".into()),
         })
     };
     Ok(Value { dtype, data: reshape(flat.data)? })

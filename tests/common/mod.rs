@@ -46,10 +46,11 @@ pub fn cases(name: &str) -> Vec<(String, HashMap<String, Value>, Vec<(String, Va
 }
 
 fn floats(v: &Value) -> Vec<f64> {
-    match &v.data {
+    match &v.dense().data {
         Data::F(a) => a.iter().map(|&x| x as f64).collect(),
         Data::I(a) => a.iter().map(|&x| x as f64).collect(),
         Data::B(a) => a.iter().map(|&x| x as u8 as f64).collect(),
+        Data::Q(_) => unreachable!("dense() returns f32 values"),
     }
 }
 

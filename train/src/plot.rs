@@ -1,6 +1,7 @@
 //! The loss curve of a run as PNG and SVG (plotters): the mean loss per step, and the
 //! held-out loss where measured; and held-out NLL curves of several runs against training
-//! tokens, beside reference levels ([`nll_curves`]).
+//! tokens, beside reference levels ([`nll_curves`]); and labelled (x, y) curves on a linear or
+//! logarithmic x axis ([`xy_curves`]: throughput against context).
 //!
 //! Labels need a font (plotters measures text with it, for both backends): the first
 //! DejaVu/Liberation/Noto sans font found in the usual system places, or the file `JETC_FONT`
@@ -151,6 +152,65 @@ pub fn nll_curves(png: &Path, svg: &Path, series: &[Series], refs: &[(String, f6
     render(png, svg, |root, text| draw_nll(root, series, refs, title, text), |root, text| draw_nll(root, series, refs, title, text))
 }
 
+/// Axes of [`xy_curves`].
+pub struct Axes<'a> {
+    pub title: &'a str,
+    pub x_desc: &'a str,
+    pub y_desc: &'a str,
+    /// A logarithmic x axis (context lengths from 1K to 32K).
+    pub log_x: bool,
+}
+
+fn draw_xy<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, series: &[Series], axes: &Axes, text: bool) -> std::result::Result<(), String> {
+    root.fill(&WHITE).map_err(|e| e.to_string())?;
+    let pts = || series.iter().flat_map(|s| s.points.iter().copied()).filter(|p| p.0.is_finite() && p.1.is_finite());
+    let (x0, x1) = pts().fold((f64::INFINITY, f64::NEG_INFINITY), |(l, h), p| (l.min(p.0), h.max(p.0)));
+    let y1 = pts().fold(0.0f64, |h, p| h.max(p.1));
+    let (x0, x1) = if x1 > x0 { (x0, x1) } else { (1.0, 2.0) };
+    let y1 = if y1 > 0.0 { y1 * 1.1 } else { 1.0 };
+    let mut builder = ChartBuilder::on(root);
+    builder.margin(12).x_label_area_size(if text { 36 } else { 8 }).y_label_area_size(if text { 64 } else { 8 });
+    if text {
+        builder.caption(axes.title, ("sans-serif", 20));
+    }
+    macro_rules! finish {
+        ($chart:expr) => {{
+            let mut chart = $chart;
+            let mut mesh = chart.configure_mesh();
+            if text {
+                mesh.x_desc(axes.x_desc).y_desc(axes.y_desc);
+            } else {
+                mesh.disable_x_axis().disable_y_axis();
+            }
+            mesh.draw().map_err(|e| e.to_string())?;
+            for (i, s) in series.iter().enumerate() {
+                let color = PALETTE[i % PALETTE.len()];
+                let line = chart.draw_series(LineSeries::new(s.points.iter().copied(), color.stroke_width(2))).map_err(|e| e.to_string())?;
+                if text {
+                    line.label(s.label.as_str()).legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], color.stroke_width(2)));
+                }
+                chart.draw_series(s.points.iter().map(|&p| Circle::new(p, 3, color.filled()))).map_err(|e| e.to_string())?;
+            }
+            if text {
+                chart.configure_series_labels().position(SeriesLabelPosition::UpperRight).background_style(WHITE.mix(0.8)).border_style(BLACK).draw().map_err(|e| e.to_string())?;
+            }
+        }};
+    }
+    if axes.log_x && x0 > 0.0 {
+        finish!(builder.build_cartesian_2d((x0 / 1.2..x1 * 1.2).log_scale(), 0f64..y1).map_err(|e| e.to_string())?);
+    } else {
+        let pad = (x1 - x0) * 0.02;
+        finish!(builder.build_cartesian_2d(x0 - pad..x1 + pad, 0f64..y1).map_err(|e| e.to_string())?);
+    }
+    root.present().map_err(|e| e.to_string())
+}
+
+/// Writes `png` and `svg` with labelled curves of (x, y) points, y from zero (throughput
+/// against context). Returns whether the charts have text.
+pub fn xy_curves(png: &Path, svg: &Path, series: &[Series], axes: &Axes) -> Result<bool> {
+    render(png, svg, |root, text| draw_xy(root, series, axes, text), |root, text| draw_xy(root, series, axes, text))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -177,6 +237,16 @@ mod tests {
         assert!(s.contains("<polyline"), "svg curve");
         if register_font() {
             assert!(s.contains("run A") && s.contains("teacher"), "legend");
+        }
+        let series = [Series { label: "original".into(), points: vec![(1024.0, 60.0), (32768.0, 8.0)] }];
+        let (png, svg) = (dir.join("tput.png"), dir.join("tput.svg"));
+        let axes = Axes { title: "decode", x_desc: "context (tokens)", y_desc: "tokens/s", log_x: true };
+        xy_curves(&png, &svg, &series, &axes).unwrap();
+        assert_eq!(&std::fs::read(&png).unwrap()[..8], b"\x89PNG\r\n\x1a\n");
+        let s = std::fs::read_to_string(&svg).unwrap();
+        assert!(s.contains("<polyline"), "svg curve");
+        if register_font() {
+            assert!(s.contains("original") && s.contains("context"), "legend and axis");
         }
         let _ = std::fs::remove_dir_all(&dir);
     }

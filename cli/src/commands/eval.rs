@@ -116,10 +116,11 @@ fn has_layout(l: &super::convert::LayoutFlags) -> bool {
 
 /// The graph scored: the model, or its layout's hybrid (with a supernet's weights).
 fn scored_graph(a: &EvalArgs) -> Result<jetc_ir::Graph> {
-    let mut graph = load::load_raised(&a.model)?;
     if a.supernet.is_none() && !has_layout(&a.layout) {
-        return Ok(graph);
+        // Scored as it is: the weights stay in the file's precision.
+        return Ok(load::load_raised_with(&a.model, load::Precision::Stored)?);
     }
+    let mut graph = load::load_raised(&a.model)?;
     let layout = super::convert::layout_of(&a.layout)?;
     let Some(run) = &a.supernet else {
         jetc::convert::convert(&mut graph, &layout, 0)

@@ -28,6 +28,8 @@ pub struct GenerateArgs {
     /// The tokenizer (and chat template) from elsewhere: a .gguf, a tokenizer.json or the
     /// directory holding one.
     pub tokenizer: Option<PathBuf>,
+    /// Keep a GGUF's weights in their stored precision (else de-quantize them to f32 at load).
+    pub stored_weights: bool,
 }
 
 fn msg(e: impl std::fmt::Display) -> CliError {
@@ -115,6 +117,14 @@ fn prompt_ids(args: &GenerateArgs, tok: &Tokenizer, template: Option<&ChatTempla
     }
 }
 
+/// The process's peak resident set (Linux `VmHWM`), if the system reports it.
+pub(crate) fn peak_rss_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
 fn sampling(args: &GenerateArgs) -> Result<Sampling> {
     match (args.temperature, args.top_p) {
         (None, None) => Ok(Sampling::Greedy),
@@ -131,7 +141,9 @@ pub fn run(args: &GenerateArgs) -> Result<()> {
     };
     let ids = prompt_ids(args, &tok, template.as_ref())?;
     let sampling = sampling(args)?;
-    let g = load::load_raised(&args.model)?;
+    // Weights stay in the file's precision (a GGUF's blocks): the matmuls de-quantize them.
+    let precision = if args.stored_weights { load::Precision::Stored } else { load::Precision::F32 };
+    let g = load::load_raised_with(&args.model, precision)?;
     let mut generator = Generator::new(&g).map_err(msg)?;
     // Weights are converted for the executor once, here, so that prefill times the prompt.
     generator.warm_up().map_err(msg)?;
@@ -203,6 +215,9 @@ pub fn run(args: &GenerateArgs) -> Result<()> {
             "decode_steps": result.decode_steps,
             "prefill_tokens_per_s": result.prefill_tokens_per_s(),
             "decode_tokens_per_s": result.decode_tokens_per_s(),
+            "weight_bytes": generator.session().weight_bytes(),
+            "dense_weight_bytes": generator.session().dense_weight_bytes(),
+            "peak_rss_bytes": peak_rss_bytes(),
         });
         println!("{}", serde_json::to_string_pretty(&j).map_err(msg)?);
     } else {

@@ -1,4 +1,5 @@
 //! One module per `jetc` subcommand.
+pub mod bench;
 pub mod codegen;
 pub mod convert;
 pub mod distill;

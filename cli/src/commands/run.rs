@@ -9,7 +9,8 @@ use crate::error::Result;
 use crate::load;
 
 pub fn run(model: &Path, inputs: &Path, out: &Path, raise: bool) -> Result<()> {
-    let g = if raise { load::load_raised(model)? } else { load::load(model)? };
+    let p = load::Precision::Stored;
+    let g = if raise { load::load_raised_with(model, p)? } else { load::load_with(model, p)? };
     let given: HashMap<String, jetc_runtime::Value> = read_npz(inputs)?.into_iter().collect();
     jetc_runtime::check_inputs(&g, &given).map_err(|e| crate::error::CliError::Msg(format!("{}: {e}", inputs.display())))?;
     let session = Session::new(&g)?;

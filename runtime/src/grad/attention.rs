@@ -169,7 +169,7 @@ pub(crate) fn vjp(c: &Bwd, spec: &AttentionSpec) -> R<Vec<Option<ArrayD<f32>>>> 
         Keep(ndarray::ArrayViewD<'a, bool>),
         Add(ndarray::ArrayViewD<'a, f32>),
     }
-    let mask = match mask.map(|m| &m.data) {
+    let mask = match mask.map(|m| &m.dense().data) {
         None => M::None,
         Some(Data::B(a)) => M::Keep(a.broadcast(mask_shape).ok_or_else(bad)?),
         Some(Data::F(a)) => M::Add(a.broadcast(mask_shape).ok_or_else(bad)?),
@@ -177,6 +177,7 @@ pub(crate) fn vjp(c: &Bwd, spec: &AttentionSpec) -> R<Vec<Option<ArrayD<f32>>>> 
             int_keep = a.mapv(|v| v != 0);
             M::Keep(int_keep.broadcast(mask_shape).ok_or_else(bad)?)
         }
+        Some(Data::Q(_)) => return Err(bad()),
     };
     // Forward context (needed for dWo) and the output cotangent.
     let dy = c.req_dy(0)?;

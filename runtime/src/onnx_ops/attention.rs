@@ -191,10 +191,11 @@ fn mask_bias(m: &Value, b: usize, hq: usize, sq: usize, t: usize) -> OpResult<Ma
     if (m0 != 1 && m0 != b) || (m1 != 1 && m1 != hq) || (m2 != 1 && m2 != sq) || m3 > t {
         return Err(format!("attn_mask of shape {shape:?} does not broadcast to [{b}, {hq}, {sq}, {t}]"));
     }
-    let vals: Vec<f32> = match &m.data {
+    let vals: Vec<f32> = match &m.dense().data {
         Data::B(a) => a.iter().map(|&v| if v { 0.0 } else { f32::NEG_INFINITY }).collect(),
         Data::F(a) => to_vec(a),
         Data::I(_) => return Err(format!("attn_mask must be bool or float, got {}", m.dtype)),
+        Data::Q(_) => return Err(crate::value::NOT_DENSE.into()),
     };
     let mut data = vec![f32::NEG_INFINITY; m0 * m1 * sq * t];
     for a in 0..m0 * m1 {

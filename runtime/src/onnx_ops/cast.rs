@@ -45,7 +45,7 @@ pub(crate) fn wrap_int(v: i64, to: DType) -> i64 {
 }
 
 pub(crate) fn cast_value(x: &Value, to: DType) -> Value {
-    let data = match (&x.data, to) {
+    let data = match (&x.dense().data, to) {
         (Data::F(a), DType::Bool) => Data::B(a.mapv(|v| v != 0.0)),
         (Data::F(a), t) if t.is_float() => Data::F(a.mapv(|v| round_float(v, t))),
         (Data::F(a), t) => Data::I(a.mapv(|v| wrap_int(v as i64, t))),
@@ -55,6 +55,7 @@ pub(crate) fn cast_value(x: &Value, to: DType) -> Value {
         (Data::B(a), DType::Bool) => Data::B(a.clone()),
         (Data::B(a), t) if t.is_float() => Data::F(a.mapv(|v| v as u8 as f32)),
         (Data::B(a), _) => Data::I(a.mapv(|v| v as i64)),
+        (Data::Q(s), _) => return cast_value(s.dense(), to),
     };
     Value { dtype: to, data }
 }

@@ -280,10 +280,11 @@ pub(crate) fn owned<T: Clone>(v: ArrayViewD<'_, T>) -> ArrayD<T> {
 /// array (`&ArrayD<T>`) and the body yields an `ArrayD<T>` of the same element type.
 macro_rules! map_data {
     ($v:expr, |$a:ident| $body:expr) => {
-        match &$v.data {
+        match &$v.dense().data {
             $crate::value::Data::F($a) => $crate::value::Data::F($body),
             $crate::value::Data::I($a) => $crate::value::Data::I($body),
             $crate::value::Data::B($a) => $crate::value::Data::B($body),
+            $crate::value::Data::Q(_) => return Err($crate::value::NOT_DENSE.into()),
         }
     };
 }

@@ -143,7 +143,7 @@ pub(crate) fn unary_named(ctx: &Ctx) -> OpResult {
 
 pub(crate) fn unary(ctx: &Ctx, u: Unary) -> OpResult {
     let x = ctx.input(0)?;
-    let data = match &x.data {
+    let data = match &x.dense().data {
         Data::F(a) => Data::F(a.mapv(|v| u.apply(v))),
         Data::I(a) => {
             if u.i(0).is_none() {
@@ -152,6 +152,7 @@ pub(crate) fn unary(ctx: &Ctx, u: Unary) -> OpResult {
             Data::I(a.mapv(|v| u.i(v).unwrap_or(v)))
         }
         Data::B(_) => return Err(format!("{u:?} needs a numeric input, got bool")),
+        Data::Q(_) => return Err(crate::value::NOT_DENSE.into()),
     };
     Ok(vec![Value { dtype: x.dtype, data }])
 }
@@ -484,7 +485,7 @@ pub(crate) fn where_op(ctx: &Ctx) -> OpResult {
 /// Clip: bounds are attributes `min`/`max` below opset 11, optional scalar inputs from 11.
 pub(crate) fn clip(ctx: &Ctx) -> OpResult {
     let x = ctx.input(0)?;
-    let data = match &x.data {
+    let data = match &x.dense().data {
         Data::F(a) => {
             let (lo, hi) = if ctx.opset() < 11 {
                 (ctx.float_or("min", f32::NEG_INFINITY)?, ctx.float_or("max", f32::INFINITY)?)
@@ -499,6 +500,7 @@ pub(crate) fn clip(ctx: &Ctx) -> OpResult {
             Data::I(a.mapv(|v| v.max(lo).min(hi)))
         }
         Data::B(_) => return Err("Clip needs a numeric input, got bool".into()),
+        Data::Q(_) => return Err(crate::value::NOT_DENSE.into()),
     };
     Ok(vec![Value { dtype: x.dtype, data }])
 }
@@ -513,10 +515,11 @@ fn one<T: Copy>(a: &ArrayD<T>, i: usize) -> OpResult<T> {
 fn bound_f32(ctx: &Ctx, i: usize) -> OpResult<Option<f32>> {
     match ctx.opt(i) {
         None => Ok(None),
-        Some(v) => match &v.data {
+        Some(v) => match &v.dense().data {
             Data::F(a) => one(a, i).map(Some),
             Data::I(a) => one(a, i).map(|x| Some(x as f32)),
             Data::B(_) => Err(format!("input {i} must be numeric, got bool")),
+            Data::Q(_) => Err(crate::value::NOT_DENSE.into()),
         },
     }
 }

@@ -40,6 +40,16 @@ pub(crate) fn gather(ctx: &Ctx) -> OpResult {
     let x = ctx.input(0)?;
     let idx = ctx.i64(1)?;
     let axis = norm_axis(ctx.int_or("axis", 0)?, x.shape().len())?;
+    if let Some(s) = x.stored() {
+        if axis == 0 && !s.stored().transposed() {
+            // Rows of an embedding table kept in its stored precision.
+            let (d, data) = crate::decoder_ops::table_rows(x, idx, "data")?;
+            let mut shape = idx.shape().to_vec();
+            shape.push(d);
+            return Ok(vec![Value::f32(array(&shape, data)?)]);
+        }
+    }
+    let x = x.dense();
     Ok(vec![Value { dtype: x.dtype, data: map_data!(x, |a| gather_array(a, axis, idx)?) }])
 }
 
@@ -63,6 +73,16 @@ pub(crate) fn gather_elements(ctx: &Ctx) -> OpResult {
     let x = ctx.input(0)?;
     let idx = ctx.i64(1)?;
     let axis = norm_axis(ctx.int_or("axis", 0)?, x.shape().len())?;
+    if let Some(s) = x.stored() {
+        if axis == 0 && !s.stored().transposed() {
+            // Rows of an embedding table kept in its stored precision.
+            let (d, data) = crate::decoder_ops::table_rows(x, idx, "data")?;
+            let mut shape = idx.shape().to_vec();
+            shape.push(d);
+            return Ok(vec![Value::f32(array(&shape, data)?)]);
+        }
+    }
+    let x = x.dense();
     Ok(vec![Value { dtype: x.dtype, data: map_data!(x, |a| gather_elements_array(a, axis, idx)?) }])
 }
 
@@ -273,10 +293,11 @@ pub(crate) fn scatter_elements(ctx: &Ctx) -> OpResult {
 pub(crate) fn non_zero(ctx: &Ctx) -> OpResult {
     let x = ctx.input(0)?;
     let rank = x.shape().len();
-    let hits: Vec<Vec<usize>> = match &x.data {
+    let hits: Vec<Vec<usize>> = match &x.dense().data {
         Data::F(a) => a.indexed_iter().filter(|(_, &v)| v != 0.0).map(|(p, _)| p.slice().to_vec()).collect(),
         Data::I(a) => a.indexed_iter().filter(|(_, &v)| v != 0).map(|(p, _)| p.slice().to_vec()).collect(),
         Data::B(a) => a.indexed_iter().filter(|(_, &v)| v).map(|(p, _)| p.slice().to_vec()).collect(),
+        Data::Q(_) => return Err(crate::value::NOT_DENSE.into()),
     };
     let n = hits.len();
     let mut out = vec![0i64; rank * n];

@@ -108,13 +108,39 @@ pub(crate) fn sgemm<T: Real>(
 pub(crate) fn matmul(ctx: &Ctx) -> OpResult {
     let (a, b) = (ctx.input(0)?, ctx.input(1)?);
     let data = match (&a.data, &b.data) {
+        (Data::F(x), Data::Q(w)) if w.stored().transposed() && x.ndim() >= 1 => Data::F(matmul_stored(x, w)?),
         (Data::F(x), Data::F(y)) => Data::F(matmul_f32(x, y)?),
+        (Data::Q(_), _) | (_, Data::Q(_)) => match (&a.dense().data, &b.dense().data) {
+            (Data::F(x), Data::F(y)) => Data::F(matmul_f32(x, y)?),
+            _ => return Err(format!("MatMul of {} by a stored weight needs a float operand", a.dtype)),
+        },
         (Data::I(x), Data::I(y)) => Data::I(matmul_i64(x, y)?),
         _ => {
             return Err(format!("MatMul operands must both be float or both integer, got {} and {}", a.dtype, b.dtype))
         }
     };
     Ok(vec![Value { dtype: a.dtype, data }])
+}
+
+/// `x [.., k] @ w [k, n]` with `w` the transpose of a stored-precision matrix of `n` rows of
+/// `k` (a linear layer's weight as ggml stores it), de-quantized inside the kernel.
+fn matmul_stored(x: &ArrayD<f32>, w: &crate::value::StoredValue) -> OpResult<ArrayD<f32>> {
+    let q = w.matrix()?;
+    let (n, k) = (q.rows(), q.cols());
+    let kx = x.shape().last().copied().unwrap_or(0);
+    if kx != k {
+        return Err(format!("MatMul inner dimensions differ: shapes {:?} and [{k}, {n}] ({})", x.shape(), q.format()));
+    }
+    let m = x.len() / k.max(1);
+    let xd = contiguous(x);
+    let mut out = vec![0f32; m * n];
+    crate::quant::matmul(&xd, m, &q, &mut out, true)?;
+    let mut shape = x.shape().to_vec();
+    match shape.last_mut() {
+        Some(last) if x.ndim() > 1 => *last = n,
+        _ => shape = vec![n],
+    }
+    array(&shape, out)
 }
 
 /// Shapes of a batched product: leading batch dims, m, k, n, output shape, and per-batch

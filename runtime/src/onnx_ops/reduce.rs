@@ -113,7 +113,7 @@ pub(crate) fn reduce(ctx: &Ctx, r: Reduce) -> OpResult {
     axes.sort_unstable();
     let shape = out_shape(x.shape(), &axes, keepdims);
     let outer: usize = shape.iter().product();
-    let data = match &x.data {
+    let data = match &x.dense().data {
         Data::F(a) => {
             let (d, inner) = axes_last(a, &axes);
             Data::F(array(&shape, chunk_reduce(&d, inner, outer, |c| Ok(r.float(c)))?)?)
@@ -123,6 +123,7 @@ pub(crate) fn reduce(ctx: &Ctx, r: Reduce) -> OpResult {
             Data::I(array(&shape, chunk_reduce(&d, inner, outer, |c| r.int(c))?)?)
         }
         Data::B(_) => return Err(format!("{r:?} needs a numeric input, got bool")),
+        Data::Q(_) => return Err(crate::value::NOT_DENSE.into()),
     };
     Ok(vec![Value { dtype: x.dtype, data }])
 }
@@ -142,7 +143,7 @@ pub(crate) fn arg_extreme(ctx: &Ctx, max: bool) -> OpResult {
         ));
     }
     let pick = |better: bool, equal: bool| better || (last && equal);
-    let idx: Vec<i64> = match &x.data {
+    let idx: Vec<i64> = match &x.dense().data {
         Data::F(a) => {
             let (d, inner) = axes_last(a, &[axis]);
             d.chunks(inner)
@@ -156,6 +157,7 @@ pub(crate) fn arg_extreme(ctx: &Ctx, max: bool) -> OpResult {
                 .collect()
         }
         Data::B(_) => return Err("ArgMax/ArgMin need a numeric input, got bool".into()),
+        Data::Q(_) => return Err(crate::value::NOT_DENSE.into()),
     };
     Ok(vec![Value::i64(array(&shape, idx)?)])
 }
@@ -176,10 +178,11 @@ pub(crate) fn cumsum(ctx: &Ctx) -> OpResult {
     let axis = norm_axis(ctx.scalar_int(1)?, x.shape().len())?;
     let exclusive = ctx.flag("exclusive", false)?;
     let reverse = ctx.flag("reverse", false)?;
-    let data = match &x.data {
+    let data = match &x.dense().data {
         Data::F(a) => Data::F(scan(a, axis, exclusive, reverse, 0f32, |s, v| s + v)),
         Data::I(a) => Data::I(scan(a, axis, exclusive, reverse, 0i64, |s, v| s.wrapping_add(v))),
         Data::B(_) => return Err("CumSum needs a numeric input, got bool".into()),
+        Data::Q(_) => return Err(crate::value::NOT_DENSE.into()),
     };
     Ok(vec![Value { dtype: x.dtype, data }])
 }

@@ -163,10 +163,11 @@ pub(crate) fn concat(ctx: &Ctx) -> OpResult {
     let axis = ctx.req_int("axis")?;
     let vals: Vec<&Value> = ctx.inputs.iter().flatten().copied().collect();
     let first = *vals.first().ok_or("Concat needs at least one input")?;
-    let data = match &first.data {
+    let data = match &first.dense().data {
         Data::F(_) => Data::F(concat_arrays(&same_kind(&vals, Value::as_f32)?, axis)?),
         Data::I(_) => Data::I(concat_arrays(&same_kind(&vals, Value::as_i64)?, axis)?),
         Data::B(_) => Data::B(concat_arrays(&same_kind(&vals, Value::as_bool)?, axis)?),
+        Data::Q(_) => return Err(crate::value::NOT_DENSE.into()),
     };
     Ok(vec![Value { dtype: first.dtype, data }])
 }
@@ -555,7 +556,7 @@ pub(crate) fn pad(ctx: &Ctx) -> OpResult {
         begins[ax] = pads[k];
         ends[ax] = pads[k + axes.len()];
     }
-    let data = match &x.data {
+    let data = match &x.dense().data {
         Data::F(a) => {
             let c = match &cval {
                 Some(v) => match &v.data {
@@ -598,6 +599,7 @@ pub(crate) fn pad(ctx: &Ctx) -> OpResult {
             };
             Data::B(pad_array(a, &begins, &ends, mode, c)?)
         }
+        Data::Q(_) => return Err(crate::value::NOT_DENSE.into()),
     };
     Ok(vec![Value { dtype: x.dtype, data }])
 }
