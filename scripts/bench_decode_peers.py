@@ -7,8 +7,8 @@ Usage:
       [--llama-python ~/.cache/jetc/venv-llama/bin/python] [--onnx DIR/model.onnx] [--json]
 
 Each round runs every engine once, in turn, as its own process (so that each one's peak RSS
-is its own): `jetc generate` with the weights in their stored precision (the default) and
-with `--weights f32`, llama.cpp through llama-cpp-python (bench_llama_decode.py) on the same
+is its own): `jetc generate` with the weights in their stored precision (the default), with
+`--weights f32` and with `--int8-dot` (8-bit activations, integer dots, as llama.cpp), llama.cpp through llama-cpp-python (bench_llama_decode.py) on the same
 file, and onnxruntime (bench_ort_decode.py) on `jetc export` of the model (f32 weights; made
 once, or given with --onnx). All get the prompt ids jetc's tokenizer made, the same number of
 new tokens and threads, batch 1. Prints a table of medians over the rounds with the ratio of
@@ -60,6 +60,7 @@ def main() -> None:
     engines = {
         "jetc (stored weights)": jetc,
         "jetc (--weights f32)": jetc + ["--weights", "f32"],
+        "jetc (--int8-dot)": jetc + ["--int8-dot"],
     }
     skipped = {}
     if os.path.exists(a.llama_python) and can_import(a.llama_python, "llama_cpp"):

@@ -483,6 +483,11 @@ enum Command {
         /// a tokenizer.json, or a directory holding one.
         #[arg(long)]
         tokenizer: Option<PathBuf>,
+        /// Quantize activations to 8 bits per block of 32 and dot them in integers with Q4_0,
+        /// Q4_1 and Q8_0 weights on the decode path, as llama.cpp does: faster, but not the
+        /// f32 result (logits move by the rounding of the activations).
+        #[arg(long)]
+        int8_dot: bool,
         /// How a GGUF model's weights are held: `stored` keeps the file's format (f16, bf16,
         /// Q4_0, Q8_0, K-quants, ...) and de-quantizes inside the matmuls; `f32` de-quantizes
         /// every weight at load (5-8x the memory; the reference for the stored kernels).
@@ -517,6 +522,11 @@ enum Command {
         /// Prompt tokens per sequence of the prefill measurement (0: none).
         #[arg(long, default_value_t = 512)]
         prefill_tokens: usize,
+        /// Quantize activations to 8 bits per block of 32 and dot them in integers with Q4_0,
+        /// Q4_1 and Q8_0 weights on the decode path, as llama.cpp does: faster, but not the
+        /// f32 result (logits move by the rounding of the activations).
+        #[arg(long)]
+        int8_dot: bool,
         /// How a GGUF model's weights are held (as `generate --weights`).
         #[arg(long, default_value = "stored", value_parser = ["stored", "f32"])]
         weights: String,
@@ -799,7 +809,8 @@ fn main() -> ExitCode {
                 window,
             })
         }),
-        Command::Bench { model, compare, compare_layout, context, batch, new_tokens, prefill_tokens, weights, plot, threads, seed, json } => {
+        Command::Bench { model, compare, compare_layout, context, batch, new_tokens, prefill_tokens, int8_dot, weights, plot, threads, seed, json } => {
+            jetc_runtime::quant::q8::set_int8_dot(int8_dot);
             if let Some(n) = threads {
                 if let Err(e) = rayon::ThreadPoolBuilder::new().num_threads(n.max(1)).build_global() {
                     eprintln!("note: --threads {n} not applied: {e}");
@@ -830,8 +841,10 @@ fn main() -> ExitCode {
             seed,
             json,
             tokenizer,
+            int8_dot,
             weights,
         } => commands::generate::run(&commands::generate::GenerateArgs {
+            int8_dot,
             stored_weights: weights == "stored",
             model,
             prompt,

@@ -212,7 +212,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         let series: Vec<jetc_train::plot::Series> = measured
             .iter()
             .map(|m| jetc_train::plot::Series {
-                label: Path::new(&m.name).file_name().map_or(m.name.clone(), |f| f.to_string_lossy().into_owned()),
+                label: m.name.split(" as ").map(|part| Path::new(part).file_name().map_or(part.to_string(), |f| f.to_string_lossy().into_owned())).collect::<Vec<_>>().join(" as "),
                 points: m.decode.iter().map(|d| (d.context as f64, d.tokens_per_s)).collect(),
             })
             .collect();

@@ -30,6 +30,8 @@ pub struct GenerateArgs {
     pub tokenizer: Option<PathBuf>,
     /// Keep a GGUF's weights in their stored precision (else de-quantize them to f32 at load).
     pub stored_weights: bool,
+    /// Integer dot products on 8-bit activations for Q4_0/Q4_1/Q8_0 weights (decode path).
+    pub int8_dot: bool,
 }
 
 fn msg(e: impl std::fmt::Display) -> CliError {
@@ -134,6 +136,7 @@ fn sampling(args: &GenerateArgs) -> Result<Sampling> {
 }
 
 pub fn run(args: &GenerateArgs) -> Result<()> {
+    jetc_runtime::quant::q8::set_int8_dot(args.int8_dot);
     let started = Instant::now();
     let (tok, template) = match &args.tokenizer {
         Some(path) => text_from(path)?,
@@ -218,6 +221,7 @@ pub fn run(args: &GenerateArgs) -> Result<()> {
             "weight_bytes": generator.session().weight_bytes(),
             "dense_weight_bytes": generator.session().dense_weight_bytes(),
             "peak_rss_bytes": peak_rss_bytes(),
+            "int8_dot": args.int8_dot,
         });
         println!("{}", serde_json::to_string_pretty(&j).map_err(msg)?);
     } else {

@@ -27,6 +27,7 @@ use crate::onnx_ops::matmul::{sgemm, Mat};
 mod avx2;
 #[cfg(target_arch = "x86_64")]
 mod avx512;
+pub mod q8;
 
 /// Rows of `x` dotted with each decoded block at once on the decode path.
 pub const BATCH: usize = 4;
@@ -139,6 +140,10 @@ fn matmul_at(level: Simd, x: &[f32], m: usize, w: &QuantMatrix, y: &mut [f32], t
     if m >= PREFILL_ROWS {
         return by_panels(x, m, w, &mut y[..m * n], threads);
     }
+    if q8::int8_dot() && q8::supports(w.format, k) {
+        by_rows_q8(x, m, w, &mut y[..m * n], threads);
+        return Ok(());
+    }
     for i0 in (0..m).step_by(BATCH) {
         let mb = (m - i0).min(BATCH);
         by_rows(level, &x[i0 * k..(i0 + mb) * k], mb, w, &mut y[i0 * n..(i0 + mb) * n], threads);
@@ -168,6 +173,24 @@ fn by_rows(level: Simd, x: &[f32], mb: usize, w: &QuantMatrix, y: &mut [f32], th
             for (i, &v) in vals.iter().enumerate() {
                 y[i * n + j] = v;
             }
+        }
+    }
+}
+
+/// The decode path with `x` quantized to 8 bits per block ([`q8`], opt-in).
+fn by_rows_q8(x: &[f32], m: usize, w: &QuantMatrix, y: &mut [f32], threads: bool) {
+    let n = w.rows;
+    let xq = q8::Q8Rows::new(x, m, w.cols);
+    let mut transposed = vec![0.0f32; n * m];
+    let task = |(t, chunk): (usize, &mut [f32])| q8::row_dots(w.format, w.data, w.row_bytes, t * TASK_ROWS, &xq, m, chunk);
+    if threads {
+        transposed.par_chunks_mut(TASK_ROWS * m).enumerate().for_each(task);
+    } else {
+        transposed.chunks_mut(TASK_ROWS * m).enumerate().for_each(task);
+    }
+    for (j, vals) in transposed.chunks_exact(m).enumerate() {
+        for (i, &v) in vals.iter().enumerate() {
+            y[i * n + j] = v;
         }
     }
 }
