@@ -38,7 +38,6 @@ fn weights_read_whole(g: &jetc::ir::Graph) -> u64 {
         _ => None,
     });
     g.node_ids()
-        .into_iter()
         .filter(|&id| Some(id) != table)
         .filter_map(|id| match &g.node(id).ok()?.op {
             Op::Const(t) if t.dtype().is_float() => Some(4 * t.numel() as u64),

@@ -106,7 +106,7 @@ impl<'g> Bench<'g> {
         let session = Session::new(graph)?;
         let mut bench = Bench { session, io, vocab };
         let caches = bench.caches(1, 0, 0);
-        bench.step(&vec![0; 1], 1, 0, caches)?;
+        bench.step(&[0], 1, 0, caches)?;
         Ok(bench)
     }
 
