@@ -10,13 +10,13 @@ one JSON object in the shape of bench_ort_decode.py's: load, prefill and decode 
 tokens/s, peak RSS, and the generated ids (to check they are jetc's).
 """
 import argparse
-import json
-import resource
 import time
 
-import numpy as np
 import llama_cpp
+import numpy as np
 from llama_cpp import Llama
+
+from decode_report import print_report
 
 
 def main() -> None:
@@ -58,18 +58,7 @@ def main() -> None:
         nxt = last_argmax()
         ids.append(nxt)
     decode = time.perf_counter() - t0
-    steps = len(ids) - 1
-    print(json.dumps({
-        "load_s": load,
-        "prompt_tokens": len(prompt),
-        "prefill_s": prefill,
-        "prefill_tokens_per_s": len(prompt) / prefill,
-        "decode_s": decode,
-        "decode_steps": steps,
-        "decode_tokens_per_s": steps / decode if decode > 0 else 0.0,
-        "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
-        "ids": ids,
-    }))
+    print_report(load, len(prompt), prefill, decode, ids)
 
 
 if __name__ == "__main__":

@@ -9,12 +9,12 @@ takes one), then each step feeds the argmax token and the `present*` outputs bac
 generated ids (to check they are jetc's).
 """
 import argparse
-import json
-import resource
 import time
 
 import numpy as np
 import onnxruntime as ort
+
+from decode_report import print_report
 
 
 def main() -> None:
@@ -73,18 +73,7 @@ def main() -> None:
         nxt = step([nxt], len(prompt) + len(ids) - 1)
         ids.append(nxt)
     decode = time.perf_counter() - t0
-    steps = len(ids) - 1
-    print(json.dumps({
-        "load_s": load,
-        "prompt_tokens": len(prompt),
-        "prefill_s": prefill,
-        "prefill_tokens_per_s": len(prompt) / prefill,
-        "decode_s": decode,
-        "decode_steps": steps,
-        "decode_tokens_per_s": steps / decode if decode > 0 else 0.0,
-        "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
-        "ids": ids,
-    }))
+    print_report(load, len(prompt), prefill, decode, ids)
 
 
 if __name__ == "__main__":

@@ -282,10 +282,6 @@ fn caches_feeding(g: &Graph, o: jetc_ir::Outlet) -> Vec<(jetc_ir::NodeId, usize,
     out
 }
 
-/// True when `b` ([D, V]) holds the transpose of `a` ([V, D]), judged on the first and last
-/// rows and a strided sample of 4096 elements: untied trained (or random) weights differ
-/// almost everywhere, and reading both tables whole would page in gigabytes of mapped weights
-/// just to print a summary.
 /// Equal lengths, equal first and last 4 KB, and equal bytes at 4096 strided positions.
 fn sampled_equal(a: &[u8], b: &[u8]) -> bool {
     let n = a.len();
@@ -294,6 +290,10 @@ fn sampled_equal(a: &[u8], b: &[u8]) -> bool {
     n == b.len() && a[..edge] == b[..edge] && a[n - edge..] == b[n - edge..] && (0..n).step_by(step).all(|i| a[i] == b[i])
 }
 
+/// True when `b` ([D, V]) holds the transpose of `a` ([V, D]), judged on the first and last
+/// rows and a strided sample of 4096 elements: untied trained (or random) weights differ
+/// almost everywhere, and reading both tables whole would page in gigabytes of mapped weights
+/// just to print a summary.
 fn is_transpose_of(a: &jetc_ir::Tensor, b: &jetc_ir::Tensor) -> bool {
     let (sa, sb) = (a.shape(), b.shape());
     if sa.len() != 2 || sb.len() != 2 || sa[0] != sb[1] || sa[1] != sb[0] || a.dtype() != b.dtype() {

@@ -105,7 +105,7 @@ fn linear(x: &[f32], rows: usize, w: Weight, bias: Option<&ArrayD<f32>>, what: &
 
 /// Rows `ids` of a `[vocab, d]` table, from its stored blocks or its f32 values; negative
 /// ids count from the end.
-pub(crate) fn table_rows(table: &Value, ids: &ArrayD<i64>, what: &str) -> R<(usize, Vec<f32>)> {
+fn table_rows(table: &Value, ids: &ArrayD<i64>, what: &str) -> R<(usize, Vec<f32>)> {
     let blocks = table.stored().filter(|s| !s.stored().transposed());
     let (v, d) = match (blocks, table.shape()) {
         (Some(s), _) => (s.stored().rows(), s.stored().cols()),
@@ -140,13 +140,19 @@ pub(crate) fn table_rows(table: &Value, ids: &ArrayD<i64>, what: &str) -> R<(usi
     Ok((d, data))
 }
 
+/// Rows `ids` of a `[vocab, d]` table as a `[ids.., d]` value (Embedding, and ONNX Gather on
+/// axis 0 of a stored table).
+pub(crate) fn table_lookup(table: &Value, ids: &ArrayD<i64>, what: &str) -> R<Value> {
+    let (d, data) = table_rows(table, ids, what)?;
+    let mut shape = ids.shape().to_vec();
+    shape.push(d);
+    out(shape, data)
+}
+
 pub(crate) fn embedding(inputs: &[Option<&Value>]) -> R<Vec<Value>> {
     let table = arg(inputs, 0, "table")?;
     let ids = arg(inputs, 1, "ids")?.as_i64().ok_or("ids must be integers")?;
-    let (d, data) = table_rows(table, ids, "table")?;
-    let mut shape = ids.shape().to_vec();
-    shape.push(d);
-    Ok(vec![out(shape, data)?])
+    Ok(vec![table_lookup(table, ids, "table")?])
 }
 
 pub(crate) fn rms_norm(inputs: &[Option<&Value>], eps: f32) -> R<Vec<Value>> {
@@ -336,12 +342,12 @@ const QUERY_BLOCK: usize = 64;
 /// Rows (queries x stacked heads) per block of the score matrix, about.
 const BLOCK_ROWS: usize = 256;
 
-/// Queries per block when `group` query heads share each kv head: about [`BLOCK_ROWS`] rows
-/// in all, at most [`QUERY_BLOCK`] queries (the causal bound's waste grows with the block).
 /// At most this many query rows per kv head (query tokens x the heads sharing the kv head)
 /// take the row-by-row score and context kernels of a decode step rather than the GEMMs.
 const FEW_ROWS: usize = 8;
 
+/// Queries per block when `group` query heads share each kv head: about [`BLOCK_ROWS`] rows
+/// in all, at most [`QUERY_BLOCK`] queries (the causal bound's waste grows with the block).
 fn query_block(group: usize) -> usize {
     (BLOCK_ROWS / group.max(1)).clamp(8, QUERY_BLOCK)
 }
@@ -491,10 +497,10 @@ pub(crate) fn attention(spec: &AttentionSpec, inputs: &[Option<&Value>]) -> R<Ve
             dk[o..o + d].copy_from_slice(&k[src..src + d]);
             dv[o..o + d].copy_from_slice(&v[src..src + d]);
         }
-        // In blocks of 16 keys, so that each write goes to a line just written.
         if dkt.is_empty() {
             return;
         }
+        // In blocks of 16 keys, so that each write goes to a line just written.
         for s0 in (0..s_len).step_by(16) {
             let s1 = (s0 + 16).min(s_len);
             for e in 0..d {

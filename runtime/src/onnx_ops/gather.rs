@@ -40,14 +40,9 @@ pub(crate) fn gather(ctx: &Ctx) -> OpResult {
     let x = ctx.input(0)?;
     let idx = ctx.i64(1)?;
     let axis = norm_axis(ctx.int_or("axis", 0)?, x.shape().len())?;
-    if let Some(s) = x.stored() {
-        if axis == 0 && !s.stored().transposed() {
-            // Rows of an embedding table kept in its stored precision.
-            let (d, data) = crate::decoder_ops::table_rows(x, idx, "data")?;
-            let mut shape = idx.shape().to_vec();
-            shape.push(d);
-            return Ok(vec![Value::f32(array(&shape, data)?)]);
-        }
+    if x.stored().is_some_and(|s| !s.stored().transposed()) && axis == 0 {
+        // Rows of an embedding table kept in its stored precision.
+        return Ok(vec![crate::decoder_ops::table_lookup(x, idx, "data")?]);
     }
     let x = x.dense();
     Ok(vec![Value { dtype: x.dtype, data: map_data!(x, |a| gather_array(a, axis, idx)?) }])
@@ -73,15 +68,6 @@ pub(crate) fn gather_elements(ctx: &Ctx) -> OpResult {
     let x = ctx.input(0)?;
     let idx = ctx.i64(1)?;
     let axis = norm_axis(ctx.int_or("axis", 0)?, x.shape().len())?;
-    if let Some(s) = x.stored() {
-        if axis == 0 && !s.stored().transposed() {
-            // Rows of an embedding table kept in its stored precision.
-            let (d, data) = crate::decoder_ops::table_rows(x, idx, "data")?;
-            let mut shape = idx.shape().to_vec();
-            shape.push(d);
-            return Ok(vec![Value::f32(array(&shape, data)?)]);
-        }
-    }
     let x = x.dense();
     Ok(vec![Value { dtype: x.dtype, data: map_data!(x, |a| gather_elements_array(a, axis, idx)?) }])
 }

@@ -153,7 +153,19 @@ fn matmul_at(level: Simd, x: &[f32], m: usize, w: &QuantMatrix, y: &mut [f32], t
 
 /// The decode path for `mb <= BATCH` rows of `x`.
 fn by_rows(level: Simd, x: &[f32], mb: usize, w: &QuantMatrix, y: &mut [f32], threads: bool) {
-    let n = w.rows;
+    row_tasks(w.rows, mb, y, threads, |j0, chunk| row_dots(level, w, j0, x, mb, chunk));
+}
+
+/// The decode path with `x` quantized to 8 bits per block ([`q8`], opt-in), all `m` rows at
+/// once.
+fn by_rows_q8(x: &[f32], m: usize, w: &QuantMatrix, y: &mut [f32], threads: bool) {
+    let xq = q8::Q8Rows::new(x, m, w.cols);
+    row_tasks(w.rows, m, y, threads, |j0, chunk| q8::row_dots(w.format, w.data, w.row_bytes, j0, &xq, m, chunk));
+}
+
+/// Runs `task(j0, out)` over tasks of [`TASK_ROWS`] rows of `W` (of `n`), each writing
+/// `out[(j - j0) · mb + i] = x_i · W_j`, and leaves `y` (`mb × n`, row-major) filled.
+fn row_tasks(n: usize, mb: usize, y: &mut [f32], threads: bool, task: impl Fn(usize, &mut [f32]) + Sync) {
     // Tasks write `[row of W][row of x]`; with one row of x that is `y` itself.
     let mut transposed = Vec::new();
     let out: &mut [f32] = if mb == 1 {
@@ -162,35 +174,17 @@ fn by_rows(level: Simd, x: &[f32], mb: usize, w: &QuantMatrix, y: &mut [f32], th
         transposed.resize(n * mb, 0.0);
         &mut transposed
     };
-    let task = |(t, chunk): (usize, &mut [f32])| row_dots(level, w, t * TASK_ROWS, x, mb, chunk);
+    let run = |(t, chunk): (usize, &mut [f32])| task(t * TASK_ROWS, chunk);
     if threads {
-        out.par_chunks_mut(TASK_ROWS * mb).enumerate().for_each(task);
+        out.par_chunks_mut(TASK_ROWS * mb).enumerate().for_each(run);
     } else {
-        out.chunks_mut(TASK_ROWS * mb).enumerate().for_each(task);
+        out.chunks_mut(TASK_ROWS * mb).enumerate().for_each(run);
     }
     if mb > 1 {
         for (j, vals) in transposed.chunks_exact(mb).enumerate() {
             for (i, &v) in vals.iter().enumerate() {
                 y[i * n + j] = v;
             }
-        }
-    }
-}
-
-/// The decode path with `x` quantized to 8 bits per block ([`q8`], opt-in).
-fn by_rows_q8(x: &[f32], m: usize, w: &QuantMatrix, y: &mut [f32], threads: bool) {
-    let n = w.rows;
-    let xq = q8::Q8Rows::new(x, m, w.cols);
-    let mut transposed = vec![0.0f32; n * m];
-    let task = |(t, chunk): (usize, &mut [f32])| q8::row_dots(w.format, w.data, w.row_bytes, t * TASK_ROWS, &xq, m, chunk);
-    if threads {
-        transposed.par_chunks_mut(TASK_ROWS * m).enumerate().for_each(task);
-    } else {
-        transposed.chunks_mut(TASK_ROWS * m).enumerate().for_each(task);
-    }
-    for (j, vals) in transposed.chunks_exact(m).enumerate() {
-        for (i, &v) in vals.iter().enumerate() {
-            y[i * n + j] = v;
         }
     }
 }
